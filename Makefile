@@ -1,0 +1,31 @@
+# The README's two commands: `make run` (the app on the embedded models) and `make test`.
+# Both create .venv/ and install what is missing; a second run installs nothing.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# llama.cpp's default native build crashes (SIGSEGV in the AMX int8 kernels) on
+# recent Intel server CPUs; a portable AVX2 build works everywhere we run.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+.PHONY: install run test bench
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --editable ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/chainlit run app.py -w
+
+test: install
+	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) -m bench.decode

@@ -1,0 +1,1 @@
+"""Chat backends (embedded llama.cpp, OpenAI-compatible servers), the model catalog and settings."""

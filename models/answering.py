@@ -1,0 +1,149 @@
+"""Answering a question with a chosen model: timing it, and falling back when a server fails.
+
+The chat UI and the command-line tools both go through `stream_answer`, so they
+measure and recover the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from models.base import Backend, BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
+from models.catalog import EMBEDDED_LLM, EMBEDDED_SLM, Catalog, ModelSpec, build_catalog
+from models.embedded import EmbeddedBackend, EmbeddedModel
+from models.openai_compat import OpenAICompatBackend
+from models.settings import Settings
+from models.weights import gemma3_path, smollm2_path
+
+
+def make_backends(settings: Settings) -> dict[str, Backend]:
+    """The embedded backend always; the server backend when an endpoint is configured."""
+    backends: dict[str, Backend] = {
+        "embedded": EmbeddedBackend(
+            [
+                EmbeddedModel(EMBEDDED_SLM, smollm2_path, "chat_template"),
+                # Gemma 3 270M from PyPI is the pretrained model: it answers best
+                # when the prompt is a document that the answer completes.
+                EmbeddedModel(EMBEDDED_LLM, lambda: gemma3_path(settings.model_cache_dir), "completion"),
+            ],
+            context_window=settings.embedded_context_window,
+            threads=settings.embedded_threads,
+        )
+    }
+    if settings.model_server_url:
+        backends["server"] = OpenAICompatBackend(
+            settings.model_server_url,
+            settings.model_server_api_key,
+            connect_timeout_s=settings.connect_timeout_s,
+            first_token_timeout_s=settings.first_token_timeout_s,
+            token_timeout_s=settings.token_timeout_s,
+        )
+    return backends
+
+
+async def load_catalog(settings: Settings, backends: Mapping[str, Backend]) -> Catalog:
+    server = backends.get("server")
+    if server is None:
+        return build_catalog(settings)
+    try:
+        return build_catalog(settings, await server.list_models())
+    except BackendError as error:
+        return build_catalog(settings, [], server_error=error)
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """A model starts answering; `replacing` is set when it stands in for a failed one."""
+
+    model: ModelSpec
+    replacing: BackendError | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    model: ModelSpec
+    text: str
+    finish_reason: str  # stop | length | error
+    usage: Usage | None
+    ttft_s: float | None  # time to first token
+    total_s: float
+    error: BackendError | None = None
+
+    @property
+    def generation_s(self) -> float:
+        return self.total_s - (self.ttft_s or 0.0)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.usage or self.usage.completion_tokens < 2 or self.generation_s <= 0:
+            return None
+        # The first token's time is in ttft; the rate is over the tokens after it.
+        return (self.usage.completion_tokens - 1) / self.generation_s
+
+
+AnswerEvent = AttemptStart | TokenEvent | Answer
+
+
+async def stream_answer(
+    model: ModelSpec,
+    messages_for: Callable[[ModelSpec], list[ChatMessage]],
+    params: GenerationParams,
+    backends: Mapping[str, Backend],
+    fallback: ModelSpec | None,
+) -> AsyncIterator[AnswerEvent]:
+    """Stream one answer: `AttemptStart`, tokens, then `Answer`, per model tried.
+
+    If a server model fails, its partial text stays in its `Answer` (with the
+    error) and the `fallback` model answers the same question. `messages_for`
+    builds the prompt per model, since context windows differ.
+    """
+    answer: Answer | None = None
+    async for event in _attempt(model, messages_for(model), params, backends):
+        yield event
+        answer = event if isinstance(event, Answer) else answer
+    if answer and answer.error and fallback is not None and fallback.key != model.key:
+        yield AttemptStart(fallback, replacing=answer.error)
+        async for event in _attempt(fallback, messages_for(fallback), params, backends):
+            if not isinstance(event, AttemptStart):
+                yield event
+
+
+async def _attempt(
+    model: ModelSpec,
+    messages: list[ChatMessage],
+    params: GenerationParams,
+    backends: Mapping[str, Backend],
+) -> AsyncIterator[AnswerEvent]:
+    yield AttemptStart(model)
+    started = time.perf_counter()
+    first_token_at: float | None = None
+    parts: list[str] = []
+    try:
+        backend = backends.get(model.backend)
+        if backend is None:
+            raise BackendError(
+                f"No {model.backend} backend is configured", model.label,
+                "Set MODEL_SERVER_URL to use server models.",
+            )
+        async for event in backend.stream_chat(model.model, messages, params):
+            if isinstance(event, TokenEvent):
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                parts.append(event.text)
+                yield event
+            elif isinstance(event, StreamEnd):
+                yield Answer(
+                    model, "".join(parts), event.finish_reason, event.usage,
+                    _since(started, first_token_at), time.perf_counter() - started,
+                )
+    except BackendError as error:
+        yield Answer(
+            model, "".join(parts), "error", None,
+            _since(started, first_token_at), time.perf_counter() - started, error,
+        )
+
+
+def _since(start: float, moment: float | None) -> float | None:
+    return None if moment is None else moment - start

@@ -1,0 +1,84 @@
+"""The chat-backend seam: what every model backend streams, and the one protocol they share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 512
+    temperature: float = 0.2
+    top_p: float = 0.95
+    # Ask for per-token log-probabilities. Backends that cannot give them
+    # (or servers that ignore the request) yield tokens with logprob=None.
+    logprobs: bool = False
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+    logprob: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    usage: Usage
+    # "stop" (the model ended its answer), "length" (max_tokens reached),
+    # or "cancelled" (the consumer stopped early).
+    finish_reason: str
+
+
+StreamEvent = TokenEvent | StreamEnd
+
+
+@dataclass
+class BackendError(Exception):
+    """A failure the user should be told about in plain words.
+
+    `what` says what failed, `where` which model or address, `hint` what to do.
+    """
+
+    what: str
+    where: str
+    hint: str = ""
+    partial_text: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        text = f"{self.what} ({self.where})"
+        return f"{text}. {self.hint}" if self.hint else text
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that can stream a chat completion.
+
+    `stream_chat` yields `TokenEvent`s, then exactly one `StreamEnd`. Closing
+    the iterator early (``aclose()``, or cancelling the task that iterates it)
+    stops the generation promptly. Failures raise `BackendError`.
+    """
+
+    name: str
+
+    async def list_models(self) -> list[str]: ...
+
+    def stream_chat(
+        self, model: str, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]: ...

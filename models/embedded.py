@@ -1,0 +1,226 @@
+"""Embedded models: llama.cpp in-process through llama-cpp-python, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from models.base import (
+    BackendError,
+    ChatMessage,
+    GenerationParams,
+    StreamEnd,
+    StreamEvent,
+    TokenEvent,
+    Usage,
+)
+from models.prompt_formats import Prompt, completion_prompt
+from models.streaming import StopScanner
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    # Resolves the GGUF file; called once, on first use, in a worker thread
+    # (it may assemble a file from chunk packages).
+    locate: Callable[[], Path]
+    # "chat_template": the chat template stored in the GGUF file (instruction-tuned models).
+    # "completion": a plain question/answer document (pretrained models).
+    prompt_format: Literal["chat_template", "completion"] = "chat_template"
+
+
+@dataclass
+class _Loaded:
+    llama: object
+    format: Callable[[Sequence[ChatMessage]], Prompt]
+    # A Llama object is not thread-safe: one generation at a time per model.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class EmbeddedBackend:
+    """Runs GGUF models in-process. Models load lazily and stay loaded."""
+
+    name = "embedded"
+
+    def __init__(
+        self, models: Sequence[EmbeddedModel], context_window: int = 4096, threads: int = 2
+    ) -> None:
+        self._models = {model.name: model for model in models}
+        self.context_window = context_window
+        self.threads = threads
+        self._loaded: dict[str, _Loaded] = {}
+        self._load_lock = threading.Lock()
+
+    async def list_models(self) -> list[str]:
+        return list(self._models)
+
+    async def stream_chat(
+        self, model: str, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        if model not in self._models:
+            raise BackendError(
+                f"There is no embedded model called {model!r}",
+                "embedded models",
+                f"Choose one of: {', '.join(self._models)}.",
+            )
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent | BackendError] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: StreamEvent | BackendError) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, item)
+            except RuntimeError:  # the loop closed under us (process shutting down)
+                cancelled.set()
+
+        worker = threading.Thread(
+            target=self._generate,
+            args=(model, list(messages), params, emit, cancelled),
+            name=f"embedded-{model}",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            while True:
+                item = await events.get()
+                if isinstance(item, BackendError):
+                    raise item
+                yield item
+                if isinstance(item, StreamEnd):
+                    return
+        finally:
+            # Reached on normal end, on aclose() and on task cancellation alike:
+            # the worker sees the flag before its next token and stops.
+            cancelled.set()
+
+    def load(self, model: str) -> _Loaded:
+        """Load a model (blocking); later calls return the loaded one."""
+        with self._load_lock:
+            if model not in self._loaded:
+                self._loaded[model] = self._open(self._models[model])
+            return self._loaded[model]
+
+    def _open(self, spec: EmbeddedModel) -> _Loaded:
+        from llama_cpp import Llama, llama_chat_format
+
+        llama = Llama(
+            model_path=str(spec.locate()),
+            n_ctx=self.context_window,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
+        )
+        if spec.prompt_format == "completion":
+            return _Loaded(llama, completion_prompt)
+
+        template = llama.metadata["tokenizer.chat_template"]
+        eos = llama._model.token_get_text(llama.token_eos())
+        bos = llama._model.token_get_text(llama.token_bos())
+        formatter = llama_chat_format.Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+
+        def format_chat(messages: Sequence[ChatMessage]) -> Prompt:
+            rendered = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+            stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop or ""]
+            return Prompt(rendered.prompt, tuple(s for s in stop if s))
+
+        return _Loaded(llama, format_chat)
+
+    def _generate(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        emit: Callable[[StreamEvent | BackendError], None],
+        cancelled: threading.Event,
+    ) -> None:
+        try:
+            loaded = self.load(model)
+        except Exception as error:  # noqa: BLE001 - reported to the user, not raised in a thread
+            emit(BackendError(f"Could not load the embedded model ({error})", model,
+                              "Reinstall the project's packages (see the README's first command)."))
+            return
+        with loaded.lock:
+            if cancelled.is_set():
+                return
+            try:
+                self._decode(loaded, model, messages, params, emit, cancelled)
+            except Exception as error:  # noqa: BLE001
+                emit(BackendError(f"The embedded model failed: {error}", model))
+
+    def _decode(self, loaded, model, messages, params, emit, cancelled) -> None:
+        import llama_cpp
+
+        llama = loaded.llama
+        prompt = loaded.format(messages)
+        prompt_tokens = llama.tokenize(prompt.text.encode("utf-8"), add_bos=True, special=True)
+        room = self.context_window - len(prompt_tokens)
+        if room < 1:
+            emit(BackendError(
+                f"The question and its context ({len(prompt_tokens)} tokens) do not fit the "
+                f"model's context window ({self.context_window} tokens)",
+                model,
+                "Ask a shorter question, or raise EMBEDDED_CONTEXT_WINDOW.",
+            ))
+            return
+        max_tokens = min(params.max_tokens, room)
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        stops = StopScanner((*prompt.stop, *params.stop))
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        held_logprob: float | None = None
+        produced = 0
+        emitted_any = False
+        finish = "length"
+
+        for token in llama.generate(
+            prompt_tokens, temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05
+        ):
+            if cancelled.is_set():
+                finish = "cancelled"
+                break
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            produced += 1
+            if params.logprobs:
+                logprob = _chosen_token_logprob(llama, token)
+                held_logprob = logprob if held_logprob is None else min(held_logprob, logprob)
+            text = stops.feed(utf8.decode(llama.detokenize([token])))
+            if not emitted_any:
+                # Completion-style prompts end in "Answer:", so the first token carries a space.
+                text = text.lstrip()
+            if text:
+                emitted_any = True
+                emit(TokenEvent(text, held_logprob))
+                held_logprob = None
+            if stops.stopped:
+                finish = "stop"
+                break
+            if produced >= max_tokens:
+                break
+
+        tail = "" if stops.stopped else stops.feed(utf8.decode(b"", final=True)) + stops.flush()
+        if tail and finish != "cancelled":
+            emit(TokenEvent(tail, held_logprob))
+        emit(StreamEnd(Usage(len(prompt_tokens), produced), finish))
+
+
+def _chosen_token_logprob(llama, token: int) -> float:
+    """Log-probability of the token just sampled, from the last row of logits.
+
+    Asking llama.cpp for logprobs (logits_all) makes decoding about 3x slower;
+    reading the single row that the sampler just used costs one log-sum-exp.
+    Using the emitted token (not the argmax) keeps it right when sampling.
+    """
+    import llama_cpp
+
+    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),))
+    peak = row.max()
+    log_sum = peak + np.log(np.exp(row - peak).sum())
+    return float(row[token] - log_sum)

@@ -1,0 +1,173 @@
+"""A backend for any OpenAI-compatible server: Foundry Local, Ollama, vLLM, llama.cpp server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+
+from models.base import (
+    BackendError,
+    ChatMessage,
+    GenerationParams,
+    StreamEnd,
+    StreamEvent,
+    TokenEvent,
+    Usage,
+)
+
+_START_HINT = (
+    "Check that the server is running (for Foundry Local, `foundry service status` "
+    "prints its address) and that MODEL_SERVER_URL or FOUNDRY_LOCAL_ENDPOINT points at it."
+)
+
+
+class OpenAICompatBackend:
+    name = "server"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "not-needed",
+        connect_timeout_s: float = 3.0,
+        first_token_timeout_s: float = 60.0,
+        token_timeout_s: float = 30.0,
+    ) -> None:
+        self.base_url = base_url
+        self.first_token_timeout_s = first_token_timeout_s
+        self.token_timeout_s = token_timeout_s
+        # Per-phase deadlines are enforced around each awaited event below; the
+        # httpx read timeout is only a backstop for a socket that stays silent.
+        read_timeout = max(first_token_timeout_s, token_timeout_s) + 1
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            max_retries=0,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout_s),
+        )
+
+    async def list_models(self) -> list[str]:
+        try:
+            async with asyncio.timeout(self.first_token_timeout_s):
+                page = await self._client.models.list()
+        except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
+            raise self._explain(error, "listing models") from error
+        return [model.id for model in page.data]
+
+    async def stream_chat(
+        self, model: str, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        request: dict = dict(
+            model=model,
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        if params.stop:
+            request["stop"] = list(params.stop)
+        if params.logprobs:
+            request["logprobs"] = True
+
+        stream = None
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        chunks_with_text = 0
+        text_so_far: list[str] = []
+        try:
+            async with asyncio.timeout(self.first_token_timeout_s):
+                stream = await self._client.chat.completions.create(**request)
+            events = aiter(stream)
+            deadline = self.first_token_timeout_s
+            while True:
+                try:
+                    async with asyncio.timeout(deadline):
+                        chunk = await anext(events)
+                except StopAsyncIteration:
+                    break
+                # Reasoning models send thinking chunks before any answer text:
+                # any chunk proves the server is alive, so the clock restarts.
+                deadline = self.token_timeout_s
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        chunks_with_text += 1
+                        text_so_far.append(text)
+                        yield TokenEvent(text, _chunk_logprob(choice))
+        except BackendError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
+            explained = self._explain(error, f"model {model}")
+            explained.partial_text = "".join(text_so_far)
+            raise explained from error
+        finally:
+            if stream is not None:
+                await stream.close()
+
+        if finish_reason is None:
+            raise BackendError(
+                "The model server ended the answer before it was complete",
+                self.base_url,
+                "The server may have crashed or restarted; try again.",
+                partial_text="".join(text_so_far),
+            )
+        if usage is None:
+            # Servers that ignore stream_options send no usage: count chunks instead.
+            usage = Usage(prompt_tokens=0, completion_tokens=chunks_with_text)
+        yield StreamEnd(usage, finish_reason)
+
+    def _explain(self, error: BaseException, doing: str) -> BackendError:
+        where = self.base_url
+        if isinstance(error, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
+            return BackendError(
+                f"The model server did not answer in time ({doing})", where, _START_HINT
+            )
+        if isinstance(error, openai.APIStatusError):
+            detail = _short(error.message)
+            if error.status_code == 404:
+                return BackendError(
+                    f"The model server does not know {doing.removeprefix('model ')}: {detail}",
+                    where,
+                    "Pick another model in the chat settings or check SLM_MODEL / LLM_MODEL.",
+                )
+            return BackendError(
+                f"The model server answered HTTP {error.status_code} ({doing}): {detail}",
+                where,
+                "Look at the server's log; the request may be too long or the model not loaded.",
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return BackendError(f"Could not connect to the model server ({doing})", where, _START_HINT)
+        if isinstance(error, (httpx.HTTPError, openai.APIError)):
+            return BackendError(
+                f"The connection to the model server broke off ({doing}): {_short(str(error))}",
+                where,
+                "Try again; if it keeps happening, look at the server's log.",
+            )
+        if isinstance(error, ValueError):  # malformed JSON in a stream chunk
+            return BackendError(
+                f"The model server sent a malformed answer ({doing})",
+                where,
+                "The server may not be fully OpenAI-compatible; look at its log.",
+            )
+        return BackendError(f"The model server failed ({doing}): {_short(repr(error))}", where)
+
+
+def _chunk_logprob(choice) -> float | None:
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    # A chunk may carry several tokens: its text's probability is their product.
+    return sum(token.logprob for token in content)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

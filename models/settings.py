@@ -1,0 +1,98 @@
+"""All configuration in one object, read from the environment and `.env`.
+
+Every field is documented in the README's configuration table; keep the two in step.
+Code receives a `Settings` instance; nothing below the app reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "local-knowledge-assistant"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # --- OpenAI-compatible model server (Foundry Local, Ollama, vLLM, llama.cpp server)
+    model_server_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODEL_SERVER_URL", "FOUNDRY_LOCAL_ENDPOINT"),
+        description="Base URL of an OpenAI-compatible server; empty means embedded models only.",
+    )
+    model_server_api_key: str = Field(
+        default="not-needed", validation_alias=AliasChoices("MODEL_SERVER_API_KEY")
+    )
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("MODEL_ALIASES"),
+        description='JSON map from catalog name to server model id, e.g. {"phi-4-mini": "phi4-mini:latest"}.',
+    )
+    server_context_window: int = Field(
+        default=8192, validation_alias=AliasChoices("SERVER_CONTEXT_WINDOW")
+    )
+
+    # --- which models answer
+    slm_model: str | None = Field(default=None, validation_alias=AliasChoices("SLM_MODEL"))
+    llm_model: str | None = Field(default=None, validation_alias=AliasChoices("LLM_MODEL"))
+
+    # --- generation defaults
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0, validation_alias=AliasChoices("TEMPERATURE"))
+    max_tokens: int = Field(default=512, ge=1, le=8192, validation_alias=AliasChoices("MAX_TOKENS"))
+
+    # --- timeouts (seconds)
+    connect_timeout_s: float = Field(default=3.0, gt=0, validation_alias=AliasChoices("CONNECT_TIMEOUT_S"))
+    first_token_timeout_s: float = Field(
+        default=60.0, gt=0, validation_alias=AliasChoices("FIRST_TOKEN_TIMEOUT_S")
+    )
+    token_timeout_s: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("TOKEN_TIMEOUT_S"))
+
+    # --- embedded models (llama-cpp-python)
+    embedded_context_window: int = Field(
+        default=4096, ge=512, validation_alias=AliasChoices("EMBEDDED_CONTEXT_WINDOW")
+    )
+    embedded_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 2,
+        ge=1,
+        validation_alias=AliasChoices("EMBEDDED_THREADS"),
+    )
+    model_cache_dir: Path = Field(
+        default_factory=_default_cache_dir, validation_alias=AliasChoices("MODEL_CACHE_DIR")
+    )
+
+    # --- documents and uploads
+    corpus_dir: Path = Field(
+        default=PROJECT_ROOT / "docs_corpus", validation_alias=AliasChoices("CORPUS_DIR")
+    )
+    upload_max_mb: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("UPLOAD_MAX_MB"))
+    upload_max_files: int = Field(default=10, ge=1, validation_alias=AliasChoices("UPLOAD_MAX_FILES"))
+
+    # --- chat UI
+    stream_flush_ms: int = Field(default=40, ge=0, validation_alias=AliasChoices("STREAM_FLUSH_MS"))
+
+    @field_validator("model_server_url", mode="before")
+    @classmethod
+    def _normalise_server_url(cls, value: object) -> object:
+        """Accept `http://host:port` as well as `http://host:port/v1`.
+
+        Foundry Local prints its endpoint without the `/v1` path the OpenAI API lives under.
+        """
+        if value is None or not str(value).strip():
+            return None
+        parts = urlsplit(str(value).strip())
+        path = parts.path.rstrip("/")
+        if not path:
+            path = "/v1"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))

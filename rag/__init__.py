@@ -1,0 +1,1 @@
+"""Documents, passages and the grounded prompt built from them."""

@@ -1,0 +1,79 @@
+"""The grounded prompt: instructions, numbered passages, and as much conversation as fits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from models.base import ChatMessage
+from rag.documents import Document
+
+SYSTEM_PROMPT = (
+    "You are a knowledge assistant for a team. Answer the question using only the "
+    "numbered passages below, and cite the passages you use like [1]. If the passages "
+    "do not contain the answer, say that the documents do not cover it instead of "
+    "guessing. Keep the answer short and factual."
+)
+
+# Room left for chat-template markup around each message.
+_PER_MESSAGE_OVERHEAD = 8
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately generous token count (about 3 characters a token).
+
+    It errs on the long side so that a conversation trimmed with it always fits,
+    whatever the model's tokenizer.
+    """
+    return len(text) // 3 + 1
+
+
+def system_message(passages: Sequence[Document]) -> ChatMessage:
+    numbered = "\n".join(
+        f"[{number}] {doc.title}: {doc.text}" for number, doc in enumerate(passages, start=1)
+    )
+    return ChatMessage("system", f"{SYSTEM_PROMPT}\n\nPassages:\n{numbered}")
+
+
+def build_messages(
+    question: str,
+    history: Sequence[ChatMessage],
+    passages: Sequence[Document],
+    context_window: int,
+    max_tokens: int,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> list[ChatMessage]:
+    """System prompt with passages, the most recent turns that fit, then the question.
+
+    The answer's `max_tokens` is reserved out of the context window first; older
+    turns are dropped whole (a user message with its answer) so that the model
+    never sees half an exchange.
+    """
+    system = system_message(passages)
+    current = ChatMessage("user", question)
+
+    def cost(message: ChatMessage) -> int:
+        return count_tokens(message.content) + _PER_MESSAGE_OVERHEAD
+
+    budget = context_window - max_tokens - cost(system) - cost(current)
+    kept: list[ChatMessage] = []
+    turns = _pair_turns(history)
+    for turn in reversed(turns):
+        turn_cost = sum(cost(message) for message in turn)
+        if turn_cost > budget:
+            break
+        budget -= turn_cost
+        kept[:0] = turn
+    return [system, *kept, current]
+
+
+def _pair_turns(history: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+    """Group the history into turns, each starting at a user message."""
+    turns: list[list[ChatMessage]] = []
+    for message in history:
+        if message.role == "system":
+            continue
+        if message.role == "user" or not turns:
+            turns.append([message])
+        else:
+            turns[-1].append(message)
+    return turns

@@ -1,0 +1,110 @@
+"""Talks to a running Chainlit app the way its web page does, over Socket.IO."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import socketio
+
+
+@dataclass
+class Turn:
+    """Everything the server emitted while handling one message."""
+
+    events: list[tuple[str, dict]] = field(default_factory=list)
+
+    def named(self, name: str) -> list[dict]:
+        return [data for event, data in self.events if event == name]
+
+    @property
+    def messages(self) -> list[dict]:
+        """Final state of each message sent in the turn, in order of first appearance."""
+        latest: dict[str, dict] = {}
+        for event, data in self.events:
+            if event in ("new_message", "update_message", "stream_start"):
+                latest[data["id"]] = data
+        return list(latest.values())
+
+    def streamed_text(self) -> str:
+        starts = self.named("stream_start")
+        tokens = self.named("stream_token")
+        return "".join([s.get("output", "") for s in starts] + [t["token"] for t in tokens])
+
+
+class ChainlitClient:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.session_id = str(uuid.uuid4())
+        self._sio = socketio.AsyncClient(reconnection=False)
+        self._events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+
+        @self._sio.on("*")
+        async def record(event, data=None):
+            self._events.put_nowait((event, data if isinstance(data, dict) else {"value": data}))
+
+    async def connect(self) -> Turn:
+        """Open a session; returns what `on_chat_start` sent."""
+        await self._sio.connect(
+            self.base_url,
+            socketio_path="/ws/socket.io",
+            transports=["websocket"],
+            auth={
+                "clientType": "webapp", "sessionId": self.session_id, "threadId": "",
+                "userEnv": "{}", "chatProfile": "",
+            },
+        )
+        await self._sio.emit("connection_successful")
+        return await self._collect(until=_task_end_after_start())
+
+    async def ask(self, text: str, timeout_s: float = 120) -> Turn:
+        message = {
+            "id": str(uuid.uuid4()), "threadId": "", "name": "User", "type": "user_message",
+            "output": text, "createdAt": datetime.now(timezone.utc).isoformat(),
+        }
+        await self._sio.emit("client_message", {"message": message, "fileReferences": []})
+        return await self._collect(until=_task_end_after_start(), timeout_s=timeout_s)
+
+    async def change_settings(self, settings: dict) -> None:
+        await self._sio.emit("chat_settings_change", settings)
+
+    async def stop(self) -> None:
+        await self._sio.emit("stop")
+
+    async def next_event(self, timeout_s: float = 60) -> tuple[str, dict]:
+        return await asyncio.wait_for(self._events.get(), timeout_s)
+
+    async def collect_until_task_end(self, timeout_s: float = 60, seen_start: bool = True) -> Turn:
+        return await self._collect(until=_task_end_after_start(seen_start), timeout_s=timeout_s)
+
+    async def close(self) -> None:
+        await self._sio.disconnect()
+
+    async def _collect(self, until, timeout_s: float = 60) -> Turn:
+        turn = Turn()
+        async with asyncio.timeout(timeout_s):
+            while True:
+                event, data = await self._events.get()
+                turn.events.append((event, data))
+                if until(event, data):
+                    return turn
+
+
+def _task_end_after_start(seen_start: bool = False):
+    # connection_successful emits a bare task_end before anything runs: only a
+    # task_end that follows a task_start closes a turn.
+    started = seen_start
+
+    def done(event: str, data: dict) -> bool:
+        nonlocal started
+        started = started or event == "task_start"
+        return started and event == "task_end"
+
+    return done
+
+
+def settings_payload(**values) -> dict:
+    return json.loads(json.dumps(values))

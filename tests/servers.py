@@ -1,0 +1,92 @@
+"""Real processes for the tests: a llama.cpp OpenAI-compatible server and a Chainlit app server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Variables that would point the app at a developer's own server or models.
+_APP_VARIABLES = (
+    "MODEL_SERVER_URL", "FOUNDRY_LOCAL_ENDPOINT", "MODEL_SERVER_API_KEY", "MODEL_ALIASES",
+    "SLM_MODEL", "LLM_MODEL", "TEMPERATURE", "MAX_TOKENS",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in _APP_VARIABLES}
+    # Chainlit's --ci mode (switched on by CI=true) overwrites OPENAI_API_KEY.
+    env.pop("CI", None)
+    env.update(extra or {})
+    return env
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not come up in {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def running(command: list[str], ready_url: str, log: Path, env: Mapping[str, str], cwd: Path) -> Iterator[None]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd)
+        try:
+            wait_until_up(ready_url, process, log)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> Iterator[str]:
+    """`python -m llama_cpp.server` on a GGUF file; yields its /v1 base URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model_file),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
+    ]
+    if alias:
+        command += ["--model_alias", alias]
+    base = f"http://127.0.0.1:{port}/v1"
+    with running(command, f"{base}/models", log, clean_environment(), PROJECT_ROOT):
+        yield base
+
+
+@contextlib.contextmanager
+def chainlit_app(log: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """`chainlit run app.py --headless`; yields its base URL."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("chainlit")), "run", "app.py",
+        "--headless", "--host", "127.0.0.1", "--port", str(port),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with running(command, base, log, clean_environment(env), PROJECT_ROOT):
+        yield base
