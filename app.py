@@ -46,8 +46,8 @@ def _settings_widgets(catalog: Catalog) -> list:
     return [
         Select(id="slm", label="Small model (answers first)", items=items, initial_value=catalog.slm.key),
         Select(id="llm", label="Large model (escalation)", items=items, initial_value=catalog.llm.key),
-        Slider(id="temperature", label="Temperature", initial=SETTINGS.temperature, min=0, max=1.5, step=0.05),
-        Slider(id="max_tokens", label="Max tokens", initial=SETTINGS.max_tokens, min=16, max=2048, step=16),
+        Slider(id="temperature", label="Temperature", initial=SETTINGS.temperature, min=0, max=2, step=0.05),
+        Slider(id="max_tokens", label="Max tokens", initial=SETTINGS.max_tokens, min=16, max=max(4096, SETTINGS.max_tokens), step=16),
     ]
 
 
@@ -110,7 +110,11 @@ async def on_message(message: cl.Message) -> None:
 
 async def _finish(reply: cl.Message, answer: Answer) -> None:
     if answer.error and not answer.text:
-        return  # nothing was streamed; the next attempt (or the notice) says what happened
+        # Nothing was streamed. A failed server model is followed by the embedded
+        # model with its own notice; a failed embedded model has nobody to follow it.
+        if answer.model.backend == "embedded":
+            await cl.Message(content=f"⚠️ {answer.error}").send()
+        return
     if answer.error:
         reply.content += f"\n\n*⚠️ Cut off: {answer.error.what}. The answer above is partial.*"
     elif answer.finish_reason == "length":

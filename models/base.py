@@ -36,6 +36,8 @@ class TokenEvent:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    # True when the backend reported no usage and these are our own counts.
+    estimated: bool = False
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,8 @@ def build_catalog(
     def choose(configured: str | None, server_default: str, embedded_default: str, role: str) -> ModelSpec:
         embedded = models[f"embedded:{embedded_default}"]
         wanted = configured or (server_default if server_models is not None else embedded_default)
+        if server_models is not None and wanted in settings.model_aliases:
+            wanted = settings.model_aliases[wanted]
         for key in (wanted, f"embedded:{wanted}", f"server:{wanted}"):
             if key in models:
                 return models[key]

@@ -71,7 +71,8 @@ class OpenAICompatBackend:
         if params.stop:
             request["stop"] = list(params.stop)
         if params.logprobs:
-            request["logprobs"] = True
+            # llama.cpp's servers return logprobs only when top_logprobs is set too.
+            request.update(logprobs=True, top_logprobs=1)
 
         stream = None
         usage: Usage | None = None
@@ -79,19 +80,22 @@ class OpenAICompatBackend:
         chunks_with_text = 0
         text_so_far: list[str] = []
         try:
-            async with asyncio.timeout(self.first_token_timeout_s):
+            # One deadline covers the request and its first chunk; after that,
+            # each chunk must follow the previous one within token_timeout_s.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.first_token_timeout_s
+            async with asyncio.timeout_at(deadline):
                 stream = await self._client.chat.completions.create(**request)
             events = aiter(stream)
-            deadline = self.first_token_timeout_s
             while True:
                 try:
-                    async with asyncio.timeout(deadline):
+                    async with asyncio.timeout_at(deadline):
                         chunk = await anext(events)
                 except StopAsyncIteration:
                     break
                 # Reasoning models send thinking chunks before any answer text:
                 # any chunk proves the server is alive, so the clock restarts.
-                deadline = self.token_timeout_s
+                deadline = loop.time() + self.token_timeout_s
                 if chunk.usage is not None:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
@@ -105,7 +109,7 @@ class OpenAICompatBackend:
         except BackendError:
             raise
         except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
-            explained = self._explain(error, f"model {model}")
+            explained = self._explain(error, f"model {model}", mid_stream=stream is not None)
             explained.partial_text = "".join(text_so_far)
             raise explained from error
         finally:
@@ -120,11 +124,13 @@ class OpenAICompatBackend:
                 partial_text="".join(text_so_far),
             )
         if usage is None:
-            # Servers that ignore stream_options send no usage: count chunks instead.
-            usage = Usage(prompt_tokens=0, completion_tokens=chunks_with_text)
+            # Servers that ignore stream_options send no usage: count for ourselves,
+            # at about four characters a token for the prompt.
+            prompt_chars = sum(len(message.content) for message in messages)
+            usage = Usage(prompt_chars // 4 + 1, chunks_with_text, estimated=True)
         yield StreamEnd(usage, finish_reason)
 
-    def _explain(self, error: BaseException, doing: str) -> BackendError:
+    def _explain(self, error: BaseException, doing: str, mid_stream: bool = False) -> BackendError:
         where = self.base_url
         if isinstance(error, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
             return BackendError(
@@ -143,7 +149,7 @@ class OpenAICompatBackend:
                 where,
                 "Look at the server's log; the request may be too long or the model not loaded.",
             )
-        if isinstance(error, openai.APIConnectionError):
+        if isinstance(error, openai.APIConnectionError) and not mid_stream:
             return BackendError(f"Could not connect to the model server ({doing})", where, _START_HINT)
         if isinstance(error, (httpx.HTTPError, openai.APIError)):
             return BackendError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -60,12 +59,16 @@ class ChainlitClient:
         await self._sio.emit("connection_successful")
         return await self._collect(until=_task_end_after_start())
 
-    async def ask(self, text: str, timeout_s: float = 120) -> Turn:
+    async def send(self, text: str) -> None:
+        """Send a user message without waiting for the answer."""
         message = {
             "id": str(uuid.uuid4()), "threadId": "", "name": "User", "type": "user_message",
             "output": text, "createdAt": datetime.now(timezone.utc).isoformat(),
         }
         await self._sio.emit("client_message", {"message": message, "fileReferences": []})
+
+    async def ask(self, text: str, timeout_s: float = 120) -> Turn:
+        await self.send(text)
         return await self._collect(until=_task_end_after_start(), timeout_s=timeout_s)
 
     async def change_settings(self, settings: dict) -> None:
@@ -74,11 +77,12 @@ class ChainlitClient:
     async def stop(self) -> None:
         await self._sio.emit("stop")
 
-    async def next_event(self, timeout_s: float = 60) -> tuple[str, dict]:
-        return await asyncio.wait_for(self._events.get(), timeout_s)
+    async def wait_for(self, event_name: str, timeout_s: float = 60) -> Turn:
+        return await self._collect(until=lambda event, data: event == event_name, timeout_s=timeout_s)
 
-    async def collect_until_task_end(self, timeout_s: float = 60, seen_start: bool = True) -> Turn:
-        return await self._collect(until=_task_end_after_start(seen_start), timeout_s=timeout_s)
+    async def collect_until_task_end(self, timeout_s: float = 60) -> Turn:
+        """The rest of a turn that has already started."""
+        return await self._collect(until=_task_end_after_start(seen_start=True), timeout_s=timeout_s)
 
     async def close(self) -> None:
         await self._sio.disconnect()
@@ -105,6 +109,3 @@ def _task_end_after_start(seen_start: bool = False):
 
     return done
 
-
-def settings_payload(**values) -> dict:
-    return json.loads(json.dumps(values))

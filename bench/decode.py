@@ -1,0 +1,268 @@
+"""Decode rate and time to first token of the embedded SLM: the app's backend against raw llama-cpp-python.
+
+Three variants answer the same grounded question in the same process:
+
+- raw:              `llama_cpp.Llama.create_chat_completion(stream=True)`, the library's own path;
+- backend:          `EmbeddedBackend.stream_chat`, exactly as the app calls it (worker thread,
+                    asyncio queue, stop scanning, UTF-8 decoding);
+- backend+logprobs: the same with `logprobs=True` (our chosen-token log-probability).
+
+Both sides load the same GGUF file (SmolLM2-135M) with the same context window and
+thread count, and decode greedily (temperature 0). After one warm-up per variant the
+variants run interleaved (raw, backend, backend+logprobs, raw, ...) so that machine noise
+hits them alike. For each run:
+
+    TTFT        = first token's arrival - request
+    decode rate = (tokens - 1) / (last token's arrival - first token's arrival)
+
+The target (the issue's): the backend keeps at least 95% of the raw median decode rate.
+
+Run:
+
+    .venv/bin/python -m bench.decode                   # 5 runs of up to 200 tokens
+    .venv/bin/python -m bench.decode --runs 10 --max-tokens 300 --check
+
+Figures go to bench/results/decode.json (`--json PATH` to change). The exit code is 0
+whatever the result, unless `--check` is given: then 1 when the backend is below target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from models.answering import make_backends
+from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent
+from models.catalog import EMBEDDED_SLM
+from models.embedded import EmbeddedBackend
+from models.settings import PROJECT_ROOT, Settings
+from models.weights import smollm2_path
+from rag.documents import SEED_DOCUMENTS
+from rag.prompt import build_messages
+
+TARGET_RATIO = 0.95
+# Below this a run's rate is mostly noise from the first and last token's timing.
+MIN_TOKENS_FOR_RATE = 20
+DEFAULT_JSON = PROJECT_ROOT / "bench" / "results" / "decode.json"
+
+# Asks for all three passages in detail so that SmolLM2 writes a long answer
+# instead of stopping after one sentence.
+QUESTION = (
+    "Explain each of the three passages in detail, one paragraph per passage: what it "
+    "says, why it matters for a team, and how it relates to the other two passages."
+)
+
+RAW, BACKEND, BACKEND_LOGPROBS = "raw", "backend", "backend+logprobs"
+VARIANTS = (RAW, BACKEND, BACKEND_LOGPROBS)
+
+
+@dataclass
+class Run:
+    variant: str
+    tokens: int
+    ttft_s: float | None
+    decode_tok_s: float | None  # None when the answer was shorter than MIN_TOKENS_FOR_RATE
+    finish: str
+    text: str
+
+
+def _rate(tokens: int, first_at: float | None, last_at: float | None) -> float | None:
+    if tokens < MIN_TOKENS_FOR_RATE or first_at is None or last_at is None or last_at <= first_at:
+        return None
+    return (tokens - 1) / (last_at - first_at)
+
+
+class RawLlama:
+    """llama-cpp-python used directly, the way its own documentation streams a chat."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.llama = llama_cpp.Llama(
+            model_path=str(smollm2_path()),
+            n_ctx=settings.embedded_context_window,
+            n_threads=settings.embedded_threads,
+            n_threads_batch=settings.embedded_threads,
+            verbose=False,
+        )
+
+    def run(self, messages: list[ChatMessage], max_tokens: int) -> Run:
+        # Llama reuses the KV cache of a matching prompt prefix; every run would then
+        # skip prompt evaluation, unlike a new question in the app. Start cold instead.
+        self.llama.reset()
+        as_dicts = [{"role": m.role, "content": m.content} for m in messages]
+        tokens, first_at, last_at, finish, parts = 0, None, None, "length", []
+        started = time.perf_counter()
+        for chunk in self.llama.create_chat_completion(
+            messages=as_dicts, stream=True, max_tokens=max_tokens, temperature=0
+        ):
+            now = time.perf_counter()
+            choice = chunk["choices"][0]
+            content = choice["delta"].get("content")
+            if content:  # the first chunk carries only the role, the last only finish_reason
+                tokens += 1
+                first_at = first_at or now
+                last_at = now
+                parts.append(content)
+            finish = choice["finish_reason"] or finish
+        return Run(RAW, tokens, _since(started, first_at), _rate(tokens, first_at, last_at),
+                   finish, "".join(parts))
+
+
+class AppBackend:
+    """The app's EmbeddedBackend, driven from one event loop for the whole benchmark."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        backend = make_backends(settings)["embedded"]
+        assert isinstance(backend, EmbeddedBackend)
+        self.backend = backend
+        self.loop = loop
+        # Load outside the timed runs: the app's first question pays this once, not per answer.
+        self.backend.load(EMBEDDED_SLM)
+
+    def run(self, messages: list[ChatMessage], max_tokens: int, logprobs: bool) -> Run:
+        # Same cold start as the raw side (see RawLlama.run); the lock is free between runs.
+        self.backend.load(EMBEDDED_SLM).llama.reset()
+        params = GenerationParams(max_tokens=max_tokens, temperature=0, logprobs=logprobs)
+        return self.loop.run_until_complete(self._run(messages, params))
+
+    async def _run(self, messages: list[ChatMessage], params: GenerationParams) -> Run:
+        first_at = last_at = None
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        started = time.perf_counter()
+        async for event in self.backend.stream_chat(EMBEDDED_SLM, messages, params):
+            now = time.perf_counter()
+            if isinstance(event, TokenEvent):
+                first_at = first_at or now
+                last_at = now
+                parts.append(event.text)
+            elif isinstance(event, StreamEnd):
+                end = event
+        assert end is not None
+        # Tokens actually decoded, not events: held-back text can merge tokens into one event.
+        tokens = end.usage.completion_tokens
+        return Run(BACKEND_LOGPROBS if params.logprobs else BACKEND, tokens,
+                   _since(started, first_at), _rate(tokens, first_at, last_at),
+                   end.finish_reason, "".join(parts))
+
+
+def _since(start: float, moment: float | None) -> float | None:
+    return None if moment is None else moment - start
+
+
+def summarise(runs: list[Run]) -> dict:
+    rates = [r.decode_tok_s for r in runs if r.decode_tok_s is not None]
+    ttfts = [r.ttft_s for r in runs if r.ttft_s is not None]
+    return {
+        "runs": len(runs),
+        "runs_with_rate": len(rates),
+        "decode_tok_s_median": statistics.median(rates) if rates else None,
+        "decode_tok_s_min": min(rates, default=None),
+        "decode_tok_s_max": max(rates, default=None),
+        "ttft_s_median": statistics.median(ttfts) if ttfts else None,
+        "tokens_median": statistics.median(r.tokens for r in runs),
+    }
+
+
+def ratio(summary: dict, variant: str) -> float | None:
+    raw, other = summary[RAW]["decode_tok_s_median"], summary[variant]["decode_tok_s_median"]
+    return other / raw if raw and other else None
+
+
+def print_table(summary: dict, ratios: dict, passed: bool, same_text: bool) -> None:
+    def num(value: float | None, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    print(f"\n{'variant':<18} {'decode tok/s':>12} {'(min - max)':>17} {'TTFT ms':>9} {'tokens':>7}")
+    for variant in VARIANTS:
+        s = summary[variant]
+        spread = f"({num(s['decode_tok_s_min'], '.1f')} - {num(s['decode_tok_s_max'], '.1f')})"
+        ttft_ms = None if s["ttft_s_median"] is None else s["ttft_s_median"] * 1000
+        print(f"{variant:<18} {num(s['decode_tok_s_median'], '.1f'):>12} {spread:>17} "
+              f"{num(ttft_ms, '.0f'):>9} {num(s['tokens_median'], '.0f'):>7}")
+    print()
+    print(f"backend / raw            {num(ratios[BACKEND], '.3f')}  "
+          f"{'PASS' if passed else 'FAIL'} (target >= {TARGET_RATIO})")
+    print(f"backend+logprobs / raw   {num(ratios[BACKEND_LOGPROBS], '.3f')}")
+    if not same_text:
+        # Greedy decoding of one prompt should give one answer; if not, the sides differ
+        # in more than their plumbing (prompt rendering, sampler) and the ratio is suspect.
+        print("warning: the variants did not all produce the same text")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per variant (default 5)")
+    parser.add_argument("--max-tokens", type=int, default=200, help="answer length cap (default 200)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"output file (default {DEFAULT_JSON})")
+    parser.add_argument("--check", action="store_true", help=f"exit 1 when backend/raw < {TARGET_RATIO}")
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    messages = build_messages(QUESTION, [], SEED_DOCUMENTS, settings.embedded_context_window, args.max_tokens)
+    print(f"SmolLM2-135M ({smollm2_path().name}), n_ctx={settings.embedded_context_window}, "
+          f"threads={settings.embedded_threads}, max_tokens={args.max_tokens}, runs={args.runs}")
+
+    loop = asyncio.new_event_loop()
+    try:
+        raw = RawLlama(settings)
+        app = AppBackend(settings, loop)
+        run_variant = {
+            RAW: lambda: raw.run(messages, args.max_tokens),
+            BACKEND: lambda: app.run(messages, args.max_tokens, logprobs=False),
+            BACKEND_LOGPROBS: lambda: app.run(messages, args.max_tokens, logprobs=True),
+        }
+        for variant in VARIANTS:  # warm-up: first-touch page faults, thread pools, caches
+            run_variant[variant]()
+        runs: list[Run] = []
+        for number in range(1, args.runs + 1):
+            for variant in VARIANTS:
+                run = run_variant[variant]()
+                runs.append(run)
+                print(f"  run {number} {variant:<17} {run.tokens:>4} tokens  "
+                      f"{'n/a' if run.decode_tok_s is None else f'{run.decode_tok_s:6.1f}'} tok/s  "
+                      f"TTFT {'n/a' if run.ttft_s is None else f'{run.ttft_s * 1000:5.0f}'} ms")
+    finally:
+        loop.close()
+
+    summary = {v: summarise([r for r in runs if r.variant == v]) for v in VARIANTS}
+    ratios = {v: ratio(summary, v) for v in (BACKEND, BACKEND_LOGPROBS)}
+    passed = ratios[BACKEND] is not None and ratios[BACKEND] >= TARGET_RATIO
+    same_text = len({r.text for r in runs}) == 1
+    print_table(summary, ratios, passed, same_text)
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "model_file": str(smollm2_path()),
+        "n_ctx": settings.embedded_context_window,
+        "threads": settings.embedded_threads,
+        "max_tokens": args.max_tokens,
+        "question": QUESTION,
+        "environment": {
+            "llama_cpp_python": llama_cpp.__version__,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+        },
+        "summary": summary,
+        "ratios": ratios,
+        "target_ratio": TARGET_RATIO,
+        "passed": passed,
+        "same_text": same_text,
+        "runs": [asdict(r) for r in runs],
+    }, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    return 1 if args.check and not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

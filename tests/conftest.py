@@ -1,0 +1,35 @@
+"""Shared fixtures: the real SmolLM2 file, an embedded backend, and a real llama.cpp server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.embedded import EmbeddedBackend, EmbeddedModel
+from models.weights import smollm2_path
+from tests.servers import llama_cpp_server
+
+# The name Foundry Local gives phi-4-mini: the llama.cpp test server serves
+# SmolLM2 under it, so alias matching is tested against a real model listing.
+FOUNDRY_STYLE_SLM_ID = "Phi-4-mini-instruct-generic-cpu"
+
+
+@pytest.fixture(scope="session")
+def smollm2_file() -> Path:
+    return smollm2_path()
+
+
+@pytest.fixture(scope="session")
+def embedded(smollm2_file: Path) -> EmbeddedBackend:
+    return EmbeddedBackend(
+        [EmbeddedModel("smollm2-135m", lambda: smollm2_file)], context_window=2048, threads=2
+    )
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenAI-compatible server process (llama-cpp-python's) on SmolLM2."""
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with llama_cpp_server(smollm2_file, log, alias=FOUNDRY_STYLE_SLM_ID) as base_url:
+        yield base_url

@@ -1,0 +1,103 @@
+"""The real app: `chainlit run app.py --headless`, driven over Socket.IO as the web page does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.chainlit_client import ChainlitClient, Turn
+from tests.fault_server import refused_url
+from tests.servers import chainlit_app
+
+QUESTION = "What does Foundry Local enable?"
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app")
+    with chainlit_app(folder / "chainlit.log", {"MODEL_CACHE_DIR": str(folder / "models")}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def app_with_dead_server_url(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("app-dead-server")
+    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MODEL_SERVER_URL": refused_url()}
+    with chainlit_app(folder / "chainlit.log", env) as url:
+        yield url
+
+
+@pytest.fixture
+async def chat(app_url):
+    client = ChainlitClient(app_url)
+    await client.connect()
+    yield client
+    await client.close()
+
+
+def answer_message(turn: Turn) -> dict:
+    streamed_ids = {start["id"] for start in turn.named("stream_start")}
+    finals = [message for message in turn.messages if message["id"] in streamed_ids]
+    assert finals, f"no streamed message in {[event for event, _ in turn.events]}"
+    return finals[-1]
+
+
+def warnings_in(turn: Turn) -> list[str]:
+    return [
+        message["output"] for message in turn.messages
+        if message.get("isError") or "⚠️" in message.get("output", "")
+    ]
+
+
+async def test_a_question_gets_a_streamed_answer_with_its_model_and_timings(chat):
+    turn = await chat.ask(QUESTION)
+
+    assert len(turn.named("stream_start")) == 1
+    assert len(turn.named("stream_token")) >= 2
+    answer = answer_message(turn)
+    assert answer["output"].startswith(turn.streamed_text().strip()[:20])
+    assert "*smollm2-135m (embedded)* · Latency breakdown" in answer["output"]
+    [timings] = [element for element in turn.named("element") if element["name"] == "Latency breakdown"]
+    assert timings["display"] == "side" and timings["forId"] == answer["id"]
+    assert warnings_in(turn) == []
+
+
+async def test_the_chat_settings_change_the_model_that_answers(chat):
+    await chat.change_settings(
+        {"slm": "embedded:gemma3-270m", "llm": "embedded:gemma3-270m", "temperature": 0, "max_tokens": 48}
+    )
+    turn = await chat.ask(QUESTION)
+
+    assert "*gemma3-270m (embedded)*" in answer_message(turn)["output"]
+    assert warnings_in(turn) == []
+
+
+async def test_the_stop_button_ends_the_answer_and_keeps_what_was_written(chat):
+    await chat.change_settings({"max_tokens": 2048, "temperature": 0.8})
+    await chat.ask("Say hello.")  # the model is loaded and warm before timing anything
+
+    await chat.send("Write a very long story about a lighthouse keeper.")
+    await chat.wait_for("stream_start")
+    await chat.stop()
+    turn = await chat.collect_until_task_end(timeout_s=10)
+
+    stopped = [m for m in turn.messages if "Stopped: the answer above is partial." in m.get("output", "")]
+    assert stopped, [m.get("output") for m in turn.messages]
+    follow_up = await chat.ask(QUESTION)
+    assert "Latency breakdown" in answer_message(follow_up)["output"]
+
+
+async def test_an_unreachable_server_is_explained_and_the_embedded_model_answers(app_with_dead_server_url):
+    client = ChainlitClient(app_with_dead_server_url)
+    welcome = await client.connect()
+    try:
+        assert any("Could not connect to the model server" in m.get("output", "") for m in welcome.messages)
+
+        async with asyncio.timeout(60):
+            turn = await client.ask(QUESTION)
+    finally:
+        await client.close()
+
+    assert "*smollm2-135m (embedded)*" in answer_message(turn)["output"]
+    assert warnings_in(turn) == []  # the catalog already switched to the embedded model
