@@ -2,7 +2,8 @@
 
 Three variants answer the same grounded question in the same process:
 
-- raw:              `llama_cpp.Llama.create_chat_completion(stream=True)`, the library's own path;
+- raw:              `llama_cpp.Llama.create_chat_completion(stream=True)`, the library's own path,
+                    on a short-lived thread like the backend's worker (see `_on_fresh_thread`);
 - backend:          `EmbeddedBackend.stream_chat`, exactly as the app calls it (worker thread,
                     asyncio queue, stop scanning, UTF-8 decoding);
 - backend+logprobs: the same with `logprobs=True` (our chosen-token log-probability).
@@ -35,7 +36,9 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,6 +98,9 @@ class RawLlama:
         )
 
     def run(self, messages: list[ChatMessage], max_tokens: int) -> Run:
+        return _on_fresh_thread(lambda: self._run(messages, max_tokens))
+
+    def _run(self, messages: list[ChatMessage], max_tokens: int) -> Run:
         # Llama reuses the KV cache of a matching prompt prefix; every run would then
         # skip prompt evaluation, unlike a new question in the app. Start cold instead.
         self.llama.reset()
@@ -109,7 +115,7 @@ class RawLlama:
             content = choice["delta"].get("content")
             if content:  # the first chunk carries only the role, the last only finish_reason
                 tokens += 1
-                first_at = first_at or now
+                first_at = now if first_at is None else first_at
                 last_at = now
                 parts.append(content)
             finish = choice["finish_reason"] or finish
@@ -142,7 +148,7 @@ class AppBackend:
         async for event in self.backend.stream_chat(EMBEDDED_SLM, messages, params):
             now = time.perf_counter()
             if isinstance(event, TokenEvent):
-                first_at = first_at or now
+                first_at = now if first_at is None else first_at
                 last_at = now
                 parts.append(event.text)
             elif isinstance(event, StreamEnd):
@@ -153,6 +159,24 @@ class AppBackend:
         return Run(BACKEND_LOGPROBS if params.logprobs else BACKEND, tokens,
                    _since(started, first_at), _rate(tokens, first_at, last_at),
                    end.finish_reason, "".join(parts))
+
+
+def _on_fresh_thread(work: Callable[[], Run]) -> Run:
+    """Run `work` on a new thread that ends with it, as the backend does for each answer.
+
+    llama.cpp's OpenMP keeps a pool of threads for each thread that has decoded, for as
+    long as that thread lives. Decoding on the main thread would leave such a pool behind;
+    OpenMP then counts more threads than cores and stops spin-waiting in the backend's
+    worker, which made the backend look about 20% slower than it is in the app (where
+    only short-lived worker threads decode). A thread by itself costs nothing measurable.
+    """
+    result: list[Run] = []
+    worker = threading.Thread(target=lambda: result.append(work()), name="raw-llama")
+    worker.start()
+    worker.join()
+    if not result:
+        raise RuntimeError("the raw llama-cpp-python run failed (see the traceback above)")
+    return result[0]
 
 
 def _since(start: float, moment: float | None) -> float | None:
