@@ -57,6 +57,9 @@ async def end() -> None:
     task = cl.context.session.current_task
     if task and not task.done():
         task.cancel()
+    # Chainlit keeps every session's messages for the life of the process
+    # unless told otherwise; the app keeps its own history per session.
+    cl.chat_context.clear()
 
 
 @cl.on_message

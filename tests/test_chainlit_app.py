@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.chainlit_client import ChainlitClient, Turn
-from tests.fault_server import refused_url
+from tests.fault_server import fault_server, refused_url
 from tests.servers import chainlit_app
 
 QUESTION = "What does Foundry Local enable?"
@@ -101,3 +101,24 @@ async def test_an_unreachable_server_is_explained_and_the_embedded_model_answers
 
     assert "*smollm2-135m (embedded)*" in answer_message(turn)["output"]
     assert warnings_in(turn) == []  # the catalog already switched to the embedded model
+
+
+async def test_a_server_that_dies_mid_answer_leaves_the_partial_answer_and_the_embedded_model_answers(
+    tmp_path,
+):
+    async with fault_server("cut") as server_url:
+        env = {"MODEL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_URL": server_url, "SLM_MODEL": "scripted"}
+        with chainlit_app(tmp_path / "chainlit.log", env) as app_url:
+            client = ChainlitClient(app_url)
+            await client.connect()
+            try:
+                turn = await client.ask(QUESTION, timeout_s=60)
+            finally:
+                await client.close()
+
+    outputs = [message.get("output", "") for message in turn.messages]
+    [cut] = [text for text in outputs if text.startswith("The answer is")]
+    assert "Cut off: The connection to the model server broke off" in cut
+    [notice] = [text for text in outputs if "Answering with the embedded model" in text]
+    assert server_url in notice
+    assert "*smollm2-135m (embedded)* · Latency breakdown" in answer_message(turn)["output"]
