@@ -12,7 +12,7 @@ import chainlit as cl
 from chainlit.input_widget import Select, Slider
 
 from models.answering import Answer, AttemptStart, load_catalog, make_backends, stream_answer
-from models.base import ChatMessage, GenerationParams, TokenEvent
+from models.base import ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import Catalog, ModelSpec
 from models.settings import Settings
 from models.streaming import TokenBatcher
@@ -138,7 +138,15 @@ def timings_markdown(answer: Answer) -> str:
         ("Time to first token", seconds(answer.ttft_s)),
         ("Generation", seconds(answer.generation_s)),
         ("Total", seconds(answer.total_s)),
-        ("Tokens in / out", f"{usage.prompt_tokens} / {usage.completion_tokens}" if usage else "–"),
+        ("Tokens in / out", _token_counts(usage)),
         ("Tokens/s", f"{rate:.1f}" if rate else "–"),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return "| Measure | Value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _token_counts(usage: Usage | None) -> str:
+    if usage is None:
+        return "–"
+    counts = f"{usage.prompt_tokens} / {usage.completion_tokens}"
+    # Some servers report no usage; then the counts are our own estimate.
+    return f"~{counts} (estimated)" if usage.estimated else counts
