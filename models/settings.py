@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, field_validator
@@ -72,9 +73,19 @@ class Settings(BaseSettings):
         default_factory=_default_cache_dir, validation_alias=AliasChoices("MODEL_CACHE_DIR")
     )
 
-    # --- documents and uploads
+    # --- documents, retrieval and uploads
     corpus_dir: Path = Field(
         default=PROJECT_ROOT / "docs_corpus", validation_alias=AliasChoices("CORPUS_DIR")
+    )
+    retrieval_mode: Literal["bm25", "lexical"] = Field(
+        default="bm25", validation_alias=AliasChoices("RETRIEVAL_MODE")
+    )
+    top_k: int = Field(default=4, ge=1, le=20, validation_alias=AliasChoices("TOP_K"))
+    chunk_size: int = Field(default=1000, ge=200, le=8000, validation_alias=AliasChoices("CHUNK_SIZE"))
+    chunk_overlap: int = Field(default=150, ge=0, le=2000, validation_alias=AliasChoices("CHUNK_OVERLAP"))
+    min_retrieval_score: float = Field(
+        default=0.3, ge=0.0, le=1.0, validation_alias=AliasChoices("MIN_RETRIEVAL_SCORE"),
+        description="Below this best-hit score the answer says the documents do not seem to cover the question.",
     )
     upload_max_mb: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("UPLOAD_MAX_MB"))
     upload_max_files: int = Field(default=10, ge=1, validation_alias=AliasChoices("UPLOAD_MAX_FILES"))

@@ -1,4 +1,4 @@
-"""Core document type and the built-in demo corpus."""
+"""Core types: documents, the chunks they are cut into, and ranked hits; plus the demo corpus."""
 
 from __future__ import annotations
 
@@ -9,8 +9,29 @@ from dataclasses import dataclass
 class Document:
     id: str
     title: str
-    source: str
+    source: str  # where it came from: a path under the corpus folder, an upload's file name, "built-in"
     text: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    document: Document
+    position: int  # 0-based order within its document
+    text: str
+    # Headings above the chunk, outermost first ("Configuration", "Timeouts").
+    heading_path: tuple[str, ...] = ()
+
+    @property
+    def heading(self) -> str:
+        return " › ".join(self.heading_path)
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    # Comparable across queries, in [0, 1]: how much of the query the chunk covers.
+    score: float
+    rank: int  # 1-based
 
 
 # The original prototype's inline corpus; it stays available as the demo corpus.

@@ -1,0 +1,44 @@
+"""Tokenisation shared by every retriever, so that scores mean the same thing everywhere.
+
+Tuned on ../shared/eval/clapnq only (see README, "Retrieval").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import snowballstemmer
+
+# Function words that match everywhere and rank nothing. Kept short on purpose:
+# words such as "not", "who" or "when" carry meaning in questions about documents.
+STOP_WORDS = frozenset(
+    """a an and are as at be been being but by can could did do does for from had has have
+    how i if in into is it its me my of on or our so than that the their them then there
+    these they this those to too us was we were what which will with would you your""".split()
+)
+
+_WORD = re.compile(r"[a-z0-9]+")
+_stemmer = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return _stemmer.stemWord(word)
+
+
+def fold(text: str) -> str:
+    """Lower case without accents, so that "Café" and "cafe" are the same word."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def tokenize(text: str) -> list[str]:
+    """Normalised, stemmed content words, in order (repeats kept for term frequency)."""
+    return [_stem(word) for word in _WORD.findall(fold(text)) if word not in STOP_WORDS]
+
+
+def normalise_answer(text: str) -> str:
+    """For matching answer text inside passages: folded words joined by single spaces."""
+    return " ".join(_WORD.findall(fold(text)))
