@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from models.base import ChatMessage
-from rag.documents import Document
+from rag.documents import Chunk
+from rag.text import tokenize
 
 SYSTEM_PROMPT = (
     "You are a knowledge assistant for a team. Answer the question using only the "
@@ -27,17 +28,58 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 3 + 1
 
 
-def system_message(passages: Sequence[Document]) -> ChatMessage:
-    numbered = "\n".join(
-        f"[{number}] {doc.title}: {doc.text}" for number, doc in enumerate(passages, start=1)
+# A follow-up such as "and what about vLLM?" says too little to retrieve on its own.
+_FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also", "what if", "why not")
+_FEW_CONTENT_WORDS = 4
+
+
+def passage_label(chunk: Chunk) -> str:
+    return " › ".join((chunk.document.title, *chunk.heading_path))
+
+
+def system_message(passages: Sequence[Chunk]) -> ChatMessage:
+    numbered = "\n\n".join(
+        f"[{number}] {passage_label(chunk)}\n{chunk.text}" for number, chunk in enumerate(passages, start=1)
     )
-    return ChatMessage("system", f"{SYSTEM_PROMPT}\n\nPassages:\n{numbered}")
+    return ChatMessage("system", f"{SYSTEM_PROMPT}\n\nPassages:\n{numbered or '(no passage matched the question)'}")
+
+
+def retrieval_query(question: str, history: Sequence[ChatMessage]) -> str:
+    """The text to search with: the question, plus the previous question for a follow-up."""
+    previous = next((m.content for m in reversed(history) if m.role == "user"), None)
+    opener = question.strip().lower().startswith(_FOLLOW_UP_OPENERS)
+    if previous and (opener or len(tokenize(question)) < _FEW_CONTENT_WORDS):
+        return f"{previous} {question}"
+    return question
+
+
+def fit_passages(
+    passages: Sequence[Chunk],
+    question: str,
+    context_window: int,
+    max_tokens: int,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> list[Chunk]:
+    """The best-ranked passages that fit beside the question and the answer's reserve.
+
+    Called before the passages are numbered and shown, so that the sources the user
+    sees are exactly the ones the model was given. At least half the room left is
+    kept for the conversation.
+    """
+    room = (context_window - max_tokens - count_tokens(SYSTEM_PROMPT + question)) // 2
+    fitted: list[Chunk] = []
+    for chunk in passages:
+        room -= count_tokens(passage_label(chunk) + chunk.text) + _PER_MESSAGE_OVERHEAD
+        if room < 0:
+            break
+        fitted.append(chunk)
+    return fitted
 
 
 def build_messages(
     question: str,
     history: Sequence[ChatMessage],
-    passages: Sequence[Document],
+    passages: Sequence[Chunk],
     context_window: int,
     max_tokens: int,
     count_tokens: Callable[[str], int] = estimate_tokens,

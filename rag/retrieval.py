@@ -69,6 +69,19 @@ class LexicalRetriever:
         return _ranked(self.chunks, scores, k)
 
 
+class _BM25(BM25Okapi):
+    """Okapi BM25 with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)).
+
+    rank-bm25's own idf is zero or negative for a term in half the chunks or more,
+    so in a small knowledge base (a few uploads) the one chunk that names the
+    subject could score nothing at all. Lucene's form stays positive.
+    """
+
+    def _calc_idf(self, nd: dict) -> None:
+        for word, freq in nd.items():
+            self.idf[word] = math.log(1 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
+
+
 class BM25Retriever:
     """Okapi BM25 (rank-bm25), with scores divided by the query's best possible score.
 
@@ -83,7 +96,7 @@ class BM25Retriever:
     def __init__(self, chunks: Sequence[Chunk], k1: float = 1.5, b: float = 0.75) -> None:
         self.chunks = list(chunks)
         self.k1 = k1
-        self._bm25 = BM25Okapi([tokenize(indexed_text(c)) for c in self.chunks], k1=k1, b=b) if self.chunks else None
+        self._bm25 = _BM25([tokenize(indexed_text(c)) for c in self.chunks], k1=k1, b=b) if self.chunks else None
 
     def search(self, query: str, k: int) -> list[Hit]:
         terms = tokenize(query)
@@ -91,8 +104,8 @@ class BM25Retriever:
             return []
         raw = self._bm25.get_scores(terms)
         # Unseen terms get the idf of the rarest possible term: they could have matched.
-        best_idf = math.log((len(self.chunks) + 0.5) / 0.5)
-        ceiling = sum(max(self._bm25.idf.get(t, best_idf), 0.0) * (self.k1 + 1) for t in terms)
+        best_idf = math.log(1 + (len(self.chunks) + 0.5) / 0.5)
+        ceiling = sum(self._bm25.idf.get(t, best_idf) * (self.k1 + 1) for t in terms)
         scores = np.clip(raw / ceiling, 0.0, 1.0) if ceiling > 0 else raw * 0
         return _ranked(self.chunks, scores.tolist(), k)
 

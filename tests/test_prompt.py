@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from models.base import ChatMessage
 from models.prompt_formats import completion_prompt
+from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
-from rag.prompt import build_messages
+from rag.prompt import build_messages, fit_passages, retrieval_query
+
+PASSAGES = chunk_documents(SEED_DOCUMENTS)
 
 
 def conversation(turns: int, words_each: int = 50) -> list[ChatMessage]:
@@ -17,17 +20,17 @@ def conversation(turns: int, words_each: int = 50) -> list[ChatMessage]:
 
 
 def test_the_system_prompt_numbers_the_passages_and_asks_for_grounding():
-    system = build_messages("q", [], SEED_DOCUMENTS, 4096, 256)[0]
+    system = build_messages("q", [], PASSAGES, 4096, 256)[0]
 
     assert system.role == "system"
-    assert "[1] Foundry Local: Foundry Local enables" in system.content
-    assert "[3] SLMs:" in system.content
+    assert "[1] Foundry Local\nFoundry Local enables" in system.content
+    assert "[3] SLMs\nSLMs provide" in system.content
     assert "do not cover" in system.content
 
 
 def test_a_short_conversation_is_kept_whole_before_the_question():
     history = conversation(2)
-    messages = build_messages("next?", history, SEED_DOCUMENTS, 4096, 256)
+    messages = build_messages("next?", history, PASSAGES, 4096, 256)
 
     assert messages[1:-1] == history
     assert messages[-1] == ChatMessage("user", "next?")
@@ -35,7 +38,7 @@ def test_a_short_conversation_is_kept_whole_before_the_question():
 
 def test_the_oldest_turns_are_dropped_to_fit_the_context_window():
     history = conversation(30)
-    messages = build_messages("next?", history, SEED_DOCUMENTS, 2048, 512)
+    messages = build_messages("next?", history, PASSAGES, 2048, 512)
 
     kept = messages[1:-1]
     assert 0 < len(kept) < len(history)
@@ -55,3 +58,25 @@ def test_a_pretrained_model_gets_a_question_and_answer_document():
 
     assert prompt.text == "Passages: ...\n\nQuestion: Who?\nAnswer: Ada.\n\nQuestion: When?\nAnswer:"
     assert "\n\n" in prompt.stop
+
+
+def test_a_follow_up_question_is_searched_together_with_the_previous_one():
+    history = [ChatMessage("user", "How do I point the app at Ollama?"), ChatMessage("assistant", "Set ...")]
+
+    assert retrieval_query("and what about vLLM?", history) == "How do I point the app at Ollama? and what about vLLM?"
+
+
+def test_a_complete_question_is_searched_on_its_own():
+    history = [ChatMessage("user", "How do I point the app at Ollama?")]
+    question = "Which timeout applies to the first token of a streamed answer?"
+
+    assert retrieval_query(question, history) == question
+
+
+def test_only_the_passages_that_fit_the_context_window_are_given():
+    long_passages = chunk_documents([SEED_DOCUMENTS[0].__class__("x", "X", "x", ("word " * 150 + "\n\n") * 20)], 900, 0)
+
+    fitted = fit_passages(long_passages, "question?", context_window=2048, max_tokens=512)
+
+    assert 0 < len(fitted) < len(long_passages)
+    assert fitted == long_passages[: len(fitted)]

@@ -1,0 +1,60 @@
+"""A session's knowledge base: shared corpus plus its own uploads, isolated from other sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.documents import Document
+from rag.index import DuplicateUpload, KnowledgeBase, SharedCorpus
+from rag.loading import load_folder
+
+SECRET = Document("upload-1", "Launch plan", "plan.md", "Project Nightjar launches on the ninth of March.")
+
+
+@pytest.fixture
+def corpus():
+    return SharedCorpus([Document("c1", "Handbook", "handbook.md", "The handbook explains expenses and travel.")])
+
+
+def test_an_upload_is_searchable_in_its_own_session(corpus):
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+
+    hits = knowledge.search("When does Nightjar launch?", "bm25", 3)
+    assert hits[0].chunk.document == SECRET
+
+
+@pytest.mark.parametrize("mode", ["bm25", "lexical"])
+def test_another_session_never_finds_it(corpus, mode):
+    mine, theirs = KnowledgeBase(corpus, 1000, 0), KnowledgeBase(corpus, 1000, 0)
+    mine.add(SECRET)
+
+    assert all(hit.chunk.document != SECRET for hit in theirs.search("Nightjar launch March", mode, 5))
+
+
+def test_the_same_file_twice_is_refused(corpus):
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+    with pytest.raises(DuplicateUpload):
+        knowledge.add(SECRET)
+    assert list(knowledge.uploads.values()) == [SECRET]
+
+
+def test_a_removed_upload_is_no_longer_found(corpus):
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+    knowledge.search("Nightjar", "bm25", 3)
+
+    assert knowledge.remove("plan.md") == SECRET
+    assert knowledge.search("Nightjar", "bm25", 3) == []
+
+
+def test_the_corpus_folder_is_read_recursively_with_titles(tmp_path):
+    (tmp_path / "guides").mkdir()
+    (tmp_path / "guides" / "setup.md").write_text("# Setting up\n\nRun make.")
+    (tmp_path / "faq.txt").write_text("Questions and answers.")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+
+    documents = load_folder(tmp_path)
+
+    assert [(d.source, d.title) for d in documents] == [("faq.txt", "Faq"), ("guides/setup.md", "Setting up")]
