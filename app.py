@@ -1,4 +1,4 @@
-"""Chainlit glue: chat settings, streaming the answer, and showing what it cost.
+"""Chainlit glue: chat settings, uploads, retrieval, streaming the answer, and its sources and cost.
 
 The logic lives in `models/` and `rag/`; this file only moves events to the browser.
 """
@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import chainlit as cl
+from chainlit.config import config as chainlit_config
 from chainlit.input_widget import Select, Slider
 
 from models.answering import Answer, AttemptStart, load_catalog, make_backends, stream_answer
@@ -16,15 +18,28 @@ from models.base import ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import Catalog, ModelSpec
 from models.settings import Settings
 from models.streaming import TokenBatcher
-from rag.documents import SEED_DOCUMENTS
-from rag.prompt import build_messages
+from rag.documents import SEED_DOCUMENTS, Hit
+from rag.index import DuplicateUpload, KnowledgeBase, SharedCorpus
+from rag.loading import load_folder
+from rag.parsing import SUPPORTED_TYPES, UploadError, parse_file, safe_file_name
+from rag.prompt import build_messages, fit_passages, passage_label, retrieval_query
 
 SETTINGS = Settings()
 # Shared by every session, so that each embedded model is loaded once per process.
 BACKENDS = make_backends(SETTINGS)
+# The built-in demo sentences and the on-disk handbook; uploads are per session.
+CORPUS = SharedCorpus([*SEED_DOCUMENTS, *load_folder(SETTINGS.corpus_dir)])
+
+# Upload limits come from the settings object, not from a second copy in config.toml.
+_uploads = chainlit_config.features.spontaneous_file_upload
+_uploads.enabled = True
+_uploads.accept = list(SUPPORTED_TYPES)
+_uploads.max_size_mb = int(SETTINGS.upload_max_mb) + 1  # ours is the exact check, with a clear message
+_uploads.max_files = SETTINGS.upload_max_files
 
 # A side element shows only where its exact name appears in the message text.
 TIMINGS_ELEMENT = "Latency breakdown"
+COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove <file name>` to remove one."
 
 
 @cl.on_chat_start
@@ -32,10 +47,13 @@ async def start() -> None:
     catalog = await load_catalog(SETTINGS, BACKENDS)
     cl.user_session.set("catalog", catalog)
     cl.user_session.set("history", [])
+    cl.user_session.set("knowledge", KnowledgeBase(CORPUS, SETTINGS.chunk_size, SETTINGS.chunk_overlap))
     await cl.ChatSettings(_settings_widgets(catalog)).send()
     lines = [
-        "Ask me about your team's documents. Answers stream from "
-        f"**{catalog.slm.label}**; change models and generation in the settings panel.",
+        f"Ask me about your team's documents ({len(CORPUS.documents)} in the knowledge base); "
+        "attach files to any message to add them for this chat only. Answers stream from "
+        f"**{catalog.slm.label}**; change models and retrieval in the settings panel.",
+        COMMANDS_HELP,
         *(f"⚠️ {notice}" for notice in catalog.notices),
     ]
     await cl.Message(content="\n\n".join(lines)).send()
@@ -47,8 +65,21 @@ def _settings_widgets(catalog: Catalog) -> list:
         Select(id="slm", label="Small model (answers first)", items=items, initial_value=catalog.slm.key),
         Select(id="llm", label="Large model (escalation)", items=items, initial_value=catalog.llm.key),
         Slider(id="temperature", label="Temperature", initial=SETTINGS.temperature, min=0, max=2, step=0.05),
-        Slider(id="max_tokens", label="Max tokens", initial=SETTINGS.max_tokens, min=16, max=max(4096, SETTINGS.max_tokens), step=16),
+        Slider(id="max_tokens", label="Max tokens", initial=SETTINGS.max_tokens, min=16,
+               max=max(4096, SETTINGS.max_tokens), step=16),
+        Select(id="retrieval_mode", label="Retrieval", values=["bm25", "lexical"],
+               initial_value=SETTINGS.retrieval_mode),
+        Slider(id="top_k", label="Passages per answer (top-k)", initial=SETTINGS.top_k, min=1, max=10, step=1),
+        Slider(id="chunk_size", label="Chunk size (characters)", initial=SETTINGS.chunk_size,
+               min=300, max=max(3000, SETTINGS.chunk_size), step=100),
     ]
+
+
+@cl.on_settings_update
+async def settings_changed(chosen: dict) -> None:
+    knowledge: KnowledgeBase = cl.user_session.get("knowledge")
+    if "chunk_size" in chosen:
+        knowledge.rechunk(int(chosen["chunk_size"]), SETTINGS.chunk_overlap)
 
 
 @cl.on_chat_end
@@ -64,6 +95,59 @@ async def end() -> None:
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
+    knowledge: KnowledgeBase = cl.user_session.get("knowledge")
+    text = message.content.strip()
+    if text == "/uploads" or text.startswith("/remove"):
+        await _manage_uploads(knowledge, text)
+        return
+    files = [element for element in message.elements or [] if getattr(element, "path", None)]
+    if files:
+        await _add_uploads(knowledge, files)
+    if text:
+        await _answer(knowledge, text)
+
+
+async def _add_uploads(knowledge: KnowledgeBase, files: list) -> None:
+    lines = []
+    accepted, refused = files[: SETTINGS.upload_max_files], files[SETTINGS.upload_max_files :]
+    for element in accepted:
+        name = safe_file_name(element.name or "upload")
+        started = time.perf_counter()
+        try:
+            # Parsing and chunking are blocking: keep them off the shared event loop.
+            document = await asyncio.to_thread(
+                parse_file, Path(element.path), name, int(SETTINGS.upload_max_mb * 1024 * 1024)
+            )
+            added = await asyncio.to_thread(knowledge.add, document)
+        except UploadError as error:
+            lines.append(f"⚠️ **{error.file_name}** was not added: {error.reason}")
+        except DuplicateUpload as duplicate:
+            lines.append(f"⚠️ **{name}** was not added: the same file is already here as "
+                         f"**{duplicate.existing.source}**.")
+        else:
+            lines.append(f"📄 Added **{document.source}** ({document.title}): {added.chunks} chunks "
+                         f"in {time.perf_counter() - started:.2f} s.")
+    for element in refused:
+        lines.append(f"⚠️ **{safe_file_name(element.name or 'upload')}** was not added: at most "
+                     f"{SETTINGS.upload_max_files} files per message.")
+    await cl.Message(content="\n\n".join(lines)).send()
+
+
+async def _manage_uploads(knowledge: KnowledgeBase, command: str) -> None:
+    if command.startswith("/remove"):
+        name = command.removeprefix("/remove").strip()
+        removed = await asyncio.to_thread(knowledge.remove, name) if name else None
+        reply = f"Removed **{removed.source}**." if removed else f"No uploaded file is called **{name}**."
+    elif knowledge.uploads:
+        reply = "Files uploaded in this chat:\n" + "\n".join(
+            f"- **{document.source}** ({document.title})" for document in knowledge.uploads.values()
+        )
+    else:
+        reply = "No files uploaded in this chat yet. Attach one to a message to add it."
+    await cl.Message(content=f"{reply}\n\n{COMMANDS_HELP}").send()
+
+
+async def _answer(knowledge: KnowledgeBase, question: str) -> None:
     catalog: Catalog = cl.user_session.get("catalog")
     chosen = cl.user_session.get("chat_settings") or {}
     model = catalog.get(chosen.get("slm")) or catalog.slm
@@ -71,17 +155,29 @@ async def on_message(message: cl.Message) -> None:
         max_tokens=int(chosen.get("max_tokens", SETTINGS.max_tokens)),
         temperature=float(chosen.get("temperature", SETTINGS.temperature)),
     )
+    mode = chosen.get("retrieval_mode", SETTINGS.retrieval_mode)
     history: list[ChatMessage] = cl.user_session.get("history")
 
+    started = time.perf_counter()
+    query = retrieval_query(question, history)
+    hits = await asyncio.to_thread(knowledge.search, query, mode, int(chosen.get("top_k", SETTINGS.top_k)))
+    retrieval_s = time.perf_counter() - started
+    passages = fit_passages([hit.chunk for hit in hits], question, model.context_window, params.max_tokens)
+    hits = hits[: len(passages)]
+
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
-        return build_messages(
-            message.content, history, SEED_DOCUMENTS, spec.context_window, params.max_tokens
-        )
+        return build_messages(question, history, passages, spec.context_window, params.max_tokens)
 
     reply = cl.Message(content="")
     batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
     final_text = ""
     try:
+        best = hits[0].score if hits else 0.0
+        if best < SETTINGS.min_retrieval_score:
+            await reply.stream_token(
+                f"*The documents do not seem to cover this question (best match score {best:.2f}, "
+                f"threshold {SETTINGS.min_retrieval_score:.2f}); treat this answer with care.*\n\n"
+            )
         async for event in stream_answer(model, messages_for, params, BACKENDS, catalog.embedded_fallback):
             if isinstance(event, AttemptStart):
                 if event.replacing:
@@ -89,14 +185,14 @@ async def on_message(message: cl.Message) -> None:
                         content=f"⚠️ {event.replacing}\n\nAnswering with the embedded model "
                         f"**{event.model.label}** instead."
                     ).send()
-                reply = cl.Message(content="")
+                    reply = cl.Message(content="")
                 batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
             elif isinstance(event, TokenEvent):
                 if batch := batcher.add(event.text, time.monotonic()):
                     await reply.stream_token(batch)
             elif isinstance(event, Answer):
                 await reply.stream_token(batcher.flush())
-                await _finish(reply, event)
+                await _finish(reply, event, hits, mode, retrieval_s)
                 if event.error is None:
                     final_text = event.text
     except asyncio.CancelledError:
@@ -106,12 +202,12 @@ async def on_message(message: cl.Message) -> None:
             await reply.update()
         raise
     finally:
-        history.append(ChatMessage("user", message.content))
+        history.append(ChatMessage("user", question))
         if final_text:
             history.append(ChatMessage("assistant", final_text))
 
 
-async def _finish(reply: cl.Message, answer: Answer) -> None:
+async def _finish(reply: cl.Message, answer: Answer, hits: list[Hit], mode: str, retrieval_s: float) -> None:
     if answer.error and not answer.text:
         # Nothing was streamed. A failed server model is followed by the embedded
         # model with its own notice; a failed embedded model has nobody to follow it.
@@ -122,23 +218,47 @@ async def _finish(reply: cl.Message, answer: Answer) -> None:
         reply.content += f"\n\n*⚠️ Cut off: {answer.error.what}. The answer above is partial.*"
     elif answer.finish_reason == "length":
         reply.content += "\n\n*The answer reached the max-tokens limit.*"
+    sources = " ".join(_source_name(number) for number in range(1, len(hits) + 1))
+    if sources:
+        reply.content += f"\n\nSources: {sources}"
     reply.content += f"\n\n*{answer.model.label}* · {TIMINGS_ELEMENT}"
-    reply.elements = [cl.Text(name=TIMINGS_ELEMENT, content=timings_markdown(answer), display="side")]
+    reply.elements = [
+        *(cl.Text(name=_source_name(hit.rank), content=source_markdown(hit, mode), display="side") for hit in hits),
+        cl.Text(name=TIMINGS_ELEMENT, content=timings_markdown(answer, retrieval_s), display="side"),
+    ]
     await reply.send()
 
 
-def timings_markdown(answer: Answer) -> str:
+def _source_name(number: int) -> str:
+    # The same text as the model's citation markers, so that "[2]" in the answer opens passage 2.
+    return f"[{number}]"
+
+
+def source_markdown(hit: Hit, mode: str) -> str:
+    chunk = hit.chunk
+    return "\n".join([
+        f"**{passage_label(chunk)}**",
+        "",
+        f"Document: {chunk.document.title} (`{chunk.document.source}`)  ",
+        f"Section: {chunk.heading or '–'}  ",
+        f"Score: {hit.score:.2f} ({mode}, rank {hit.rank})",
+        "",
+        *(f"> {line}" if line else ">" for line in chunk.text.splitlines()),
+    ])
+
+
+def timings_markdown(answer: Answer, retrieval_s: float) -> str:
     def seconds(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f} s"
 
-    usage = answer.usage
     rate = answer.tokens_per_s
     rows = [
         ("Model", answer.model.label),
+        ("Retrieval", seconds(retrieval_s)),
         ("Time to first token", seconds(answer.ttft_s)),
         ("Generation", seconds(answer.generation_s)),
-        ("Total", seconds(answer.total_s)),
-        ("Tokens in / out", _token_counts(usage)),
+        ("Total (model)", seconds(answer.total_s)),
+        ("Tokens in / out", _token_counts(answer.usage)),
         ("Tokens/s", f"{rate:.1f}" if rate else "–"),
     ]
     return "| Measure | Value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)

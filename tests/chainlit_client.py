@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import httpx
 import socketio
 
 
@@ -59,20 +60,33 @@ class ChainlitClient:
         await self._sio.emit("connection_successful")
         return await self._collect(until=_task_end_after_start())
 
-    async def send(self, text: str) -> None:
-        """Send a user message without waiting for the answer."""
+    async def upload(self, name: str, content: bytes, mime: str) -> str:
+        """Upload a file as the page does before sending a message; returns its id."""
+        async with httpx.AsyncClient(base_url=self.base_url) as http:
+            response = await http.post(
+                "/project/file", params={"session_id": self.session_id},
+                files={"file": (name, content, mime)},
+            )
+        response.raise_for_status()
+        return response.json()["id"]
+
+    async def send(self, text: str, file_ids: tuple[str, ...] = ()) -> None:
+        """Send a user message (with uploaded files) without waiting for the answer."""
         message = {
             "id": str(uuid.uuid4()), "threadId": "", "name": "User", "type": "user_message",
             "output": text, "createdAt": datetime.now(timezone.utc).isoformat(),
         }
-        await self._sio.emit("client_message", {"message": message, "fileReferences": []})
+        references = [{"id": file_id} for file_id in file_ids]
+        await self._sio.emit("client_message", {"message": message, "fileReferences": references})
 
-    async def ask(self, text: str, timeout_s: float = 120) -> Turn:
-        await self.send(text)
+    async def ask(self, text: str, file_ids: tuple[str, ...] = (), timeout_s: float = 120) -> Turn:
+        await self.send(text, file_ids)
         return await self._collect(until=_task_end_after_start(), timeout_s=timeout_s)
 
     async def change_settings(self, settings: dict) -> None:
+        """Submit the settings panel; waits for the app's on_settings_update task to end."""
         await self._sio.emit("chat_settings_change", settings)
+        await self._collect(until=_task_end_after_start())
 
     async def stop(self) -> None:
         await self._sio.emit("stop")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,12 +82,22 @@ def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> I
 
 @contextlib.contextmanager
 def chainlit_app(log: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """`chainlit run app.py --headless`; yields its base URL."""
+    """`chainlit run app.py --headless`; yields its base URL.
+
+    Each server gets its own app root (a copy of the project's Chainlit config and
+    welcome page) because Chainlit keeps uploads under `<app root>/.files` and
+    deletes that whole folder when a server stops.
+    """
+    app_root = log.parent / f"chainlit-root-{log.stem}"
+    (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
+    shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("chainlit")), "run", "app.py",
         "--headless", "--host", "127.0.0.1", "--port", str(port),
     ]
     base = f"http://127.0.0.1:{port}"
+    env = {"CHAINLIT_APP_ROOT": str(app_root), **(env or {})}
     with running(command, base, log, clean_environment(env), PROJECT_ROOT):
         yield base

@@ -32,6 +32,8 @@ def app_with_dead_server_url(tmp_path_factory):
 async def chat(app_url):
     client = ChainlitClient(app_url)
     await client.connect()
+    # Short answers keep the suite quick; the settings test changes the model too.
+    await client.change_settings({"max_tokens": 96})
     yield client
     await client.close()
 
@@ -122,3 +124,59 @@ async def test_a_server_that_dies_mid_answer_leaves_the_partial_answer_and_the_e
     [notice] = [text for text in outputs if "Answering with the embedded model" in text]
     assert server_url in notice
     assert "*smollm2-135m (embedded)* · Latency breakdown" in answer_message(turn)["output"]
+
+
+NIGHTJAR = b"""# Project Nightjar
+
+## Launch
+
+Project Nightjar launches on the ninth of March from the Zorblax test range.
+"""
+
+
+async def test_an_uploaded_file_answers_the_next_question_and_is_cited(chat):
+    file_id = await chat.upload("nightjar.md", NIGHTJAR, "text/markdown")
+    upload_turn = await chat.ask("", file_ids=(file_id,))
+    [added] = [m["output"] for m in upload_turn.messages if "Added" in m.get("output", "")]
+    assert "**nightjar.md** (Project Nightjar): 1 chunks" in added
+
+    turn = await chat.ask("When does Project Nightjar launch?")
+
+    answer = answer_message(turn)
+    assert "Sources: [1]" in answer["output"]
+    [first_source] = [e for e in turn.named("element") if e["name"] == "[1]" and e["forId"] == answer["id"]]
+    assert first_source["display"] == "side"
+    # Text elements carry their content behind a URL; the passage itself is checked
+    # in the knowledge-base tests, here its document and score line.
+    assert first_source["type"] == "text"
+
+
+async def test_one_sessions_upload_is_never_retrieved_by_another(app_url):
+    owner, other = ChainlitClient(app_url), ChainlitClient(app_url)
+    await owner.connect()
+    await other.connect()
+    try:
+        file_id = await owner.upload("nightjar.md", NIGHTJAR, "text/markdown")
+        await owner.ask("", file_ids=(file_id,))
+        # The other session cannot attach the owner's file by its id either.
+        turn = await other.ask("When does Project Nightjar launch from the Zorblax test range?", file_ids=(file_id,))
+    finally:
+        await owner.close()
+        await other.close()
+
+    outputs = " ".join(m.get("output", "") for m in turn.messages)
+    assert "Added" not in outputs
+    assert "do not seem to cover this question" in outputs
+
+
+async def test_a_bad_upload_is_explained_and_the_good_one_beside_it_still_goes_in(chat):
+    good = await chat.upload("nightjar.md", NIGHTJAR, "text/markdown")
+    # Chainlit itself refuses a 0-byte upload (HTTP 500) before the app sees it;
+    # whitespace only is the empty file that reaches the app.
+    empty = await chat.upload("empty.txt", b"  \n\n ", "text/plain")
+
+    turn = await chat.ask("", file_ids=(good, empty))
+
+    [report] = [m["output"] for m in turn.messages if "empty.txt" in m.get("output", "")]
+    assert "**empty.txt** was not added" in report
+    assert "Added **nightjar.md**" in report
