@@ -50,6 +50,7 @@ from models.catalog import EMBEDDED_SLM
 from models.embedded import EmbeddedBackend
 from models.settings import PROJECT_ROOT, Settings
 from models.weights import smollm2_path
+from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
 from rag.prompt import build_messages
 
@@ -96,6 +97,7 @@ class RawLlama:
             n_threads_batch=settings.embedded_threads,
             verbose=False,
         )
+        self.repeat_penalty = settings.embedded_repeat_penalty
 
     def run(self, messages: list[ChatMessage], max_tokens: int) -> Run:
         return _on_fresh_thread(lambda: self._run(messages, max_tokens))
@@ -108,7 +110,9 @@ class RawLlama:
         tokens, first_at, last_at, finish, parts = 0, None, None, "length", []
         started = time.perf_counter()
         for chunk in self.llama.create_chat_completion(
-            messages=as_dicts, stream=True, max_tokens=max_tokens, temperature=0
+            messages=as_dicts, stream=True, max_tokens=max_tokens, temperature=0,
+            # The same sampling penalty the app's backend applies.
+            repeat_penalty=self.repeat_penalty,
         ):
             now = time.perf_counter()
             choice = chunk["choices"][0]
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    messages = build_messages(QUESTION, [], SEED_DOCUMENTS, settings.embedded_context_window, args.max_tokens)
+    messages = build_messages(QUESTION, [], chunk_documents(SEED_DOCUMENTS), settings.embedded_context_window, args.max_tokens)
     print(f"SmolLM2-135M ({smollm2_path().name}), n_ctx={settings.embedded_context_window}, "
           f"threads={settings.embedded_threads}, max_tokens={args.max_tokens}, runs={args.runs}")
 

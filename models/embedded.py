@@ -50,11 +50,18 @@ class EmbeddedBackend:
     name = "embedded"
 
     def __init__(
-        self, models: Sequence[EmbeddedModel], context_window: int = 4096, threads: int = 2
+        self,
+        models: Sequence[EmbeddedModel],
+        context_window: int = 4096,
+        threads: int = 2,
+        repeat_penalty: float = 1.1,
     ) -> None:
         self._models = {model.name: model for model in models}
         self.context_window = context_window
         self.threads = threads
+        # Models this small fall into loops, repeating one sentence until max_tokens;
+        # a mild penalty on recent tokens stops that at almost no cost.
+        self.repeat_penalty = repeat_penalty
         self._loaded: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
 
@@ -179,7 +186,8 @@ class EmbeddedBackend:
         finish = "length"
 
         for token in llama.generate(
-            prompt_tokens, temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05
+            prompt_tokens, temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05,
+            repeat_penalty=self.repeat_penalty,
         ):
             if cancelled.is_set():
                 finish = "cancelled"

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias=AliasChoices("EMBEDDED_THREADS"),
     )
+    embedded_repeat_penalty: float = Field(
+        default=1.1, ge=1.0, le=2.0, validation_alias=AliasChoices("EMBEDDED_REPEAT_PENALTY")
+    )
     model_cache_dir: Path = Field(
         default_factory=_default_cache_dir, validation_alias=AliasChoices("MODEL_CACHE_DIR")
     )

@@ -34,7 +34,10 @@ _FEW_CONTENT_WORDS = 4
 
 
 def passage_label(chunk: Chunk) -> str:
-    return " › ".join((chunk.document.title, *chunk.heading_path))
+    headings = chunk.heading_path
+    if headings and headings[0] == chunk.document.title:
+        headings = headings[1:]  # a Markdown file's title is usually its first heading too
+    return " › ".join((chunk.document.title, *headings))
 
 
 def system_message(passages: Sequence[Chunk]) -> ChatMessage:
