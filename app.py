@@ -19,10 +19,11 @@ from models.catalog import Catalog, ModelSpec
 from models.settings import Settings
 from models.streaming import TokenBatcher
 from rag.documents import SEED_DOCUMENTS, Hit
-from rag.index import DuplicateUpload, KnowledgeBase, SharedCorpus
+from rag.index import KnowledgeBase, SharedCorpus
 from rag.loading import load_folder
-from rag.parsing import SUPPORTED_TYPES, UploadError, parse_file, safe_file_name
+from rag.parsing import SUPPORTED_TYPES, safe_file_name
 from rag.prompt import build_messages, fit_passages, passage_label, retrieval_query
+from rag.uploads import add_upload
 
 SETTINGS = Settings()
 # Shared by every session, so that each embedded model is loaded once per process.
@@ -108,25 +109,17 @@ async def on_message(message: cl.Message) -> None:
 
 
 async def _add_uploads(knowledge: KnowledgeBase, files: list) -> None:
-    lines = []
     accepted, refused = files[: SETTINGS.upload_max_files], files[SETTINGS.upload_max_files :]
+    max_bytes = int(SETTINGS.upload_max_mb * 1024 * 1024)
+    lines = []
     for element in accepted:
-        name = safe_file_name(element.name or "upload")
-        started = time.perf_counter()
-        try:
-            # Parsing and chunking are blocking: keep them off the shared event loop.
-            document = await asyncio.to_thread(
-                parse_file, Path(element.path), name, int(SETTINGS.upload_max_mb * 1024 * 1024)
-            )
-            added = await asyncio.to_thread(knowledge.add, document)
-        except UploadError as error:
-            lines.append(f"⚠️ **{error.file_name}** was not added: {error.reason}")
-        except DuplicateUpload as duplicate:
-            lines.append(f"⚠️ **{name}** was not added: the same file is already here as "
-                         f"**{duplicate.existing.source}**.")
+        # Parsing and chunking are blocking: keep them off the shared event loop.
+        outcome = await asyncio.to_thread(add_upload, knowledge, Path(element.path), element.name or "upload", max_bytes)
+        if outcome.added:
+            lines.append(f"📄 Added **{outcome.file_name}** ({outcome.title}): {outcome.chunks} chunks "
+                         f"in {outcome.seconds:.2f} s.")
         else:
-            lines.append(f"📄 Added **{document.source}** ({document.title}): {added.chunks} chunks "
-                         f"in {time.perf_counter() - started:.2f} s.")
+            lines.append(f"⚠️ **{outcome.file_name}** was not added: {outcome.refusal}")
     for element in refused:
         lines.append(f"⚠️ **{safe_file_name(element.name or 'upload')}** was not added: at most "
                      f"{SETTINGS.upload_max_files} files per message.")
