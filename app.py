@@ -6,6 +6,7 @@ The logic lives in `models/` and `rag/`; this file only moves events to the brow
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ CORPUS = SharedCorpus([*SEED_DOCUMENTS, *load_folder(SETTINGS.corpus_dir)])
 _uploads = chainlit_config.features.spontaneous_file_upload
 _uploads.enabled = True
 _uploads.accept = list(SUPPORTED_TYPES)
-_uploads.max_size_mb = int(SETTINGS.upload_max_mb) + 1  # ours is the exact check, with a clear message
+_uploads.max_size_mb = math.ceil(SETTINGS.upload_max_mb)
 _uploads.max_files = SETTINGS.upload_max_files
 
 # A side element shows only where its exact name appears in the message text.
@@ -70,9 +71,9 @@ def _settings_widgets(catalog: Catalog) -> list:
                max=max(4096, SETTINGS.max_tokens), step=16),
         Select(id="retrieval_mode", label="Retrieval", values=["bm25", "lexical"],
                initial_value=SETTINGS.retrieval_mode),
-        Slider(id="top_k", label="Passages per answer (top-k)", initial=SETTINGS.top_k, min=1, max=10, step=1),
+        Slider(id="top_k", label="Passages per answer (top-k)", initial=SETTINGS.top_k, min=1, max=20, step=1),
         Slider(id="chunk_size", label="Chunk size (characters)", initial=SETTINGS.chunk_size,
-               min=300, max=max(3000, SETTINGS.chunk_size), step=100),
+               min=200, max=max(3000, SETTINGS.chunk_size), step=100),
     ]
 
 
@@ -98,13 +99,12 @@ async def end() -> None:
 async def on_message(message: cl.Message) -> None:
     knowledge: KnowledgeBase = cl.user_session.get("knowledge")
     text = message.content.strip()
-    if text == "/uploads" or text.startswith("/remove"):
-        await _manage_uploads(knowledge, text)
-        return
     files = [element for element in message.elements or [] if getattr(element, "path", None)]
     if files:
         await _add_uploads(knowledge, files)
-    if text:
+    if text == "/uploads" or text == "/remove" or text.startswith("/remove "):
+        await _manage_uploads(knowledge, text)
+    elif text:
         await _answer(knowledge, text)
 
 
@@ -130,7 +130,10 @@ async def _manage_uploads(knowledge: KnowledgeBase, command: str) -> None:
     if command.startswith("/remove"):
         name = command.removeprefix("/remove").strip()
         removed = await asyncio.to_thread(knowledge.remove, name) if name else None
-        reply = f"Removed **{removed.source}**." if removed else f"No uploaded file is called **{name}**."
+        if not name:
+            reply = "Say which file to remove: `/remove <file name>`."
+        else:
+            reply = f"Removed **{removed.source}**." if removed else f"No uploaded file is called **{name}**."
     elif knowledge.uploads:
         reply = "Files uploaded in this chat:\n" + "\n".join(
             f"- **{document.source}** ({document.title})" for document in knowledge.uploads.values()
@@ -155,7 +158,10 @@ async def _answer(knowledge: KnowledgeBase, question: str) -> None:
     query = retrieval_query(question, history)
     hits = await asyncio.to_thread(knowledge.search, query, mode, int(chosen.get("top_k", SETTINGS.top_k)))
     retrieval_s = time.perf_counter() - started
-    passages = fit_passages([hit.chunk for hit in hits], question, model.context_window, params.max_tokens)
+    best = hits[0].score if hits else 0.0
+    # Fit the passages to the smaller window, so that the fallback model can take them too.
+    window = min(model.context_window, catalog.embedded_fallback.context_window)
+    passages = fit_passages([hit.chunk for hit in hits], question, window, params.max_tokens)
     hits = hits[: len(passages)]
 
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
@@ -165,7 +171,6 @@ async def _answer(knowledge: KnowledgeBase, question: str) -> None:
     batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
     final_text = ""
     try:
-        best = hits[0].score if hits else 0.0
         if best < SETTINGS.min_retrieval_score:
             await reply.stream_token(
                 f"*The documents do not seem to cover this question (best match score {best:.2f}, "

@@ -64,6 +64,7 @@ SUPPORTED_TYPES: dict[str, str] = {
     # Windows labels .csv files as Excel; the content is sniffed, so a real
     # Excel file still gets a clear refusal.
     "application/vnd.ms-excel": "CSV",
+    "text/tab-separated-values": "TSV",
     "application/pdf": "PDF",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "Word (.docx)",
 }

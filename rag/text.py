@@ -19,7 +19,8 @@ STOP_WORDS = frozenset(
     these they this those to too us was we were what which will with would you your""".split()
 )
 
-_WORD = re.compile(r"[a-z0-9]+")
+# Letters and digits of any script, so that a Cyrillic or Greek upload is searchable too.
+_WORD = re.compile(r"[^\W_]+")
 _stemmer = snowballstemmer.stemmer("english")
 
 

@@ -90,3 +90,13 @@ def test_lexical_rare_terms_count_for_more_than_common_ones():
     ]
     hits = LexicalRetriever(chunk_documents(documents)).search("team kubernetes", k=3)
     assert hits[0].chunk.document.id == "rare"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_words_in_other_scripts_are_searchable(mode):
+    documents = [
+        Document("ru", "Отчёт", "ru.md", "Запуск проекта назначен на март."),
+        Document("en", "Report", "en.md", "The project launches in March."),
+    ]
+    hits = make_retriever(mode, chunk_documents(documents)).search("запуск проекта", k=1)
+    assert hits[0].chunk.document.id == "ru"
