@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         default="bm25", validation_alias=AliasChoices("RETRIEVAL_MODE")
     )
     top_k: int = Field(default=3, ge=1, le=20, validation_alias=AliasChoices("TOP_K"))
-    chunk_size: int = Field(default=1000, ge=200, le=8000, validation_alias=AliasChoices("CHUNK_SIZE"))
+    chunk_size: int = Field(default=1500, ge=200, le=8000, validation_alias=AliasChoices("CHUNK_SIZE"))
     chunk_overlap: int = Field(default=150, ge=0, le=2000, validation_alias=AliasChoices("CHUNK_OVERLAP"))
     min_retrieval_score: float = Field(
         default=0.3, ge=0.0, le=1.0, validation_alias=AliasChoices("MIN_RETRIEVAL_SCORE"),

