@@ -29,7 +29,9 @@ _WORDS = frozenset(
 
 # Letters and digits of any script, so that a Cyrillic or Greek upload is searchable too.
 _WORD = re.compile(r"[^\W_]+")
-_stemmer = snowballstemmer.stemmer("english")
+# The original Porter algorithm: on clapnq it matched a little better than its
+# successor Porter2 ("english"): recall@1 0.930 against 0.927.
+_stemmer = snowballstemmer.stemmer("porter")
 
 
 @lru_cache(maxsize=200_000)
