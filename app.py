@@ -18,7 +18,7 @@ from models.answering import Answer, AttemptStart, load_catalog, make_backends, 
 from models.base import ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import Catalog, ModelSpec
 from models.settings import Settings
-from models.streaming import TokenBatcher
+from models.streaming import TokenBatcher, close_code_block
 from rag.documents import SEED_DOCUMENTS, Hit
 from rag.index import KnowledgeBase, SharedCorpus
 from rag.loading import load_folder
@@ -196,6 +196,7 @@ async def _answer(knowledge: KnowledgeBase, question: str) -> None:
     except asyncio.CancelledError:
         await reply.stream_token(batcher.flush())
         if reply.content:
+            reply.content = close_code_block(reply.content)
             reply.content += "\n\n*Stopped: the answer above is partial.*"
             await reply.update()
         raise
@@ -212,6 +213,7 @@ async def _finish(reply: cl.Message, answer: Answer, hits: list[Hit], mode: str,
         if answer.model.backend == "embedded":
             await cl.Message(content=f"⚠️ {answer.error}").send()
         return
+    reply.content = close_code_block(reply.content)
     if answer.error:
         reply.content += f"\n\n*⚠️ Cut off: {answer.error.what}. The answer above is partial.*"
     elif answer.finish_reason == "length":

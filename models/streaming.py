@@ -73,3 +73,12 @@ class TokenBatcher:
         batch = "".join(self._parts)
         self._parts.clear()
         return batch
+
+
+def close_code_block(markdown: str) -> str:
+    """Close a code block the model left open.
+
+    Small models open code blocks and never close them; whatever is appended
+    after the answer (sources, model, timings) must not end up inside one.
+    """
+    return markdown + "\n```" if markdown.count("```") % 2 else markdown

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.streaming import StopScanner, TokenBatcher
+from models.streaming import StopScanner, TokenBatcher, close_code_block
 
 
 def test_text_before_a_stop_sequence_is_emitted_and_the_stop_is_not():
@@ -36,3 +36,8 @@ def test_the_first_token_is_sent_at_once_and_later_ones_are_batched():
     assert batcher.add(" world", now=10.05) == " big wide world"
     assert batcher.add("!", now=10.06) is None
     assert batcher.flush() == "!"
+
+
+def test_a_code_block_left_open_is_closed_and_a_closed_one_left_alone():
+    assert close_code_block("Run:\n```bash\nmake run") == "Run:\n```bash\nmake run\n```"
+    assert close_code_block("Run `make run`.\n```\nx\n```") == "Run `make run`.\n```\nx\n```"
