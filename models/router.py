@@ -1,0 +1,81 @@
+"""The escalation router: should the larger model answer this turn, and why.
+
+A decision lists every signal that crossed its threshold, with the value and the
+threshold, so that the chat can say exactly why a turn was escalated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from models.confidence import Signals
+
+
+class Mode(str, Enum):
+    OFF = "off"  # the small model always answers
+    ESCALATE = "escalate"  # an unsure small answer is replaced by the large model's
+    DRAFT_REFINE = "draft-refine"  # an unsure small answer is polished by the large model
+    ALWAYS_LLM = "always-llm"  # the large model answers every question
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # Defaults are placeholders until tuned on ../shared/eval/clapnq with the router
+    # evaluation command; they are settings, not constants in the code path.
+    min_answer_tokens: int = 6
+    min_low_token_prob: float = 0.15
+    min_retrieval_score: float = 0.3
+
+
+@dataclass(frozen=True)
+class Reason:
+    signal: str
+    value: float
+    threshold: float
+    explanation: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: Mode
+    escalate: bool
+    reasons: tuple[Reason, ...] = ()
+
+    def summary(self) -> str:
+        if not self.reasons:
+            return "the small model's answer passed every check" if not self.escalate else self.mode.value
+        return "; ".join(reason.explanation for reason in self.reasons)
+
+
+def decide(signals: Signals, mode: Mode, thresholds: Thresholds) -> Decision:
+    if mode is Mode.OFF:
+        return Decision(mode, escalate=False)
+    if mode is Mode.ALWAYS_LLM:
+        return Decision(mode, escalate=True, reasons=(
+            Reason("mode", 1.0, 1.0, "the router is set to always use the large model"),
+        ))
+    reasons = list(_weak_signals(signals, thresholds))
+    return Decision(mode, escalate=bool(reasons), reasons=tuple(reasons))
+
+
+def _weak_signals(signals: Signals, thresholds: Thresholds):
+    if signals.answer_tokens < thresholds.min_answer_tokens:
+        yield Reason(
+            "answer_tokens", signals.answer_tokens, thresholds.min_answer_tokens,
+            f"the answer is short ({signals.answer_tokens} tokens < {thresholds.min_answer_tokens})",
+        )
+    if signals.abstained:
+        yield Reason("abstained", 1.0, 0.0, "the small model said the passages do not answer the question")
+    if signals.low_token_prob is not None and signals.low_token_prob < thresholds.min_low_token_prob:
+        yield Reason(
+            "low_token_prob", signals.low_token_prob, thresholds.min_low_token_prob,
+            f"the small model was unsure of its words (10th-percentile token probability "
+            f"{signals.low_token_prob:.2f} < {thresholds.min_low_token_prob:.2f})",
+        )
+    if signals.retrieval_score < thresholds.min_retrieval_score:
+        yield Reason(
+            "retrieval_score", signals.retrieval_score, thresholds.min_retrieval_score,
+            f"the best passage matched weakly (score {signals.retrieval_score:.2f} < "
+            f"{thresholds.min_retrieval_score:.2f})",
+        )
