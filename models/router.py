@@ -48,6 +48,25 @@ class Decision:
         return "; ".join(reason.explanation for reason in self.reasons)
 
 
+def confidence(signals: Signals, thresholds: Thresholds) -> float:
+    """One number for how sure the small answer looks: below 1 means escalate.
+
+    Each signal is divided by its threshold and the weakest one counts, so the
+    number crosses 1 exactly where `decide` starts giving reasons. Scaling every
+    threshold at once is the same as comparing this number with another cut-off,
+    which is how the evaluation sweeps the escalation rate.
+    """
+    if signals.abstained:
+        return 0.0
+    ratios = [
+        signals.answer_tokens / max(thresholds.min_answer_tokens, 1),
+        signals.retrieval_score / thresholds.min_retrieval_score if thresholds.min_retrieval_score else float("inf"),
+    ]
+    if signals.low_token_prob is not None and thresholds.min_low_token_prob:
+        ratios.append(signals.low_token_prob / thresholds.min_low_token_prob)
+    return min(ratios)
+
+
 def decide(signals: Signals, mode: Mode, thresholds: Thresholds) -> Decision:
     if mode is Mode.OFF:
         return Decision(mode, escalate=False)

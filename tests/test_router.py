@@ -7,7 +7,7 @@ import math
 import pytest
 
 from models.confidence import Signals, collect_signals, is_abstention, quantile
-from models.router import Mode, Thresholds, decide
+from models.router import Mode, Thresholds, confidence, decide
 
 THRESHOLDS = Thresholds(min_answer_tokens=6, min_low_token_prob=0.15, min_retrieval_score=0.3)
 CONFIDENT = Signals(answer_tokens=40, retrieval_score=0.8, abstained=False, min_token_prob=0.3,
@@ -105,3 +105,16 @@ def test_an_answer_without_log_probabilities_has_none():
 def test_quantile_interpolates():
     assert quantile([1, 2, 3, 4, 5], 0.5) == 3
     assert quantile([0.0, 1.0], 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [CONFIDENT, signals(answer_tokens=3), signals(low_token_prob=0.05), signals(retrieval_score=0.1),
+     signals(abstained=True), signals(low_token_prob=None, min_token_prob=None, mean_token_logprob=None)],
+)
+def test_confidence_below_one_is_exactly_when_the_router_escalates(case):
+    assert (confidence(case, THRESHOLDS) < 1) == decide(case, Mode.ESCALATE, THRESHOLDS).escalate
+
+
+def test_confidence_is_the_weakest_signal_relative_to_its_threshold():
+    assert confidence(signals(retrieval_score=0.15), THRESHOLDS) == pytest.approx(0.5)
