@@ -14,7 +14,11 @@ import chainlit as cl
 from chainlit.config import config as chainlit_config
 from chainlit.input_widget import Select, Slider
 
-from models.answering import Answer, AttemptStart, load_catalog, make_backends, stream_answer
+from models.answering import Answer, AttemptStart, load_catalog, make_backends
+from models.charts import latency_chart
+from models.costs import LABELS, PhaseTimings, price_for
+from models.hybrid import Routed, TurnDone, answer_turn
+from models.router import Mode, Thresholds
 from models.base import ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import Catalog, ModelSpec
 from models.settings import Settings
@@ -23,7 +27,7 @@ from rag.documents import SEED_DOCUMENTS, Hit
 from rag.index import KnowledgeBase, SharedCorpus
 from rag.loading import load_folder
 from rag.parsing import SUPPORTED_TYPES, safe_file_name
-from rag.prompt import build_messages, fit_passages, passage_label, retrieval_query
+from rag.prompt import build_messages, fit_passages, passage_label, refine_messages, retrieval_query
 from rag.uploads import add_upload
 
 SETTINGS = Settings()
@@ -39,8 +43,14 @@ _uploads.accept = list(SUPPORTED_TYPES)
 _uploads.max_size_mb = math.ceil(SETTINGS.upload_max_mb)
 _uploads.max_files = SETTINGS.upload_max_files
 
+THRESHOLDS = Thresholds(
+    SETTINGS.router_min_answer_tokens, SETTINGS.router_min_token_prob, SETTINGS.router_min_retrieval_score
+)
+
 # A side element shows only where its exact name appears in the message text.
 TIMINGS_ELEMENT = "Latency breakdown"
+CHART_ELEMENT = "Session latency chart"
+DRAFT_ELEMENT = "Small model's draft"
 COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove <file name>` to remove one."
 
 
@@ -49,6 +59,7 @@ async def start() -> None:
     catalog = await load_catalog(SETTINGS, BACKENDS)
     cl.user_session.set("catalog", catalog)
     cl.user_session.set("history", [])
+    cl.user_session.set("turns", [])
     cl.user_session.set("knowledge", KnowledgeBase(CORPUS, SETTINGS.chunk_size, SETTINGS.chunk_overlap))
     await cl.ChatSettings(_settings_widgets(catalog)).send()
     lines = [
@@ -69,6 +80,8 @@ def _settings_widgets(catalog: Catalog) -> list:
         Slider(id="temperature", label="Temperature", initial=SETTINGS.temperature, min=0, max=2, step=0.05),
         Slider(id="max_tokens", label="Max tokens", initial=SETTINGS.max_tokens, min=16,
                max=max(4096, SETTINGS.max_tokens), step=16),
+        Select(id="router_mode", label="Escalation to the large model", values=[mode.value for mode in Mode],
+               initial_value=SETTINGS.router_mode),
         Select(id="retrieval_mode", label="Retrieval", values=["bm25", "lexical"],
                initial_value=SETTINGS.retrieval_mode),
         Slider(id="top_k", label="Passages per answer (top-k)", initial=SETTINGS.top_k, min=1, max=20, step=1),
@@ -144,61 +157,65 @@ async def _manage_uploads(knowledge: KnowledgeBase, command: str) -> None:
 
 
 async def _answer(knowledge: KnowledgeBase, question: str) -> None:
+    started = time.perf_counter()
+    timings = PhaseTimings()
     catalog: Catalog = cl.user_session.get("catalog")
     chosen = cl.user_session.get("chat_settings") or {}
-    model = catalog.get(chosen.get("slm")) or catalog.slm
+    slm = catalog.get(chosen.get("slm")) or catalog.slm
+    llm = catalog.get(chosen.get("llm")) or catalog.llm
+    router_mode = Mode(chosen.get("router_mode", SETTINGS.router_mode))
     params = GenerationParams(
         max_tokens=int(chosen.get("max_tokens", SETTINGS.max_tokens)),
         temperature=float(chosen.get("temperature", SETTINGS.temperature)),
     )
-    mode = chosen.get("retrieval_mode", SETTINGS.retrieval_mode)
+    retrieval_mode = chosen.get("retrieval_mode", SETTINGS.retrieval_mode)
     history: list[ChatMessage] = cl.user_session.get("history")
 
-    started = time.perf_counter()
     query = retrieval_query(question, history)
-    hits = await asyncio.to_thread(knowledge.search, query, mode, int(chosen.get("top_k", SETTINGS.top_k)))
-    retrieval_s = time.perf_counter() - started
+    searched = time.perf_counter()
+    hits = await asyncio.to_thread(knowledge.search, query, retrieval_mode, int(chosen.get("top_k", SETTINGS.top_k)))
+    timings.retrieval_s = time.perf_counter() - searched
     best = hits[0].score if hits else 0.0
-    # Fit the passages to the smaller window, so that the fallback model can take them too.
-    window = min(model.context_window, catalog.embedded_fallback.context_window)
+    # Fit the passages to the smallest window of the models that may answer.
+    window = min(slm.context_window, llm.context_window, catalog.embedded_fallback.context_window)
     passages = fit_passages([hit.chunk for hit in hits], question, window, params.max_tokens)
     hits = hits[: len(passages)]
+    timings.prep_s = time.perf_counter() - started - timings.retrieval_s
 
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
         return build_messages(question, history, passages, spec.context_window, params.max_tokens)
 
-    reply = cl.Message(content="")
-    batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
+    def refine_for(spec: ModelSpec, draft: str) -> list[ChatMessage]:
+        return refine_messages(question, passages, draft)
+
+    turn = _TurnView(hits, retrieval_mode)
     final_text = ""
     try:
         if best < SETTINGS.min_retrieval_score:
-            await reply.stream_token(
+            await turn.reply.stream_token(
                 f"*The documents do not seem to cover this question (best match score {best:.2f}, "
                 f"threshold {SETTINGS.min_retrieval_score:.2f}); treat this answer with care.*\n\n"
             )
-        async for event in stream_answer(model, messages_for, params, BACKENDS, catalog.embedded_fallback):
-            if isinstance(event, AttemptStart):
-                if event.replacing:
-                    await cl.Message(
-                        content=f"⚠️ {event.replacing}\n\nAnswering with the embedded model "
-                        f"**{event.model.label}** instead."
-                    ).send()
-                    reply = cl.Message(content="")
-                batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
+        events = answer_turn(
+            slm, llm, messages_for, refine_for, params, BACKENDS, catalog.embedded_fallback,
+            router_mode, THRESHOLDS, best, timings, started,
+        )
+        async for event in events:
+            if isinstance(event, AttemptStart) and event.replacing:
+                await turn.restart(f"⚠️ {event.replacing}\n\nAnswering with the embedded model "
+                                   f"**{event.model.label}** instead.")
             elif isinstance(event, TokenEvent):
-                if batch := batcher.add(event.text, time.monotonic()):
-                    await reply.stream_token(batch)
+                await turn.add(event.text)
             elif isinstance(event, Answer):
-                await reply.stream_token(batcher.flush())
-                await _finish(reply, event, hits, mode, retrieval_s)
-                if event.error is None:
-                    final_text = event.text
+                await turn.answered(event)
+            elif isinstance(event, Routed) and event.decision.escalate:
+                await turn.escalate(event)
+            elif isinstance(event, TurnDone):
+                turns: list[PhaseTimings] = cl.user_session.get("turns")
+                turns.append(event.timings)
+                final_text = await turn.done(event, turns)
     except asyncio.CancelledError:
-        await reply.stream_token(batcher.flush())
-        if reply.content:
-            reply.content = close_code_block(reply.content)
-            reply.content += "\n\n*Stopped: the answer above is partial.*"
-            await reply.update()
+        await turn.stopped()
         raise
     finally:
         history.append(ChatMessage("user", question))
@@ -206,27 +223,85 @@ async def _answer(knowledge: KnowledgeBase, question: str) -> None:
             history.append(ChatMessage("assistant", final_text))
 
 
-async def _finish(reply: cl.Message, answer: Answer, hits: list[Hit], mode: str, retrieval_s: float) -> None:
-    if answer.error and not answer.text:
-        # Nothing was streamed. A failed server model is followed by the embedded
-        # model with its own notice; a failed embedded model has nobody to follow it.
-        if answer.model.backend == "embedded":
-            await cl.Message(content=f"⚠️ {answer.error}").send()
-        return
-    reply.content = close_code_block(reply.content)
-    if answer.error:
-        reply.content += f"\n\n*⚠️ Cut off: {answer.error.what}. The answer above is partial.*"
-    elif answer.finish_reason == "length":
-        reply.content += "\n\n*The answer reached the max-tokens limit.*"
-    sources = " ".join(_source_name(number) for number in range(1, len(hits) + 1))
-    if sources:
-        reply.content += f"\n\nSources: {sources}"
-    reply.content += f"\n\n*{answer.model.label}* · {TIMINGS_ELEMENT}"
-    reply.elements = [
-        *(cl.Text(name=_source_name(hit.rank), content=source_markdown(hit, mode), display="side") for hit in hits),
-        cl.Text(name=TIMINGS_ELEMENT, content=timings_markdown(answer, retrieval_s), display="side"),
-    ]
-    await reply.send()
+class _TurnView:
+    """The messages of one turn in the chat: the small model's answer, and the large one's if escalated."""
+
+    def __init__(self, hits: list[Hit], retrieval_mode: str) -> None:
+        self.hits = hits
+        self.retrieval_mode = retrieval_mode
+        self.reply = cl.Message(content="")
+        self.batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
+        self.answers: dict[str, Answer] = {}  # message id -> the answer streamed into it
+        self.draft: Answer | None = None
+
+    async def restart(self, notice: str) -> None:
+        """A new message for a new attempt, after a notice saying why."""
+        await cl.Message(content=notice).send()
+        self.reply = cl.Message(content="")
+        self.batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
+
+    async def add(self, text: str) -> None:
+        if batch := self.batcher.add(text, time.monotonic()):
+            await self.reply.stream_token(batch)
+
+    async def answered(self, answer: Answer) -> None:
+        await self.reply.stream_token(self.batcher.flush())
+        self.answers[self.reply.id] = answer
+        if answer.error:
+            if answer.text:  # keep the partial answer, marked
+                await self._close(self.reply, answer, [f"*{answer.model.label}*"], [])
+            elif answer.model.backend == "embedded":
+                # Nothing was streamed and no other model follows: say what happened.
+                await cl.Message(content=f"⚠️ {answer.error}").send()
+            self.reply = cl.Message(content="")
+            self.batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
+
+    async def escalate(self, routed: Routed) -> None:
+        """Close the small model's answer as a draft and open one for the large model."""
+        self.draft = self.answers.get(self.reply.id)
+        if self.reply.content:
+            await self._close(self.reply, self.draft, [f"*{self.draft.model.label}* · draft"] if self.draft else [], [])
+        await self.restart(f"↗️ Escalated to **{routed.llm.label}** ({routed.decision.mode.value}): "
+                           f"{routed.decision.summary()}.")
+
+    async def done(self, done: TurnDone, turns: list[PhaseTimings]) -> str:
+        """Close the turn's last message with its sources, timings and chart; returns the answer kept."""
+        final = done.llm_answer if done.llm_answer and done.llm_answer.text else done.slm_answer
+        if done.decision.escalate and done.llm_answer and done.llm_answer.error:
+            await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. "
+                                     "The small model's answer above stands.").send()
+        answer = self.answers.get(self.reply.id)
+        footer = [f"*{answer.model.label}*" if answer else "", f"{TIMINGS_ELEMENT} · {CHART_ELEMENT}"]
+        elements = [
+            *(cl.Text(name=_source_name(hit.rank), content=source_markdown(hit, self.retrieval_mode), display="side")
+              for hit in self.hits),
+            cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done), display="side"),
+            cl.Plotly(name=CHART_ELEMENT, figure=latency_chart(turns), display="side"),
+        ]
+        if self.draft and done.llm_answer and done.llm_answer.text:
+            footer.append(DRAFT_ELEMENT)
+            elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
+        await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)
+        return final.text if final and not final.error else ""
+
+    async def stopped(self) -> None:
+        await self.reply.stream_token(self.batcher.flush())
+        if self.reply.content:
+            self.reply.content = close_code_block(self.reply.content)
+            self.reply.content += "\n\n*Stopped: the answer above is partial.*"
+            await self.reply.update()
+
+    async def _close(self, reply: cl.Message, answer: Answer | None, footer: list[str], elements: list) -> None:
+        reply.content = close_code_block(reply.content)
+        if answer and answer.error and answer.text:
+            reply.content += f"\n\n*⚠️ Cut off: {answer.error.what}. The answer above is partial.*"
+        elif answer and answer.finish_reason == "length":
+            reply.content += "\n\n*The answer reached the max-tokens limit.*"
+        if self.hits:
+            reply.content += "\n\nSources: " + " ".join(_source_name(hit.rank) for hit in self.hits)
+        reply.content += "\n\n" + "\n\n".join(footer)
+        reply.elements = elements
+        await reply.send()
 
 
 def _source_name(number: int) -> str:
@@ -247,21 +322,24 @@ def source_markdown(hit: Hit, mode: str) -> str:
     ])
 
 
-def timings_markdown(answer: Answer, retrieval_s: float) -> str:
-    def seconds(value: float | None) -> str:
-        return "–" if value is None else f"{value:.2f} s"
+def turn_markdown(done: TurnDone) -> str:
+    def seconds(value: float) -> str:
+        return f"{value:.2f} s" if value else "–"
 
-    rate = answer.tokens_per_s
-    rows = [
-        ("Model", answer.model.label),
-        ("Retrieval", seconds(retrieval_s)),
-        ("Time to first token", seconds(answer.ttft_s)),
-        ("Generation", seconds(answer.generation_s)),
-        ("Total (model)", seconds(answer.total_s)),
-        ("Tokens in / out", _token_counts(answer.usage)),
-        ("Tokens/s", f"{rate:.1f}" if rate else "–"),
-    ]
-    return "| Measure | Value |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+    lines = ["| Phase | Time |", "|---|---|"]
+    lines += [f"| {LABELS[name]} | {seconds(value)} |" for name, value in done.timings.phases().items()]
+    lines.append(f"| **Total** | **{done.timings.total_s:.2f} s** |")
+    lines += ["", "| Model | Tokens in / out | Tokens/s | Simulated cost |", "|---|---|---|---|"]
+    for answer in (done.slm_answer, done.llm_answer):
+        if answer is None:
+            continue
+        price = price_for(answer.model.model, SETTINGS.model_prices)
+        cost = f"${price.cost_usd(answer.usage):.6f}" if price and answer.usage else "–"
+        rate = f"{answer.tokens_per_s:.1f}" if answer.tokens_per_s else "–"
+        lines.append(f"| {answer.model.label} | {_token_counts(answer.usage)} | {rate} | {cost} |")
+    verdict = "escalated: " if done.decision.escalate else "kept the small model's answer: "
+    lines += ["", f"Router ({done.decision.mode.value}): {verdict}{done.decision.summary()}."]
+    return "\n".join(lines)
 
 
 def _token_counts(usage: Usage | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
@@ -24,6 +24,9 @@ class GenerationParams:
     # (or servers that ignore the request) yield tokens with logprob=None.
     logprobs: bool = False
     stop: tuple[str, ...] = ()
+
+    def with_logprobs(self) -> GenerationParams:
+        return replace(self, logprobs=True)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,29 @@ class Settings(BaseSettings):
     upload_max_mb: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("UPLOAD_MAX_MB"))
     upload_max_files: int = Field(default=10, ge=1, validation_alias=AliasChoices("UPLOAD_MAX_FILES"))
 
+    # --- escalation router
+    router_mode: Literal["off", "escalate", "draft-refine", "always-llm"] = Field(
+        default="escalate", validation_alias=AliasChoices("ROUTER_MODE")
+    )
+    router_min_answer_tokens: int = Field(default=6, ge=0, validation_alias=AliasChoices("ROUTER_MIN_ANSWER_TOKENS"))
+    router_min_token_prob: float = Field(
+        default=0.15, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_TOKEN_PROB")
+    )
+    router_min_retrieval_score: float = Field(
+        default=0.3, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_RETRIEVAL_SCORE")
+    )
+
+    # --- simulated cloud cost: USD per million input and output tokens, by model or alias
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "smollm2-135m": (0.02, 0.05),
+            "gemma3-270m": (0.03, 0.10),
+            "phi-4-mini": (0.08, 0.30),
+            "gpt-oss-20b": (0.10, 0.50),
+        },
+        validation_alias=AliasChoices("MODEL_PRICES"),
+    )
+
     # --- chat UI
     stream_flush_ms: int = Field(default=40, ge=0, validation_alias=AliasChoices("STREAM_FLUSH_MS"))
 

@@ -15,6 +15,12 @@ SYSTEM_PROMPT = (
     "guessing. Keep the answer short and factual."
 )
 
+REFINE_PROMPT = (
+    f"{SYSTEM_PROMPT} A smaller model has written a draft answer. Improve the draft: keep "
+    "its facts and citations where the passages support them, correct what the passages "
+    "contradict, and add what is missing."
+)
+
 # Room left for chat-template markup around each message.
 _PER_MESSAGE_OVERHEAD = 8
 
@@ -40,11 +46,19 @@ def passage_label(chunk: Chunk) -> str:
     return " › ".join((chunk.document.title, *headings))
 
 
-def system_message(passages: Sequence[Chunk]) -> ChatMessage:
+def system_message(passages: Sequence[Chunk], instructions: str = SYSTEM_PROMPT) -> ChatMessage:
     numbered = "\n\n".join(
         f"[{number}] {passage_label(chunk)}\n{chunk.text}" for number, chunk in enumerate(passages, start=1)
     )
-    return ChatMessage("system", f"{SYSTEM_PROMPT}\n\nPassages:\n{numbered or '(no passage matched the question)'}")
+    return ChatMessage("system", f"{instructions}\n\nPassages:\n{numbered or '(no passage matched the question)'}")
+
+
+def refine_messages(question: str, passages: Sequence[Chunk], draft: str) -> list[ChatMessage]:
+    """The draft-then-refine prompt: the same passages, the question and the small model's draft."""
+    return [
+        system_message(passages, REFINE_PROMPT),
+        ChatMessage("user", f"{question}\n\nDraft answer: {draft.strip()}"),
+    ]
 
 
 def retrieval_query(question: str, history: Sequence[ChatMessage]) -> str:

@@ -16,14 +16,18 @@ QUESTION = "What does Foundry Local enable?"
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
-    with chainlit_app(folder / "chainlit.log", {"MODEL_CACHE_DIR": str(folder / "models")}) as url:
+    # Short answers keep the suite quick. Most tests are about the small model's own
+    # answer; the escalation tests switch the router on in their session's settings.
+    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MAX_TOKENS": "96", "ROUTER_MODE": "off"}
+    with chainlit_app(folder / "chainlit.log", env) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def app_with_dead_server_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app-dead-server")
-    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MODEL_SERVER_URL": refused_url()}
+    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MODEL_SERVER_URL": refused_url(), "ROUTER_MODE": "off",
+           "MAX_TOKENS": "96"}
     with chainlit_app(folder / "chainlit.log", env) as url:
         yield url
 
@@ -32,8 +36,6 @@ def app_with_dead_server_url(tmp_path_factory):
 async def chat(app_url):
     client = ChainlitClient(app_url)
     await client.connect()
-    # Short answers keep the suite quick; the settings test changes the model too.
-    await client.change_settings({"max_tokens": 96})
     yield client
     await client.close()
 
@@ -109,7 +111,8 @@ async def test_a_server_that_dies_mid_answer_leaves_the_partial_answer_and_the_e
     tmp_path,
 ):
     async with fault_server("cut") as server_url:
-        env = {"MODEL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_URL": server_url, "SLM_MODEL": "scripted"}
+        env = {"MODEL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_URL": server_url, "SLM_MODEL": "scripted",
+               "ROUTER_MODE": "off", "MAX_TOKENS": "96"}
         with chainlit_app(tmp_path / "chainlit.log", env) as app_url:
             client = ChainlitClient(app_url)
             await client.connect()
@@ -183,3 +186,39 @@ async def test_a_bad_upload_is_explained_and_the_good_one_beside_it_still_goes_i
     [report] = [m["output"] for m in turn.messages if "empty.txt" in m.get("output", "")]
     assert "**empty.txt** was not added" in report
     assert "Added **nightjar.md**" in report
+
+
+async def test_an_out_of_context_question_escalates_to_the_large_model_with_draft_timings_and_chart(chat):
+    await chat.change_settings({"router_mode": "escalate", "temperature": 0, "max_tokens": 48})
+
+    turn = await chat.ask("What colour is the queen's favourite corgi?")
+
+    outputs = [message.get("output", "") for message in turn.messages]
+    [notice] = [text for text in outputs if text.startswith("↗️ Escalated to **gemma3-270m (embedded)** (escalate)")]
+    assert "the best passage matched weakly" in notice
+    assert len(turn.named("stream_start")) == 2  # the small model's draft, then the large model
+    final = answer_message(turn)
+    assert "*gemma3-270m (embedded)* · Latency breakdown · Session latency chart · Small model's draft" in final["output"]
+    side = {element["name"]: element for element in turn.named("element") if element["forId"] == final["id"]}
+    assert {"Latency breakdown", "Session latency chart", "Small model's draft"} <= set(side)
+    assert side["Session latency chart"]["type"] == "plotly"
+    breakdown = await chat.element_text(side["Latency breakdown"])
+    assert "| LLM generation |" in breakdown and "Router (escalate): escalated:" in breakdown
+    assert "smollm2-135m (embedded)" in breakdown and "gemma3-270m (embedded)" in breakdown
+
+
+async def test_draft_refine_gives_the_large_model_the_small_models_draft(chat):
+    await chat.change_settings({"router_mode": "draft-refine", "temperature": 0, "max_tokens": 48})
+
+    turn = await chat.ask("What colour is the queen's favourite corgi?")
+
+    assert any(m.get("output", "").startswith("↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)")
+               for m in turn.messages)
+    assert "*gemma3-270m (embedded)*" in answer_message(turn)["output"]
+
+
+async def test_mode_off_keeps_every_answer_with_the_small_model(chat):
+    turn = await chat.ask("What colour is the queen's favourite corgi?")
+
+    assert not any("Escalated" in m.get("output", "") for m in turn.messages)
+    assert "*smollm2-135m (embedded)*" in answer_message(turn)["output"]
