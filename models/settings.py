@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     )
     router_min_answer_tokens: int = Field(default=6, ge=0, validation_alias=AliasChoices("ROUTER_MIN_ANSWER_TOKENS"))
     router_min_token_prob: float = Field(
-        default=0.15, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_TOKEN_PROB")
+        default=0.10, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_TOKEN_PROB")
     )
     router_min_retrieval_score: float = Field(
         default=0.3, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_RETRIEVAL_SCORE")
