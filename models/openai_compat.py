@@ -36,6 +36,9 @@ class OpenAICompatBackend:
         token_timeout_s: float = 30.0,
     ) -> None:
         self.base_url = base_url
+        # Whether this server returns log-probabilities: unknown until the first
+        # answer that asked for them (Foundry Local accepts the request but sends none).
+        self.logprobs_supported: bool | None = None
         self.first_token_timeout_s = first_token_timeout_s
         self.token_timeout_s = token_timeout_s
         # Per-phase deadlines are enforced around each awaited event below; the
@@ -70,9 +73,11 @@ class OpenAICompatBackend:
         )
         if params.stop:
             request["stop"] = list(params.stop)
-        if params.logprobs:
+        asked_for_logprobs = params.logprobs and self.logprobs_supported is not False
+        if asked_for_logprobs:
             # llama.cpp's servers return logprobs only when top_logprobs is set too.
             request.update(logprobs=True, top_logprobs=1)
+        got_logprobs = False
 
         stream = None
         usage: Usage | None = None
@@ -105,7 +110,9 @@ class OpenAICompatBackend:
                     if text:
                         chunks_with_text += 1
                         text_so_far.append(text)
-                        yield TokenEvent(text, _chunk_logprob(choice))
+                        logprob = _chunk_logprob(choice)
+                        got_logprobs = got_logprobs or logprob is not None
+                        yield TokenEvent(text, logprob)
         except BackendError:
             raise
         except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
@@ -123,6 +130,8 @@ class OpenAICompatBackend:
                 "The server may have crashed or restarted; try again.",
                 partial_text="".join(text_so_far),
             )
+        if asked_for_logprobs and chunks_with_text:
+            self.logprobs_supported = got_logprobs
         if usage is None:
             # Servers that ignore stream_options send no usage: count for ourselves,
             # at about four characters a token for the prompt.

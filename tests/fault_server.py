@@ -12,6 +12,9 @@ from aiohttp import web
 from tests.servers import free_port
 
 
+REQUESTS = web.AppKey("requests", list)
+
+
 def _chunk(text: str, finish: str | None = None) -> bytes:
     body = {
         "id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
@@ -60,13 +63,28 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [model]})
 
 
-BEHAVIOURS = {"http-500": _http_500, "hang": _hang, "cut": _cut, "malformed": _malformed, "stall": _stall}
+async def _no_logprobs(request: web.Request) -> web.StreamResponse:
+    """A complete answer without log-probabilities, as Foundry Local gives; records the request."""
+    request.app[REQUESTS].append(await request.json())
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for word in ("The ", "answer ", "is "):
+        await response.write(_chunk(word))
+    await response.write(_chunk("42.", finish="stop"))
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+BEHAVIOURS = {"no-logprobs": _no_logprobs, "http-500": _http_500, "hang": _hang, "cut": _cut, "malformed": _malformed, "stall": _stall}
 
 
 @contextlib.asynccontextmanager
-async def fault_server(behaviour: str) -> AsyncIterator[str]:
-    """Serve `behaviour` for chat completions; yields the /v1 base URL."""
+async def fault_server(behaviour: str, requests: list | None = None) -> AsyncIterator[str]:
+    """Serve `behaviour` for chat completions; yields the /v1 base URL.
+
+    Request bodies are appended to `requests` by the behaviours that record them."""
     app = web.Application()
+    app[REQUESTS] = requests if requests is not None else []
     app.router.add_post("/v1/chat/completions", BEHAVIOURS[behaviour])
     app.router.add_get("/v1/models", _models)
     runner = web.AppRunner(app, shutdown_timeout=0.1)

@@ -222,3 +222,25 @@ async def test_mode_off_keeps_every_answer_with_the_small_model(chat):
 
     assert not any("Escalated" in m.get("output", "") for m in turn.messages)
     assert "*smollm2-135m (embedded)*" in answer_message(turn)["output"]
+
+
+async def test_when_the_large_model_fails_the_small_models_answer_stands_with_a_notice(tmp_path):
+    async with fault_server("cut") as server_url:
+        env = {"MODEL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_URL": server_url, "SLM_MODEL": "smollm2-135m",
+               "LLM_MODEL": "scripted", "ROUTER_MODE": "escalate", "MAX_TOKENS": "48"}
+        with chainlit_app(tmp_path / "chainlit.log", env) as app_url:
+            client = ChainlitClient(app_url)
+            await client.connect()
+            try:
+                turn = await client.ask("What colour is the queen's favourite corgi?", timeout_s=60)
+            finally:
+                await client.close()
+
+    outputs = [message.get("output", "") for message in turn.messages]
+    [draft] = [text for text in outputs if "*smollm2-135m (embedded)* · draft" in text]
+    assert any(text.startswith("↗️ Escalated to **scripted (server)**") for text in outputs)
+    [cut] = [text for text in outputs if text.startswith("The answer is")]
+    assert "Cut off" in cut
+    [notice] = [text for text in outputs if text.startswith("⚠️ The large model failed")]
+    assert server_url in notice and "The small model's answer above stands." in notice
+    assert any("Latency breakdown" in text for text in outputs)

@@ -102,3 +102,16 @@ async def test_the_embedded_model_answers_when_the_server_fails(embedded):
     assert answers[0].text == "The answer is " and answers[0].finish_reason == "error"
     assert answers[1].model == fallback and answers[1].error is None and answers[1].text
     assert any(isinstance(event, TokenEvent) for event in events[events.index(starts[1]):])
+
+
+async def test_a_server_that_returns_no_log_probabilities_is_not_asked_again():
+    requests: list[dict] = []
+    params = GenerationParams(max_tokens=16, logprobs=True)
+    async with fault_server("no-logprobs", requests) as url:
+        server = backend(url)
+        first = [event async for event in server.stream_chat("scripted", QUESTION, params)]
+        second = [event async for event in server.stream_chat("scripted", QUESTION, params)]
+
+    assert all(e.logprob is None for e in first + second if isinstance(e, TokenEvent))
+    assert server.logprobs_supported is False
+    assert [request.get("logprobs") for request in requests] == [True, None]
