@@ -233,6 +233,7 @@ class _TurnView:
         self.batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
         self.answers: dict[str, Answer] = {}  # message id -> the answer streamed into it
         self.draft: Answer | None = None
+        self.escalated = False
 
     async def restart(self, notice: str) -> None:
         """A new message for a new attempt, after a notice saying why."""
@@ -250,14 +251,16 @@ class _TurnView:
         if answer.error:
             if answer.text:  # keep the partial answer, marked
                 await self._close(self.reply, answer, [f"*{answer.model.label}*"], [])
-            elif answer.model.backend == "embedded":
-                # Nothing was streamed and no other model follows: say what happened.
+            elif answer.model.backend == "embedded" and not self.escalated:
+                # Nothing was streamed and no other model follows: say what happened
+                # (a failed large model is reported when the turn ends).
                 await cl.Message(content=f"⚠️ {answer.error}").send()
             self.reply = cl.Message(content="")
             self.batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
 
     async def escalate(self, routed: Routed) -> None:
         """Close the small model's answer as a draft and open one for the large model."""
+        self.escalated = True
         self.draft = self.answers.get(self.reply.id)
         if self.reply.content:
             await self._close(self.reply, self.draft, [f"*{self.draft.model.label}* · draft"] if self.draft else [], [])
@@ -266,10 +269,12 @@ class _TurnView:
 
     async def done(self, done: TurnDone, turns: list[PhaseTimings]) -> str:
         """Close the turn's last message with its sources, timings and chart; returns the answer kept."""
-        final = done.llm_answer if done.llm_answer and done.llm_answer.text else done.slm_answer
+        llm_ok = done.llm_answer is not None and done.llm_answer.error is None
+        final = done.llm_answer if llm_ok else done.slm_answer
         if done.decision.escalate and done.llm_answer and done.llm_answer.error:
-            await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. "
-                                     "The small model's answer above stands.").send()
+            outcome = ("The small model's answer above stands." if done.slm_answer and done.slm_answer.text
+                       else "Try again, or pick another model or escalation mode in the settings.")
+            await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. {outcome}").send()
         answer = self.answers.get(self.reply.id)
         footer = [f"*{answer.model.label}*" if answer else "", f"{TIMINGS_ELEMENT} · {CHART_ELEMENT}"]
         elements = [
@@ -278,7 +283,7 @@ class _TurnView:
             cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done), display="side"),
             cl.Plotly(name=CHART_ELEMENT, figure=latency_chart(turns), display="side"),
         ]
-        if self.draft and done.llm_answer and done.llm_answer.text:
+        if self.draft and llm_ok and done.llm_answer.text:
             footer.append(DRAFT_ELEMENT)
             elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
         await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)

@@ -44,8 +44,10 @@ class Decision:
     reasons: tuple[Reason, ...] = ()
 
     def summary(self) -> str:
+        if self.mode is Mode.OFF:
+            return "escalation is off"
         if not self.reasons:
-            return "the small model's answer passed every check" if not self.escalate else self.mode.value
+            return "the small model's answer passed every check"
         return "; ".join(reason.explanation for reason in self.reasons)
 
 
@@ -59,10 +61,11 @@ def confidence(signals: Signals, thresholds: Thresholds) -> float:
     """
     if signals.abstained:
         return 0.0
-    ratios = [
-        signals.answer_tokens / max(thresholds.min_answer_tokens, 1),
-        signals.retrieval_score / thresholds.min_retrieval_score if thresholds.min_retrieval_score else float("inf"),
-    ]
+    ratios = [float("inf")]
+    if thresholds.min_answer_tokens:
+        ratios.append(signals.answer_tokens / thresholds.min_answer_tokens)
+    if thresholds.min_retrieval_score:
+        ratios.append(signals.retrieval_score / thresholds.min_retrieval_score)
     if signals.low_token_prob is not None and thresholds.min_low_token_prob:
         ratios.append(signals.low_token_prob / thresholds.min_low_token_prob)
     return min(ratios)
