@@ -263,7 +263,8 @@ class _TurnView:
         self.escalated = True
         self.draft = self.answers.get(self.reply.id)
         if self.reply.content:
-            await self._close(self.reply, self.draft, [f"*{self.draft.model.label}* · draft"] if self.draft else [], [])
+            footer = [f"*{self.draft.model.label}* · draft"] if self.draft else []
+            await self._close(self.reply, self.draft, footer, self._source_elements())
         await self.restart(f"↗️ Escalated to **{routed.llm.label}** ({routed.decision.mode.value}): "
                            f"{routed.decision.summary()}.")
 
@@ -278,8 +279,7 @@ class _TurnView:
         answer = self.answers.get(self.reply.id)
         footer = [f"*{answer.model.label}*" if answer else "", f"{TIMINGS_ELEMENT} · {CHART_ELEMENT}"]
         elements = [
-            *(cl.Text(name=_source_name(hit.rank), content=source_markdown(hit, self.retrieval_mode), display="side")
-              for hit in self.hits),
+            *self._source_elements(),
             cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done), display="side"),
             cl.Plotly(name=CHART_ELEMENT, figure=latency_chart(turns), display="side"),
         ]
@@ -288,6 +288,12 @@ class _TurnView:
             elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
         await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)
         return final.text if final and not final.error else ""
+
+    def _source_elements(self) -> list:
+        return [
+            cl.Text(name=_source_name(hit.rank), content=source_markdown(hit, self.retrieval_mode), display="side")
+            for hit in self.hits
+        ]
 
     async def stopped(self) -> None:
         await self.reply.stream_token(self.batcher.flush())
