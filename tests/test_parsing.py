@@ -165,28 +165,21 @@ def test_pdf_protected_only_by_an_owner_password_is_read(tmp_path):
     assert parse(path).text == "Readable anyway."
 
 
-def test_cp1252_text_is_decoded(tmp_path):
-    path = write(tmp_path, "french.txt", "café déjà vu", encoding="cp1252")
+@pytest.mark.parametrize(
+    ("name", "text", "encoding", "expected"),
+    [
+        ("french.txt", "café déjà vu", "cp1252", "café déjà vu"),
+        ("price.txt", "Price: 5€ – “quoted”", "cp1252", "Price: 5€ – “quoted”"),
+        # Cyrillic in cp1251 must not be mistaken for cp1252.
+        ("russian.txt", "Привет, как дела? Это тестовый документ.", "cp1251",
+         "Привет, как дела? Это тестовый документ."),
+        ("windows.txt", "Größe\r\nÜbermaß", "utf-16", "Größe\nÜbermaß"),
+    ],
+)
+def test_text_in_other_encodings_is_decoded(tmp_path, name, text, encoding, expected):
+    path = write(tmp_path, name, text, encoding=encoding)
 
-    assert parse(path).text == "café déjà vu"
-
-
-def test_cp1252_punctuation_is_decoded(tmp_path):
-    path = write(tmp_path, "price.txt", "Price: 5€ – “quoted”", encoding="cp1252")
-
-    assert parse(path).text == "Price: 5€ – “quoted”"
-
-
-def test_cyrillic_in_cp1251_is_not_mistaken_for_cp1252(tmp_path):
-    path = write(tmp_path, "russian.txt", "Привет, как дела? Это тестовый документ.", encoding="cp1251")
-
-    assert parse(path).text == "Привет, как дела? Это тестовый документ."
-
-
-def test_utf16_with_a_byte_order_mark_is_decoded(tmp_path):
-    path = write(tmp_path, "windows.txt", "Größe\r\nÜbermaß", encoding="utf-16")
-
-    assert parse(path).text == "Größe\nÜbermaß"
+    assert parse(path).text == expected
 
 
 def test_utf8_byte_order_mark_is_dropped(tmp_path):
