@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # recent Intel server CPUs; a portable AVX2 build works everywhere we run.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install run test bench
+.PHONY: install run test bench browser
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -24,7 +24,16 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/chainlit run app.py -w
 
-test: install
+# The browser tests drive Debian's Chromium: test tools that download their own
+# browser cannot reach their servers from these machines.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
+
+browser: $(CHROMIUM)
+
+test: install browser
 	$(PYTHON) -m pytest
 
 bench: install

@@ -6,13 +6,23 @@ The logic lives in `models/` and `rag/`; this file only moves events to the brow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
+import os
+import secrets
+import sys
 import time
 from pathlib import Path
 
 import chainlit as cl
+from chainlit.auth import get_current_user
 from chainlit.config import config as chainlit_config
+from chainlit.data import get_data_layer
 from chainlit.input_widget import Select, Slider
+from chainlit.server import app as http_app
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from models.answering import Answer, AttemptStart, load_catalog, make_backends
 from models.charts import latency_chart
@@ -21,6 +31,7 @@ from models.hybrid import Routed, TurnDone, answer_turn
 from models.router import Mode, Thresholds
 from models.base import ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import Catalog, ModelSpec
+from models.comparison import comparison_messages, context_passages, resolve_models, row_for, stream_comparison
 from models.settings import Settings
 from models.streaming import TokenBatcher, close_code_block
 from rag.documents import SEED_DOCUMENTS, Hit
@@ -29,6 +40,11 @@ from rag.loading import load_folder
 from rag.parsing import SUPPORTED_TYPES, safe_file_name
 from rag.prompt import build_messages, fit_passages, passage_label, refine_messages, retrieval_query
 from rag.uploads import add_upload
+from rag.accounts import UserListError, load_users, verify_password
+from rag.persistence import (
+    ANSWER_METADATA_KEY, ChatStoreError, LocalFileStorage, SQLiteDataLayer, conversation_from_steps, create_schema, ensure_auth_secret,
+    restore_uploads, STORED_ELEMENTS_ROUTE,
+)
 
 SETTINGS = Settings()
 # Shared by every session, so that each embedded model is loaded once per process.
@@ -43,6 +59,49 @@ _uploads.accept = list(SUPPORTED_TYPES)
 _uploads.max_size_mb = math.ceil(SETTINGS.upload_max_mb)
 _uploads.max_files = SETTINGS.upload_max_files
 
+# --- who may use the app, and where chats are kept
+# Login is on only when a user list is configured. Otherwise there is one local
+# user, signed in silently, so that the chat history still has an owner.
+LOCAL_USER = "local"
+try:
+    ensure_auth_secret(SETTINGS.data_dir)
+except OSError as error:
+    print(f"⚠️ Cannot keep a login secret in {SETTINGS.data_dir} ({error}); sessions end when the app restarts.")
+    os.environ.setdefault("CHAINLIT_AUTH_SECRET", secrets.token_urlsafe(48))
+
+CHAT_STORE_PROBLEM: str | None = None
+STORAGE = LocalFileStorage(SETTINGS.data_dir / "elements")
+if SETTINGS.persist_chats:
+    try:
+        create_schema(SETTINGS.chat_database)
+    except ChatStoreError as error:
+        # Start anyway, without history: a broken file must not keep the assistant down.
+        CHAT_STORE_PROBLEM = str(error)
+        print(f"⚠️ {CHAT_STORE_PROBLEM}", file=sys.stderr)
+    else:
+        cl.data_layer(lambda: SQLiteDataLayer(SETTINGS.chat_database, STORAGE))
+
+if SETTINGS.login_required:
+    try:
+        USERS = load_users(SETTINGS)
+    except UserListError as error:
+        # Never fall back to an open app when the operator asked for login.
+        print(f"❌ Login is configured but unusable: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+    @cl.password_auth_callback
+    async def password_login(name: str, password: str) -> cl.User | None:
+        stored = USERS.get(name)
+        # scrypt is slow on purpose: keep it off the event loop.
+        if stored and await asyncio.to_thread(verify_password, password, stored):
+            return cl.User(identifier=name, metadata={"provider": "password"})
+        return None
+elif SETTINGS.persist_chats and CHAT_STORE_PROBLEM is None:
+
+    @cl.header_auth_callback
+    async def local_login(headers) -> cl.User:
+        return cl.User(identifier=LOCAL_USER, metadata={"provider": "local"})
+
 THRESHOLDS = Thresholds(
     SETTINGS.router_min_answer_tokens, SETTINGS.router_min_token_prob, SETTINGS.router_min_retrieval_score
 )
@@ -56,36 +115,69 @@ COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove
 
 @cl.on_chat_start
 async def start() -> None:
-    catalog = await load_catalog(SETTINGS, BACKENDS)
-    cl.user_session.set("catalog", catalog)
-    cl.user_session.set("history", [])
-    cl.user_session.set("turns", [])
-    cl.user_session.set("knowledge", KnowledgeBase(CORPUS, SETTINGS.chunk_size, SETTINGS.chunk_overlap))
-    await cl.ChatSettings(_settings_widgets(catalog)).send()
+    catalog = await _open_session({})
     lines = [
         f"Ask me about your team's documents ({len(CORPUS.documents)} in the knowledge base); "
         "attach files to any message to add them for this chat only. Answers stream from "
-        f"**{catalog.slm.label}**; change models and retrieval in the settings panel.",
+        f"**{catalog.slm.label}**; change models and retrieval in the settings panel. "
+        "Compare the models side by side on the [comparison page](/compare).",
         COMMANDS_HELP,
         *(f"⚠️ {notice}" for notice in catalog.notices),
+        *([f"⚠️ {CHAT_STORE_PROBLEM}"] if CHAT_STORE_PROBLEM else []),
     ]
     await cl.Message(content="\n\n".join(lines)).send()
 
 
-def _settings_widgets(catalog: Catalog) -> list:
+@cl.on_chat_resume
+async def resume(thread: dict) -> None:
+    """A chat reopened from the history: its settings, conversation and uploads come back."""
+    chosen = cl.user_session.get("chat_settings") or {}
+    catalog = await _open_session(chosen)
+    knowledge: KnowledgeBase = cl.user_session.get("knowledge")
+    cl.user_session.get("history").extend(conversation_from_steps(thread.get("steps") or []))
+    restored = await asyncio.to_thread(
+        restore_uploads, knowledge, thread, STORAGE, int(SETTINGS.upload_max_mb * 1024 * 1024)
+    )
+    missing = [model for model in (chosen.get("slm"), chosen.get("llm")) if model and not catalog.get(model)]
+    if missing:
+        await cl.Message(content=f"⚠️ {', '.join(missing)} is no longer available; using "
+                                 f"{catalog.slm.label} and {catalog.llm.label}.").send()
+    if restored.refused:
+        await cl.Message(content="⚠️ Not restored: " + "; ".join(restored.refused)).send()
+
+
+async def _open_session(chosen: dict) -> Catalog:
+    """The per-chat state, and the settings panel showing `chosen` (a resumed chat's settings)."""
+    catalog = await load_catalog(SETTINGS, BACKENDS)
+    cl.user_session.set("catalog", catalog)
+    cl.user_session.set("history", [])
+    cl.user_session.set("turns", [])
+    chunk_size = int(chosen.get("chunk_size", SETTINGS.chunk_size))
+    cl.user_session.set("knowledge", KnowledgeBase(CORPUS, chunk_size, SETTINGS.chunk_overlap))
+    await cl.ChatSettings(_settings_widgets(catalog, chosen)).send()
+    return catalog
+
+
+def _settings_widgets(catalog: Catalog, chosen: dict) -> list:
     items = {spec.label: spec.key for spec in catalog.models.values()}
+
+    def model(role: str, default: ModelSpec) -> str:
+        return chosen[role] if catalog.get(chosen.get(role)) else default.key
+
     return [
-        Select(id="slm", label="Small model (answers first)", items=items, initial_value=catalog.slm.key),
-        Select(id="llm", label="Large model (escalation)", items=items, initial_value=catalog.llm.key),
-        Slider(id="temperature", label="Temperature", initial=SETTINGS.temperature, min=0, max=2, step=0.05),
-        Slider(id="max_tokens", label="Max tokens", initial=SETTINGS.max_tokens, min=16,
+        Select(id="slm", label="Small model (answers first)", items=items, initial_value=model("slm", catalog.slm)),
+        Select(id="llm", label="Large model (escalation)", items=items, initial_value=model("llm", catalog.llm)),
+        Slider(id="temperature", label="Temperature", initial=chosen.get("temperature", SETTINGS.temperature),
+               min=0, max=2, step=0.05),
+        Slider(id="max_tokens", label="Max tokens", initial=chosen.get("max_tokens", SETTINGS.max_tokens), min=16,
                max=max(4096, SETTINGS.max_tokens), step=16),
         Select(id="router_mode", label="Escalation to the large model", values=[mode.value for mode in Mode],
-               initial_value=SETTINGS.router_mode),
+               initial_value=chosen.get("router_mode", SETTINGS.router_mode)),
         Select(id="retrieval_mode", label="Retrieval", values=["bm25", "lexical"],
-               initial_value=SETTINGS.retrieval_mode),
-        Slider(id="top_k", label="Passages per answer (top-k)", initial=SETTINGS.top_k, min=1, max=20, step=1),
-        Slider(id="chunk_size", label="Chunk size (characters)", initial=SETTINGS.chunk_size,
+               initial_value=chosen.get("retrieval_mode", SETTINGS.retrieval_mode)),
+        Slider(id="top_k", label="Passages per answer (top-k)", initial=chosen.get("top_k", SETTINGS.top_k),
+               min=1, max=20, step=1),
+        Slider(id="chunk_size", label="Chunk size (characters)", initial=chosen.get("chunk_size", SETTINGS.chunk_size),
                min=200, max=max(3000, SETTINGS.chunk_size), step=100),
     ]
 
@@ -286,8 +378,11 @@ class _TurnView:
         if self.draft and llm_ok and done.llm_answer.text:
             footer.append(DRAFT_ELEMENT)
             elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
+        kept = final.text if final and not final.error else ""
+        if kept:
+            self.reply.metadata = {ANSWER_METADATA_KEY: kept}  # the resumed chat's history
         await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)
-        return final.text if final and not final.error else ""
+        return kept
 
     def _source_elements(self) -> list:
         return [
@@ -359,3 +454,115 @@ def _token_counts(usage: Usage | None) -> str:
     counts = f"{usage.prompt_tokens} / {usage.completion_tokens}"
     # Some servers report no usage; then the counts are our own estimate.
     return f"~{counts} (estimated)" if usage.estimated else counts
+
+
+# --- HTTP routes beside Chainlit's own: stored side elements and the comparison page
+
+_routes = APIRouter()
+COMPARE_PAGE = Path(__file__).parent / ".chainlit" / "compare.html"
+_COMPARE_LIMITS = {"prompt": 20_000, "context": 200_000, "models": 4}
+
+
+@_routes.get(STORED_ELEMENTS_ROUTE + "/{object_key:path}")
+async def stored_element(object_key: str, user=Depends(get_current_user)) -> Response:
+    """A saved chat's side element, for its owner only."""
+    data_layer = get_data_layer()
+    owners = await data_layer.execute_sql(
+        'SELECT t."userIdentifier" AS owner FROM elements e JOIN threads t ON t."id" = e."threadId" '
+        'WHERE e."objectKey" = :key', {"key": object_key},
+    ) if user and isinstance(data_layer, SQLiteDataLayer) else []
+    # The element's chat decides who may see it (an upload's key is made before its chat has an owner).
+    mine = isinstance(owners, list) and any(row["owner"] == user.identifier for row in owners)
+    stored = await asyncio.to_thread(STORAGE.stored, object_key) if mine else None
+    if stored is None:
+        raise HTTPException(status_code=404, detail="Not found")
+    # Uploaded HTML or SVG must never run as a page of this origin.
+    mime = stored.mime if stored.mime in _SAFE_MIMES else "text/plain; charset=utf-8"
+    return FileResponse(stored.path, media_type=mime, headers=_NO_ACTIVE_CONTENT)
+
+
+_SAFE_MIMES = {"text/plain", "text/markdown", "application/pdf", "image/png", "image/jpeg"}
+_NO_ACTIVE_CONTENT = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+
+
+@_routes.get("/compare")
+async def compare_page() -> FileResponse:
+    return FileResponse(COMPARE_PAGE, media_type="text/html", headers={"X-Content-Type-Options": "nosniff"})
+
+
+@_routes.get("/compare/models")
+async def compare_models(user=Depends(get_current_user)) -> dict:
+    catalog = await load_catalog(SETTINGS, BACKENDS)
+    return {
+        "models": [{"key": spec.key, "label": spec.label} for spec in catalog.models.values()],
+        "slm": catalog.slm.key, "llm": catalog.llm.key, "notices": catalog.notices,
+        "max_tokens": SETTINGS.max_tokens, "temperature": SETTINGS.temperature,
+    }
+
+
+@_routes.post("/compare/stream")
+async def compare_stream(request: Request, user=Depends(get_current_user)) -> Response:
+    """The comparison page's answers, one model after the other, as newline-delimited JSON events."""
+    try:
+        body = await request.json()
+        prompt = str(body.get("prompt", "")).strip()
+        context = str(body.get("context") or "")
+        wanted = [str(name) for name in body.get("models") or []]
+        params = GenerationParams(
+            max_tokens=min(max(int(body.get("max_tokens") or SETTINGS.max_tokens), 1), 4096),
+            temperature=min(max(float(body.get("temperature", SETTINGS.temperature)), 0.0), 2.0),
+        )
+    except (ValueError, TypeError, AttributeError):
+        return _bad_request("Send JSON: {\"prompt\": \"…\", \"models\": [\"slm\", \"llm\"], \"context\": \"…\"}.")
+    if not prompt:
+        return _bad_request("Type a prompt first.")
+    too_long = [name for name, value in (("prompt", prompt), ("context", context))
+                if len(value) > _COMPARE_LIMITS[name]]
+    if too_long or len(wanted) > _COMPARE_LIMITS["models"]:
+        return _bad_request(f"Too much input: at most {_COMPARE_LIMITS['prompt']:,} characters of prompt, "
+                            f"{_COMPARE_LIMITS['context']:,} of context and {_COMPARE_LIMITS['models']} models.")
+    catalog = await load_catalog(SETTINGS, BACKENDS)
+    try:
+        models = resolve_models(wanted, catalog, SETTINGS.model_aliases)
+    except ValueError as error:
+        return _bad_request(str(error), status_code=404)
+    passages = await asyncio.to_thread(context_passages, context, SETTINGS.chunk_size, SETTINGS.chunk_overlap) \
+        if context.strip() else []
+    messages_for = comparison_messages(prompt, passages, params.max_tokens)
+
+    async def events():
+        batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
+        current = ""
+        async for event in stream_comparison(models, messages_for, params, BACKENDS):
+            if isinstance(event, AttemptStart):
+                current = event.model.key
+                yield _ndjson({"event": "start", "key": current, "model": event.model.label})
+            elif isinstance(event, TokenEvent):
+                if batch := batcher.add(event.text, time.monotonic()):
+                    yield _ndjson({"event": "token", "key": current, "text": batch})
+            elif isinstance(event, Answer):
+                if rest := batcher.flush():
+                    yield _ndjson({"event": "token", "key": current, "text": rest})
+                yield _ndjson({"event": "done", "key": current,
+                               "result": dataclasses.asdict(row_for(event, SETTINGS.model_prices))})
+        yield _ndjson({"event": "end"})
+
+    return StreamingResponse(events(), media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _bad_request(message: str, status_code: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code)
+
+
+def _ndjson(event: dict) -> bytes:
+    return (json.dumps(event) + "\n").encode()
+
+
+def _serve_before_chainlit_pages(router: APIRouter) -> None:
+    # Chainlit answers every unknown GET with its chat page (a catch-all route
+    # registered when it is imported), so our routes must come before it.
+    http_app.router.routes[0:0] = list(router.routes)
+
+
+_serve_before_chainlit_pages(_routes)

@@ -118,6 +118,32 @@ class Settings(BaseSettings):
 
     # --- chat UI
     stream_flush_ms: int = Field(default=40, ge=0, validation_alias=AliasChoices("STREAM_FLUSH_MS"))
+    # How many embedded generations decode at once, process-wide; more share the
+    # same cores and each slows down (OpenMP threads oversubscribe), so they queue.
+    embedded_concurrency: int = Field(default=1, ge=1, validation_alias=AliasChoices("EMBEDDED_CONCURRENCY"))
+
+    # --- conversation history and login
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data", validation_alias=AliasChoices("DATA_DIR"),
+        description="Where the chat database, stored side elements and the login secret live.",
+    )
+    persist_chats: bool = Field(default=True, validation_alias=AliasChoices("PERSIST_CHATS"))
+    auth_users_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("AUTH_USERS_FILE"),
+        description="A file of `name:password-hash` lines; setting it (or AUTH_USERS) turns login on.",
+    )
+    auth_users: str = Field(
+        default="", validation_alias=AliasChoices("AUTH_USERS"),
+        description="Comma-separated `name:password-hash` pairs; setting it (or AUTH_USERS_FILE) turns login on.",
+    )
+
+    @property
+    def chat_database(self) -> Path:
+        return self.data_dir / "chats.sqlite3"
+
+    @property
+    def login_required(self) -> bool:
+        return bool(self.auth_users_file or self.auth_users.strip())
 
     @field_validator("model_server_url", mode="before")
     @classmethod

@@ -36,9 +36,13 @@ class Turn:
 
 
 class ChainlitClient:
-    def __init__(self, base_url: str) -> None:
+    """One browser tab: signs in (silently as the local user, or with `credentials`), then chats."""
+
+    def __init__(self, base_url: str, credentials: tuple[str, str] | None = None) -> None:
         self.base_url = base_url
+        self.credentials = credentials
         self.session_id = str(uuid.uuid4())
+        self.http = httpx.AsyncClient(base_url=base_url)  # keeps the login cookie, as the browser does
         self._sio = socketio.AsyncClient(reconnection=False)
         self._events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
 
@@ -46,14 +50,33 @@ class ChainlitClient:
         async def record(event, data=None):
             self._events.put_nowait((event, data if isinstance(data, dict) else {"value": data}))
 
-    async def connect(self) -> Turn:
-        """Open a session; returns what `on_chat_start` sent."""
+    async def sign_in(self) -> None:
+        """What the page does before opening its socket: log in if the app asks for it."""
+        auth = (await self.http.get("/auth/config")).json()
+        if not auth.get("requireLogin"):
+            return
+        if self.credentials:
+            name, password = self.credentials
+            response = await self.http.post("/login", data={"username": name, "password": password})
+        elif auth.get("headerAuth"):
+            response = await self.http.post("/auth/header")
+        else:
+            raise PermissionError("The app requires a login and no credentials were given")
+        response.raise_for_status()
+
+    async def connect(self, thread_id: str = "", sign_in: bool = True) -> Turn:
+        """Open a session (resuming `thread_id` if given); returns what `on_chat_start`
+        or `on_chat_resume` sent."""
+        if sign_in:
+            await self.sign_in()
+        cookies = "; ".join(f"{name}={value}" for name, value in self.http.cookies.items())
         await self._sio.connect(
             self.base_url,
             socketio_path="/ws/socket.io",
             transports=["websocket"],
+            headers={"Cookie": cookies} if cookies else {},
             auth={
-                "clientType": "webapp", "sessionId": self.session_id, "threadId": "",
+                "clientType": "webapp", "sessionId": self.session_id, "threadId": thread_id,
                 "userEnv": "{}", "chatProfile": "",
             },
         )
@@ -62,18 +85,19 @@ class ChainlitClient:
 
     async def upload(self, name: str, content: bytes, mime: str) -> str:
         """Upload a file as the page does before sending a message; returns its id."""
-        async with httpx.AsyncClient(base_url=self.base_url) as http:
-            response = await http.post(
-                "/project/file", params={"session_id": self.session_id},
-                files={"file": (name, content, mime)},
-            )
+        response = await self.http.post(
+            "/project/file", params={"session_id": self.session_id},
+            files={"file": (name, content, mime)},
+        )
         response.raise_for_status()
         return response.json()["id"]
 
     async def element_text(self, element: dict) -> str:
         """The content of a text element, fetched as the page fetches it."""
-        async with httpx.AsyncClient(base_url=self.base_url) as http:
-            response = await http.get(
+        if element.get("url"):  # a stored element of a saved chat
+            response = await self.http.get(element["url"])
+        else:
+            response = await self.http.get(
                 f"/project/file/{element['chainlitKey']}", params={"session_id": self.session_id}
             )
         response.raise_for_status()
@@ -109,6 +133,7 @@ class ChainlitClient:
 
     async def close(self) -> None:
         await self._sio.disconnect()
+        await self.http.aclose()
 
     async def _collect(self, until, timeout_s: float = 60) -> Turn:
         turn = Turn()

@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _APP_VARIABLES = (
     "MODEL_SERVER_URL", "FOUNDRY_LOCAL_ENDPOINT", "MODEL_SERVER_API_KEY", "MODEL_ALIASES",
     "SLM_MODEL", "LLM_MODEL", "TEMPERATURE", "MAX_TOKENS",
+    "DATA_DIR", "PERSIST_CHATS", "AUTH_USERS", "AUTH_USERS_FILE", "CHAINLIT_AUTH_SECRET",
 )
 
 
@@ -98,6 +99,7 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None) -> Iterator[st
         "--headless", "--host", "127.0.0.1", "--port", str(port),
     ]
     base = f"http://127.0.0.1:{port}"
-    env = {"CHAINLIT_APP_ROOT": str(app_root), **(env or {})}
+    # A fresh chat database per server unless the test brings one (to restart on it).
+    env = {"CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(app_root / "data"), **(env or {})}
     with running(command, base, log, clean_environment(env), PROJECT_ROOT):
         yield base

@@ -1,0 +1,261 @@
+"""Conversation history on SQLite: Chainlit's SQLAlchemy data layer, its schema, and local element storage.
+
+Chainlit stores threads, messages (steps) and their side elements through a data
+layer. The SQLAlchemy one is written for PostgreSQL; two small adaptations make it
+work on a local SQLite file: list and dict parameters are stored as JSON text
+(SQLite binds neither), and side elements (sources, latency breakdowns, uploads)
+are kept as files under the data folder instead of a cloud bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from chainlit.data.storage_clients.base import BaseStorageClient
+
+from models.base import ChatMessage
+from rag.index import KnowledgeBase
+from rag.uploads import add_upload
+
+# The schema of Chainlit 2.12's SQLAlchemy data layer (docs.chainlit.io/data-layers/sqlalchemy),
+# in SQLite's types; "IF NOT EXISTS" so that every start can run it.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    "id" TEXT PRIMARY KEY,
+    "identifier" TEXT NOT NULL UNIQUE,
+    "metadata" TEXT NOT NULL,
+    "createdAt" TEXT
+);
+CREATE TABLE IF NOT EXISTS threads (
+    "id" TEXT PRIMARY KEY,
+    "createdAt" TEXT,
+    "name" TEXT,
+    "userId" TEXT,
+    "userIdentifier" TEXT,
+    "tags" TEXT,
+    "metadata" TEXT,
+    FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS steps (
+    "id" TEXT PRIMARY KEY,
+    "name" TEXT NOT NULL,
+    "type" TEXT NOT NULL,
+    "threadId" TEXT NOT NULL,
+    "parentId" TEXT,
+    "streaming" BOOLEAN NOT NULL,
+    "waitForAnswer" BOOLEAN,
+    "isError" BOOLEAN,
+    "metadata" TEXT,
+    "tags" TEXT,
+    "input" TEXT,
+    "output" TEXT,
+    "createdAt" TEXT,
+    "command" TEXT,
+    "modes" TEXT,
+    "start" TEXT,
+    "end" TEXT,
+    "generation" TEXT,
+    "showInput" TEXT,
+    "language" TEXT,
+    "indent" INT,
+    "defaultOpen" BOOLEAN,
+    "autoCollapse" BOOLEAN,
+    "icon" TEXT,
+    "feedback" TEXT,
+    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS elements (
+    "id" TEXT PRIMARY KEY,
+    "threadId" TEXT,
+    "type" TEXT,
+    "url" TEXT,
+    "chainlitKey" TEXT,
+    "name" TEXT NOT NULL,
+    "display" TEXT,
+    "objectKey" TEXT,
+    "size" TEXT,
+    "page" INT,
+    "language" TEXT,
+    "forId" TEXT,
+    "mime" TEXT,
+    "props" TEXT,
+    "autoPlay" BOOLEAN,
+    "playerConfig" TEXT,
+    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS feedbacks (
+    "id" TEXT PRIMARY KEY,
+    "forId" TEXT NOT NULL,
+    "threadId" TEXT NOT NULL,
+    "value" INT NOT NULL,
+    "comment" TEXT,
+    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS steps_by_thread ON steps ("threadId");
+CREATE INDEX IF NOT EXISTS elements_by_thread ON elements ("threadId");
+"""
+
+# Where the browser fetches a stored element; app.py serves this path.
+STORED_ELEMENTS_ROUTE = "/stored-elements"
+
+
+class ChatStoreError(RuntimeError):
+    """The chat database cannot be used; the message says which file and what to do."""
+
+
+def create_schema(database: Path) -> None:
+    """Create the data folder and the tables if missing. Blocking: call it at start-up only."""
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(database, timeout=5) as connection:
+            connection.executescript(SCHEMA)
+    except (OSError, sqlite3.Error) as error:
+        raise ChatStoreError(
+            f"The chat history database {database} cannot be opened ({error}). Chats will not be saved "
+            "this time. Check that DATA_DIR points to a writable folder and the file is a SQLite "
+            "database (move it aside to start afresh), or set PERSIST_CHATS=false."
+        ) from error
+
+
+class SQLiteDataLayer(SQLAlchemyDataLayer):
+    """Chainlit's SQLAlchemy data layer on a SQLite file."""
+
+    def __init__(self, database: Path, storage: BaseStorageClient) -> None:
+        super().__init__(conninfo=f"sqlite+aiosqlite:///{database}", storage_provider=storage)
+
+    async def execute_sql(self, query: str, parameters: dict) -> Any:
+        # Chainlit passes tags and modes as Python lists, which SQLite cannot bind.
+        encoded = {
+            key: json.dumps(value) if isinstance(value, (list, dict)) else value
+            for key, value in parameters.items()
+        }
+        return await super().execute_sql(query, encoded)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    mime: str
+
+
+class LocalFileStorage(BaseStorageClient):
+    """Side elements as files under the data folder, served back by the app's own route.
+
+    Chainlit builds object keys as `<user id>/<element id>/<element name>`; the file
+    name on disk is a hash of the key, so a hostile element name can never address a
+    path outside the folder. Who may read an element is decided by the app's route.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, object_key: str) -> Path:
+        return self.root / hashlib.sha256(object_key.encode()).hexdigest()
+
+    def stored(self, object_key: str) -> StoredFile | None:
+        path = self._path(object_key)
+        meta = path.with_suffix(".json")
+        if not path.is_file() or not meta.is_file():
+            return None
+        return StoredFile(path, json.loads(meta.read_text())["mime"])
+
+    async def upload_file(
+        self, object_key: str, data: bytes | str, mime: str = "application/octet-stream",
+        overwrite: bool = True, content_disposition: str | None = None,
+    ) -> dict[str, Any]:
+        import asyncio
+
+        await asyncio.to_thread(self._write, object_key, data, mime)
+        return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+
+    def _write(self, object_key: str, data: bytes | str, mime: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self._path(object_key)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        path.with_suffix(".json").write_text(json.dumps({"object_key": object_key, "mime": mime}))
+
+    async def delete_file(self, object_key: str) -> bool:
+        path = self._path(object_key)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        return existed
+
+    async def get_read_url(self, object_key: str) -> str:
+        return f"{STORED_ELEMENTS_ROUTE}/{quote(object_key, safe='')}"
+
+    async def close(self) -> None:
+        return None
+
+
+# The app marks each final answer's message with the answer's own text, without the
+# notices and footers around it, so that a resumed chat's history is what the model said.
+ANSWER_METADATA_KEY = "answer"
+
+
+def conversation_from_steps(steps: list[dict]) -> list[ChatMessage]:
+    """A stored chat as the model's conversation history: questions and the answers kept."""
+    history: list[ChatMessage] = []
+    for step in steps:
+        metadata = step.get("metadata") or {}
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata or "{}")
+        if step.get("type") == "user_message" and (step.get("output") or "").strip():
+            history.append(ChatMessage("user", step["output"].strip()))
+        elif step.get("type") == "assistant_message" and metadata.get(ANSWER_METADATA_KEY):
+            history.append(ChatMessage("assistant", metadata[ANSWER_METADATA_KEY]))
+    return history
+
+
+@dataclass
+class RestoredUploads:
+    added: list[str]
+    refused: list[str]
+
+
+def restore_uploads(
+    knowledge: KnowledgeBase, thread: dict, storage: LocalFileStorage, max_bytes: int = 1 << 62
+) -> RestoredUploads:
+    """Put a stored chat's uploaded files back into its knowledge base (blocking: parses files)."""
+    user_steps = {step["id"] for step in thread.get("steps") or [] if step.get("type") == "user_message"}
+    restored = RestoredUploads([], [])
+    for element in thread.get("elements") or []:
+        if element.get("forId") not in user_steps or not element.get("objectKey"):
+            continue
+        name = element.get("name") or "upload"
+        stored = storage.stored(element["objectKey"])
+        if stored is None:
+            restored.refused.append(f"{name}: its stored copy is missing")
+            continue
+        outcome = add_upload(knowledge, stored.path, name, max_bytes)
+        if outcome.added:
+            restored.added.append(outcome.file_name)
+        elif "already here" not in (outcome.refusal or ""):
+            restored.refused.append(f"{outcome.file_name}: {outcome.refusal}")
+    return restored
+
+
+def ensure_auth_secret(data_dir: Path, environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """Give Chainlit a login-cookie secret that survives restarts (so sessions do too).
+
+    An explicit CHAINLIT_AUTH_SECRET wins; otherwise one is made once and kept,
+    readable by its owner only, in the data folder.
+    """
+    if environ.get("CHAINLIT_AUTH_SECRET"):
+        return
+    path = data_dir / "auth-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+    environ["CHAINLIT_AUTH_SECRET"] = path.read_text().strip()
