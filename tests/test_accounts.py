@@ -1,0 +1,53 @@
+"""The user list for optional login, and password hashes."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.settings import Settings
+from rag.accounts import UserListError, hash_password, load_users, verify_password
+
+
+def test_a_password_verifies_against_its_own_hash_only():
+    stored = hash_password("correct horse")
+
+    assert verify_password("correct horse", stored)
+    assert not verify_password("correct horsf", stored)
+    assert "correct horse" not in stored
+
+
+def test_equal_passwords_hash_differently():
+    assert hash_password("same password") != hash_password("same password")
+
+
+def test_a_malformed_hash_never_verifies():
+    assert not verify_password("anything", "scrypt$not$a$hash")
+    assert not verify_password("anything", "plain-text-password")
+
+
+def test_login_is_off_without_a_user_list():
+    assert not Settings(_env_file=None).login_required
+
+
+def test_users_come_from_the_file_and_the_variable(tmp_path):
+    alice, bob = hash_password("alice password"), hash_password("bob password")
+    users_file = tmp_path / "users"
+    users_file.write_text(f"# team\nalice:{alice}\n\n")
+
+    settings = Settings(_env_file=None, auth_users_file=users_file, auth_users=f"bob:{bob}")
+
+    assert settings.login_required
+    assert load_users(settings) == {"alice": alice, "bob": bob}
+
+
+def test_a_plain_text_password_is_refused_with_where_it_is(tmp_path):
+    users_file = tmp_path / "users"
+    users_file.write_text("alice:hunter2\n")
+
+    with pytest.raises(UserListError, match=rf"{users_file}:1.*plain-text"):
+        load_users(Settings(_env_file=None, auth_users_file=users_file))
+
+
+def test_a_missing_user_file_is_named(tmp_path):
+    with pytest.raises(UserListError, match="cannot be read"):
+        load_users(Settings(_env_file=None, auth_users_file=tmp_path / "absent"))
