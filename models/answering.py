@@ -31,6 +31,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             context_window=settings.embedded_context_window,
             threads=settings.embedded_threads,
             repeat_penalty=settings.embedded_repeat_penalty,
+            concurrency=settings.embedded_concurrency,
         )
     }
     if settings.model_server_url:

@@ -55,8 +55,12 @@ class EmbeddedBackend:
         context_window: int = 4096,
         threads: int = 2,
         repeat_penalty: float = 1.1,
+        concurrency: int = 1,
     ) -> None:
         self._models = {model.name: model for model in models}
+        # Two decodes on the same cores each run at well under half speed (their
+        # thread pools fight), so generations beyond `concurrency` wait their turn.
+        self._decode_slots = threading.BoundedSemaphore(concurrency)
         self.context_window = context_window
         self.threads = threads
         # Models this small fall into loops, repeating one sentence until max_tokens;
@@ -154,12 +158,17 @@ class EmbeddedBackend:
                               "Reinstall the project's packages (see the README's first command)."))
             return
         with loaded.lock:
-            if cancelled.is_set():
-                return
+            while not self._decode_slots.acquire(timeout=0.1):
+                if cancelled.is_set():
+                    return
             try:
+                if cancelled.is_set():
+                    return
                 self._decode(loaded, model, messages, params, emit, cancelled)
             except Exception as error:  # noqa: BLE001
                 emit(BackendError(f"The embedded model failed: {error}", model))
+            finally:
+                self._decode_slots.release()
 
     def _decode(self, loaded, model, messages, params, emit, cancelled) -> None:
         import llama_cpp

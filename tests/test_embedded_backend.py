@@ -9,6 +9,7 @@ import time
 import pytest
 
 from models.base import BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent
+from models.embedded import EmbeddedBackend, EmbeddedModel
 
 QUESTION = [
     ChatMessage("system", "Answer in one sentence."),
@@ -136,3 +137,24 @@ async def test_generation_does_not_block_the_event_loop(embedded):
     # Blocking decode would freeze the ticker for the whole generation.
     assert ticks > 10
     assert worst_gap < generation_s / 3
+
+
+async def test_generations_beyond_the_concurrency_limit_wait_their_turn(smollm2_file):
+    """Two models decoding at once on the same cores would each slow down; the second waits."""
+    two_models = EmbeddedBackend(
+        [EmbeddedModel(name, lambda: smollm2_file) for name in ("first", "second")],
+        context_window=1024, threads=2, concurrency=1,
+    )
+    finished: dict[str, float] = {}
+    first_token: dict[str, float] = {}
+
+    async def answer(model: str, question: list[ChatMessage]) -> None:
+        async for event in two_models.stream_chat(model, question, GenerationParams(max_tokens=24)):
+            if isinstance(event, TokenEvent):
+                first_token.setdefault(model, time.perf_counter())
+        finished[model] = time.perf_counter()
+
+    await asyncio.gather(answer("first", LONG_ANSWER), answer("second", LONG_ANSWER))
+
+    first, second = sorted(finished, key=finished.get)
+    assert first_token[second] > finished[first]
