@@ -400,7 +400,7 @@ class _TurnView:
     async def _close(self, reply: cl.Message, answer: Answer | None, footer: list[str], elements: list) -> None:
         reply.content = close_code_block(reply.content)
         if answer and answer.error and answer.text:
-            reply.content += f"\n\n*⚠️ Cut off: {answer.error.what}. The answer above is partial.*"
+            reply.content += f"\n\n*⚠️ Cut off: {answer.error.what.rstrip('.')}. The answer above is partial.*"
         elif answer and answer.finish_reason == "length":
             reply.content += "\n\n*The answer reached the max-tokens limit.*"
         if self.hits:

@@ -83,6 +83,7 @@ class OpenAICompatBackend:
         usage: Usage | None = None
         finish_reason: str | None = None
         chunks_with_text = 0
+        got_chunk = False
         text_so_far: list[str] = []
         try:
             # One deadline covers the request and its first chunk; after that,
@@ -101,6 +102,7 @@ class OpenAICompatBackend:
                 # Reasoning models send thinking chunks before any answer text:
                 # any chunk proves the server is alive, so the clock restarts.
                 deadline = loop.time() + self.token_timeout_s
+                got_chunk = True
                 if chunk.usage is not None:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
@@ -115,6 +117,19 @@ class OpenAICompatBackend:
                         yield TokenEvent(text, logprob)
         except BackendError:
             raise
+        except TimeoutError as error:
+            # Our own deadlines: the server took the request but is too slow, so the
+            # advice is the limit to raise, not to check that the server is running.
+            limit, setting = ((self.token_timeout_s, "TOKEN_TIMEOUT_S") if got_chunk
+                              else (self.first_token_timeout_s, "FIRST_TOKEN_TIMEOUT_S"))
+            raise BackendError(
+                f"The model server did not answer in time (model {model}: no "
+                f"{'new' if got_chunk else 'first'} token within {limit:g} s)",
+                self.base_url,
+                f"The server is up but slow: raise {setting} (now {limit:g} s) if its model needs "
+                "longer, or try again.",
+                partial_text="".join(text_so_far),
+            ) from error
         except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
             explained = self._explain(error, f"model {model}", mid_stream=stream is not None)
             explained.partial_text = "".join(text_so_far)

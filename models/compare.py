@@ -1,0 +1,269 @@
+"""Compare models on one prompt: each answer streamed in turn, then a table of timings, tokens and cost.
+
+    .venv/bin/python -m models.compare "What does RAG combine?"
+    .venv/bin/python -m models.compare "How do I set the server URL?" --rag --models slm,llm --json out.json
+    COMPARE_PROMPT="Summarise this" .venv/bin/python -m models.compare --context-file notes.md
+
+The models answer one after the other (see models/comparison.py). Embedded models are
+loaded before the timed answers, and their load time is reported on its own, so that
+time to first token measures answering, not reading a GGUF file. Exit code 2 with a
+one-line message when a model is unknown, the server cannot be reached, or a model fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from models.answering import Answer, AttemptStart, make_backends
+from models.base import BackendError, GenerationParams, TokenEvent
+from models.catalog import ModelSpec
+from models.comparison import (
+    ComparisonRow,
+    comparison_messages,
+    context_passages,
+    deltas,
+    require_models,
+    row_for,
+    stream_comparison,
+)
+from models.embedded import EmbeddedBackend
+from models.settings import Settings
+from rag.documents import SEED_DOCUMENTS, Chunk, Document
+from rag.index import KnowledgeBase, SharedCorpus
+from rag.loading import load_folder
+from rag.prompt import fit_passages, passage_label, retrieval_query
+
+
+class Failure(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.compare", description=__doc__.split("\n")[0],
+    )
+    parser.add_argument("prompt", nargs="?", default=os.environ.get("COMPARE_PROMPT"),
+                        help="the prompt (default: the COMPARE_PROMPT environment variable)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models: slm, llm, catalog keys, ids or aliases "
+                             "(default: the SLM and the LLM from the settings)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="longest answer (default: MAX_TOKENS)")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: TEMPERATURE)")
+    parser.add_argument("--rag", action="store_true",
+                        help="answer over the app's corpus (built-in documents + CORPUS_DIR) as the chat does")
+    parser.add_argument("--context-file", type=Path, default=None,
+                        help="reference text given to the models as passages (with --rag: added to the "
+                             "searched documents, like a file attached in the chat)")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                        help="write the result as JSON to PATH, or to stdout without PATH "
+                             "(the human-readable output then goes to stderr)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = asyncio.run(_compare(args))
+    except Failure as failure:
+        print(f"compare: {failure}", file=sys.stderr)
+        return 2
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+    elif args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    failed = [row for row in report["rows"] if row["error"]]
+    for row in failed:
+        print(f"compare: {row['model']} failed: {row['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+async def _compare(args: argparse.Namespace) -> dict:
+    out: TextIO = sys.stderr if args.json == "-" else sys.stdout
+    prompt = (args.prompt or "").strip()
+    if not prompt:
+        raise Failure("no prompt: pass one as the first argument or set COMPARE_PROMPT")
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise Failure(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    max_tokens = args.max_tokens if args.max_tokens is not None else settings.max_tokens
+    temperature = args.temperature if args.temperature is not None else settings.temperature
+    if max_tokens < 1 or not 0 <= temperature <= 2:
+        raise Failure("--max-tokens must be at least 1 and --temperature between 0 and 2")
+    context_text = _read_context(args.context_file)
+
+    backends = make_backends(settings)
+    names = args.models.split(",") if args.models else None
+    try:
+        catalog, models = await require_models(settings, backends, names)
+    except ValueError as error:
+        raise Failure(str(error)) from None
+    except BackendError as error:
+        raise Failure(f"cannot reach the model server: {error}") from None
+    for notice in catalog.notices:
+        print(f"note: {notice}", file=sys.stderr)
+
+    sources: list[dict] = []
+    if args.rag:
+        chunks, sources = await _retrieve(settings, prompt, context_text)
+        best = sources[0]["score"] if sources else 0.0
+        if best < settings.min_retrieval_score:
+            print(f"note: the documents do not seem to cover this question (best match score {best:.2f}, "
+                  f"threshold {settings.min_retrieval_score:.2f})", file=out)
+    else:
+        chunks = context_passages(context_text, settings.chunk_size, settings.chunk_overlap)
+    # Every model gets the same passages: those that fit the smallest window, as in the chat.
+    window = min(spec.context_window for spec in models)
+    passages = fit_passages(chunks, prompt, window, max_tokens)
+    sources = sources[: len(passages)] if args.rag else [_source(chunk, None) for chunk in passages]
+    for number, source in enumerate(sources, start=1):
+        score = f" (score {source['score']:.2f})" if source["score"] is not None else ""
+        print(f"[{number}] {source['label']}{score}", file=out)
+
+    load_s = await _preload(models, backends, out)
+    params = GenerationParams(max_tokens=max_tokens, temperature=temperature)
+    rows: list[ComparisonRow] = []
+    async for event in stream_comparison(models, comparison_messages(prompt, passages, max_tokens), params, backends):
+        if isinstance(event, AttemptStart):
+            print(f"\n── {event.model.label} ──", file=out, flush=True)
+        elif isinstance(event, TokenEvent):
+            out.write(event.text)
+            out.flush()
+        elif isinstance(event, Answer):
+            if event.error:
+                print(f"\n⚠️ {event.error}", file=out, end="")
+            elif event.finish_reason == "length":
+                print(" […max tokens]", file=out, end="")
+            print(file=out)
+            rows.append(row_for(event, settings.model_prices))
+    compared = deltas(rows)
+    print(file=out)
+    print(format_table(rows, compared), file=out, flush=True)
+    return {
+        "prompt": prompt,
+        "models": [spec.key for spec in models],
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "rag": args.rag,
+        "retrieval_mode": settings.retrieval_mode if args.rag else None,
+        "context_file": str(args.context_file) if args.context_file else None,
+        "passages": sources,
+        "load_s": load_s,
+        "rows": [asdict(row) for row in rows],
+        "deltas": compared,
+    }
+
+
+def _read_context(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise Failure(f"cannot read --context-file {path}: {error.strerror}") from None
+
+
+async def _retrieve(settings: Settings, prompt: str, context_text: str) -> tuple[list[Chunk], list[dict]]:
+    """The chat's retrieval: the app's corpus, the pasted text as an upload, the settings' mode and top-k."""
+
+    def search() -> list:
+        corpus = SharedCorpus([*SEED_DOCUMENTS, *load_folder(settings.corpus_dir)])
+        knowledge = KnowledgeBase(corpus, settings.chunk_size, settings.chunk_overlap)
+        if context_text.strip():
+            knowledge.add(Document("pasted-context", "Pasted context", "pasted", context_text))
+        return knowledge.search(retrieval_query(prompt, []), settings.retrieval_mode, settings.top_k)
+
+    # Indexing and BM25 scoring are blocking work, kept off the event loop as in the app.
+    hits = await asyncio.to_thread(search)
+    return [hit.chunk for hit in hits], [_source(hit.chunk, hit.score) for hit in hits]
+
+
+def _source(chunk: Chunk, score: float | None) -> dict:
+    return {"label": passage_label(chunk), "source": chunk.document.source, "score": score}
+
+
+async def _preload(models: Sequence[ModelSpec], backends: dict, out: TextIO) -> dict[str, float]:
+    """Load embedded models before the timed answers; seconds per model key."""
+    seconds: dict[str, float] = {}
+    for spec in models:
+        backend = backends.get(spec.backend)
+        if not isinstance(backend, EmbeddedBackend) or spec.key in seconds:
+            continue
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(backend.load, spec.model)
+        except Exception as error:  # noqa: BLE001 - its answer reports the failure again, in plain words
+            print(f"note: could not load {spec.label}: {error}", file=sys.stderr)
+            continue
+        seconds[spec.key] = time.perf_counter() - started
+        print(f"loaded {spec.label} in {seconds[spec.key]:.2f} s", file=out)
+    return seconds
+
+
+# --- the table ------------------------------------------------------------------------
+
+HEADERS = ("Model", "TTFT", "Total", "Tokens in", "Tokens out", "Tok/s", "Sim. cost")
+
+
+def format_table(rows: Sequence[ComparisonRow], compared: dict) -> str:
+    lines = [[
+        row.model,
+        _num(row.ttft_s, "{:.2f} s"),
+        _num(row.total_s, "{:.2f} s"),
+        _tokens(row.prompt_tokens, row.tokens_estimated),
+        _tokens(row.completion_tokens, row.tokens_estimated),
+        _num(row.tokens_per_s, "{:.1f}"),
+        _num(row.cost_usd, "${:.7f}"),
+    ] + (["failed"] if row.error else []) for row in rows]
+    if len(rows) >= 2:
+        lines.append([
+            "Δ 2nd vs 1st",
+            _delta(compared["ttft_s"], "{:+.2f} s"),
+            _delta(compared["total_s"], "{:+.2f} s"),
+            _delta(compared["prompt_tokens"], "{:+d}"),
+            _delta(compared["completion_tokens"], "{:+d}"),
+            _delta(compared["tokens_per_s"], "{:+.1f}"),
+            _delta(compared["cost_usd"], "{:+.7f}"),
+        ])
+    widths = [max(len(str(cells[i])) for cells in [HEADERS, *lines] if i < len(cells)) for i in range(len(HEADERS))]
+
+    def render(cells: Sequence[str]) -> str:
+        head = f"{cells[0]:<{widths[0]}}"
+        rest = [f"{cell:>{width}}" for cell, width in zip(cells[1:len(HEADERS)], widths[1:])]
+        return "  ".join([head, *rest, *cells[len(HEADERS):]]).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([render(HEADERS), rule, *(render(cells) for cells in lines)])
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _tokens(value: int | None, estimated: bool) -> str:
+    return "–" if value is None else f"{'~' if estimated else ''}{value}"
+
+
+def _delta(entry: dict, fmt: str) -> str:
+    if entry["difference"] is None:
+        return "–"
+    ratio = f" (×{entry['ratio']:.2f})" if entry["ratio"] is not None else ""
+    return fmt.format(entry["difference"]) + ratio
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
