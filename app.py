@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import re
 import os
 import secrets
 import sys
@@ -221,12 +222,12 @@ async def _add_uploads(knowledge: KnowledgeBase, files: list) -> None:
         # Parsing and chunking are blocking: keep them off the shared event loop.
         outcome = await asyncio.to_thread(add_upload, knowledge, Path(element.path), element.name or "upload", max_bytes)
         if outcome.added:
-            lines.append(f"📄 Added **{outcome.file_name}** ({outcome.title}): {outcome.chunks} chunks "
+            lines.append(f"📄 Added **{_markdown_text(outcome.file_name)}** ({_markdown_text(outcome.title)}): {outcome.chunks} chunks "
                          f"in {outcome.seconds:.2f} s.")
         else:
-            lines.append(f"⚠️ **{outcome.file_name}** was not added: {outcome.refusal}")
+            lines.append(f"⚠️ **{_markdown_text(outcome.file_name)}** was not added: {outcome.refusal}")
     for element in refused:
-        lines.append(f"⚠️ **{safe_file_name(element.name or 'upload')}** was not added: at most "
+        lines.append(f"⚠️ **{_markdown_text(safe_file_name(element.name or 'upload'))}** was not added: at most "
                      f"{SETTINGS.upload_max_files} files per message.")
     await cl.Message(content="\n\n".join(lines)).send()
 
@@ -238,10 +239,11 @@ async def _manage_uploads(knowledge: KnowledgeBase, command: str) -> None:
         if not name:
             reply = "Say which file to remove: `/remove <file name>`."
         else:
-            reply = f"Removed **{removed.source}**." if removed else f"No uploaded file is called **{name}**."
+            reply = (f"Removed **{_markdown_text(removed.source)}**." if removed
+                     else f"No uploaded file is called **{_markdown_text(name)}**.")
     elif knowledge.uploads:
         reply = "Files uploaded in this chat:\n" + "\n".join(
-            f"- **{document.source}** ({document.title})" for document in knowledge.uploads.values()
+            f"- **{_markdown_text(document.source)}** ({_markdown_text(document.title)})" for document in knowledge.uploads.values()
         )
     else:
         reply = "No files uploaded in this chat yet. Attach one to a message to add it."
@@ -408,6 +410,11 @@ class _TurnView:
         reply.content += "\n\n" + "\n\n".join(footer)
         reply.elements = elements
         await reply.send()
+
+
+def _markdown_text(text: str) -> str:
+    """A file name or title shown literally: `**`, `[text](url)` or `<b>` in it must not format the chat."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~-])", r"\\\1", text)
 
 
 def _source_name(number: int) -> str:

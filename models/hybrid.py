@@ -88,8 +88,10 @@ async def answer_turn(
         def llm_messages(spec: ModelSpec) -> list[ChatMessage]:
             return refine_messages_for(spec, draft) if draft else messages_for(spec)
 
-        # No fallback here: if the large model fails, the small answer stands.
-        async for event in stream_answer(llm, llm_messages, params, backends, None):
+        # If the large model fails, the small answer stands; with no small answer
+        # (always-llm), the embedded fallback answers instead.
+        llm_fallback = fallback if slm_answer is None else None
+        async for event in stream_answer(llm, llm_messages, params, backends, llm_fallback):
             if isinstance(event, Answer):
                 llm_answer = event
                 timings.llm_ttft_s = event.ttft_s or 0.0
