@@ -149,3 +149,29 @@ async def _attempt(
 
 def _since(start: float, moment: float | None) -> float | None:
     return None if moment is None else moment - start
+
+
+@dataclass
+class Generation:
+    answer: Answer
+    logprobs: list[float | None]
+    cpu_s: float | None
+
+
+async def generate(
+    spec: ModelSpec, messages: list[ChatMessage], params: GenerationParams, backends: Mapping[str, Backend]
+) -> Generation:
+    """One answer through `stream_answer` (no fallback), with its per-token log-probabilities
+    and, for an embedded model, the CPU time this process spent on it."""
+    logprobs: list[float | None] = []
+    answer: Answer | None = None
+    cpu_started = time.process_time()
+    async for event in stream_answer(spec, lambda _: messages, params, backends, fallback=None):
+        if isinstance(event, TokenEvent):
+            logprobs.append(event.logprob)
+        elif isinstance(event, Answer):
+            answer = event
+    cpu = time.process_time() - cpu_started if spec.backend == "embedded" else None
+    if answer is None:  # stream_answer ends every attempt with its Answer; this would be a bug there
+        raise RuntimeError(f"{spec.key} gave no answer")
+    return Generation(answer, logprobs, cpu)

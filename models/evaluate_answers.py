@@ -54,8 +54,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from models import rubric
-from models.answering import Answer, make_backends, stream_answer
-from models.base import Backend, BackendError, ChatMessage, GenerationParams, TokenEvent
+from models.answering import Generation, generate, make_backends
+from models.base import Backend, BackendError, ChatMessage, GenerationParams
 from models.catalog import ModelSpec
 from models.comparison import require_models, resolve_models
 from models.confidence import collect_signals
@@ -76,32 +76,6 @@ class Unavailable(Exception):
 
 
 # --- answering ----------------------------------------------------------------------
-
-
-@dataclass
-class Generation:
-    answer: Answer
-    logprobs: list[float | None]
-    cpu_s: float | None
-
-
-async def generate(
-    spec: ModelSpec, messages: list[ChatMessage], params: GenerationParams, backends: Mapping[str, Backend]
-) -> Generation:
-    """One answer through `stream_answer` (no fallback), with its per-token log-probabilities
-    and, for an embedded model, the CPU time this process spent on it."""
-    logprobs: list[float | None] = []
-    answer: Answer | None = None
-    cpu_started = time.process_time()
-    async for event in stream_answer(spec, lambda _: messages, params, backends, fallback=None):
-        if isinstance(event, TokenEvent):
-            logprobs.append(event.logprob)
-        elif isinstance(event, Answer):
-            answer = event
-    cpu = time.process_time() - cpu_started if spec.backend == "embedded" else None
-    if answer is None:  # stream_answer ends every attempt with its Answer; this would be a bug there
-        raise RuntimeError(f"{spec.key} gave no answer")
-    return Generation(answer, logprobs, cpu)
 
 
 async def judge_scores(

@@ -51,9 +51,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.answering import Answer, load_catalog, make_backends, stream_answer
-from models.base import Backend, ChatMessage, GenerationParams, TokenEvent
-from models.catalog import ModelSpec
+from models.answering import generate, load_catalog, make_backends
+from models.base import GenerationParams
 from models.confidence import Signals, collect_signals, is_abstention
 from models.router import Thresholds, confidence
 from models.settings import PROJECT_ROOT, Settings
@@ -66,7 +65,7 @@ DEFAULT_MAX_TOKENS = 96
 # An SLM answer scoring at least this counts as good when measuring AUROC.
 GOOD_ANSWER = 0.5
 # Citation markers the prompt asks for ("[1]"): not part of the answer's content.
-_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 
 
 # --- pure functions -----------------------------------------------------------------
@@ -97,7 +96,7 @@ def score_answer(text: str, answers: Sequence[str]) -> float:
     """Token F1 for an answerable question; 1 if it abstains (else 0) for an unanswerable one."""
     if not answers:
         return float(is_abstention(text))
-    return token_f1(_CITATION.sub(" ", text), answers)
+    return token_f1(CITATION.sub(" ", text), answers)
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -194,30 +193,6 @@ class Record:
     llm_error: str | None = None
 
 
-@dataclass
-class Generated:
-    text: str
-    completion_tokens: int
-    logprobs: list[float | None]
-    error: str | None
-
-
-async def _generate(
-    spec: ModelSpec, messages: list[ChatMessage], params: GenerationParams, backends: dict[str, Backend]
-) -> Generated:
-    logprobs: list[float | None] = []
-    answer: Answer | None = None
-    async for event in stream_answer(spec, lambda _: messages, params, backends, fallback=None):
-        if isinstance(event, TokenEvent):
-            logprobs.append(event.logprob)
-        elif isinstance(event, Answer):
-            answer = event
-    if answer is None:
-        return Generated("", 0, logprobs, "no answer")
-    tokens = answer.usage.completion_tokens if answer.usage else len(logprobs)
-    return Generated(answer.text, tokens, logprobs, str(answer.error) if answer.error else None)
-
-
 async def _run(
     settings: Settings, knowledge: KnowledgeBase, questions: list[dict], max_tokens: int
 ) -> tuple[list[Record], dict[str, str]]:
@@ -240,11 +215,13 @@ async def _run(
         hits = knowledge.search(text, settings.retrieval_mode, settings.top_k)
         best = hits[0].score if hits else 0.0
         passages = fit_passages([hit.chunk for hit in hits], text, window, max_tokens)
-        small = await _generate(slm, build_messages(text, [], passages, slm.context_window, max_tokens),
-                                slm_params, backends)
-        large = await _generate(llm, build_messages(text, [], passages, llm.context_window, max_tokens),
-                                llm_params, backends)
-        signals: Signals = collect_signals(small.text, small.completion_tokens, small.logprobs, best)
+        small_run = await generate(slm, build_messages(text, [], passages, slm.context_window, max_tokens),
+                                   slm_params, backends)
+        large = (await generate(llm, build_messages(text, [], passages, llm.context_window, max_tokens),
+                                llm_params, backends)).answer
+        small = small_run.answer
+        completion_tokens = small.usage.completion_tokens if small.usage else len(small_run.logprobs)
+        signals: Signals = collect_signals(small.text, completion_tokens, small_run.logprobs, best)
         record = Record(
             id=str(question["id"]),
             answerable=bool(question["answers"]),
@@ -255,11 +232,11 @@ async def _run(
             low_token_prob=signals.low_token_prob,
             retrieval_score=best,
             abstained=signals.abstained,
-            slm_error=small.error,
-            llm_error=large.error,
+            slm_error=str(small.error) if small.error else None,
+            llm_error=str(large.error) if large.error else None,
         )
         records.append(record)
-        errors = "".join(f" {who} error: {e}" for who, e in (("SLM", small.error), ("LLM", large.error)) if e)
+        errors = "".join(f" {who} error: {e}" for who, e in (("SLM", record.slm_error), ("LLM", record.llm_error)) if e)
         print(
             f"[{number}/{len(questions)}] {'answerable' if record.answerable else 'unanswerable':12} "
             f"slm {record.slm_score:.2f} llm {record.llm_score:.2f} confidence {record.confidence:.2f} "

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 
 from models.base import ChatMessage
 from models.confidence import is_abstention
-from models.evaluate_router import token_f1
+from models.evaluate_router import CITATION, token_f1
 from rag.text import tokenize
 
 CRITERIA = ("groundedness", "correctness", "conciseness")
 
-# Citation markers the prompt asks for ("[1]", "[1, 2]"): not words of the answer.
-_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 _WORD = re.compile(r"[^\W_]+")
 
 # (lowest value, score) rows, checked from the top: the first row the value reaches wins.
@@ -78,7 +76,7 @@ def _from_ceiling_table(value: float, table: Sequence[tuple[float, int]]) -> int
 
 
 def strip_citations(answer: str) -> str:
-    return _CITATION.sub(" ", answer)
+    return CITATION.sub(" ", answer)
 
 
 def words(text: str) -> list[str]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
 from models.answering import Answer, AttemptStart
-from models.base import BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
+from models.base import BackendError, ChatMessage, GenerationParams, Usage
 from models.catalog import ModelSpec, build_catalog
 from models.comparison import (
     DELTA_METRICS,
