@@ -1,9 +1,9 @@
 """A real headless browser for the tests: Debian's Chromium driven by Playwright's async API.
 
 Playwright's own browser download cannot reach its servers from these machines, so the
-tests drive the system Chromium (`make browser` installs it). Import the fixtures into a
-test module (`from tests.browser import browser, page  # noqa: F401`) and navigate `page`
-to the server under test.
+tests drive the system Chromium (`make browser` installs it). `tests/conftest.py` provides
+the `browser` and `page` fixtures to every test module; navigate `page` (or a page from
+`open_page(browser)`) to the server under test.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real SmolLM2 file, an embedded backend, and a real llama.cpp server."""
+"""Shared fixtures: the real SmolLM2 file, an embedded backend, a real llama.cpp server, and Chromium."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from models.embedded import EmbeddedBackend, EmbeddedModel
 from models.weights import smollm2_path
+from tests.browser import browser, page  # noqa: F401 - one Chromium for every browser test
 from tests.servers import llama_cpp_server
 
 # The name Foundry Local gives phi-4-mini: the llama.cpp test server serves

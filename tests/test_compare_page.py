@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from tests.browser import browser, open_page, screenshot  # noqa: F401 - the browser fixture
+from tests.browser import open_page, screenshot
 from tests.fault_server import fault_server
 from tests.servers import chainlit_app
 
@@ -103,7 +103,7 @@ async def test_a_server_model_that_fails_mid_answer_keeps_its_partial_text(tmp_p
     assert embedded["error"] is None and embedded["text"]
 
 
-async def test_the_page_streams_answers_and_charts_each_run(app_url, browser):  # noqa: F811
+async def test_the_page_streams_answers_and_charts_each_run(app_url, browser):
     async with open_page(browser) as page:
         await page.goto(f"{app_url}/compare")
         await expect(page.locator("#slm option")).to_have_count(2)
@@ -126,7 +126,7 @@ async def test_the_page_streams_answers_and_charts_each_run(app_url, browser):  
         await expect(page.locator("#error")).to_be_hidden()
 
 
-async def test_the_page_says_when_a_model_is_missing(app_url, browser):  # noqa: F811
+async def test_the_page_says_when_a_model_is_missing(app_url, browser):
     async with open_page(browser) as page:
         await page.goto(f"{app_url}/compare")
         await expect(page.locator("#slm option")).to_have_count(2)
@@ -138,7 +138,7 @@ async def test_the_page_says_when_a_model_is_missing(app_url, browser):  # noqa:
         await expect(page.locator("#error")).to_contain_text("Unknown model 'server:gone'")
 
 
-async def test_the_page_says_when_the_app_is_down(tmp_path, browser):  # noqa: F811
+async def test_the_page_says_when_the_app_is_down(tmp_path, browser):
     async with open_page(browser) as page:
         with chainlit_app(tmp_path / "chainlit.log", ENV) as url:
             await page.goto(f"{url}/compare")

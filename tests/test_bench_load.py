@@ -1,0 +1,106 @@
+"""The load benchmark command, run for real in its quick mode: a real Chainlit server, real sessions.
+
+No timing thresholds here: the benchmark reports figures, the tests check that it
+measured something and that it gates on errors and missing servers as documented.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import PROJECT_ROOT, clean_environment
+
+
+def run_load(*options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.load", *options],
+        cwd=PROJECT_ROOT, env=clean_environment(), capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path_factory.mktemp("bench-load") / "load.json"
+    finished = run_load("--quick", "--settle-s", "0.5", "--json", str(out))
+    assert out.exists(), finished.stdout + finished.stderr
+    return finished, json.loads(out.read_text())
+
+
+def test_a_quick_run_succeeds_with_no_errors(quick_run):
+    finished, result = quick_run
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert result["errors"] == {"count": 0, "by_phase": {}, "messages": []}
+    assert result["config"]["sessions"] == 3 and result["config"]["questions"] == 1 and result["config"]["churn"] == 5
+
+
+def test_every_kind_of_session_ran(quick_run):
+    _, result = quick_run
+
+    assert result["turns"]["churn/churn"] == 5
+    assert result["turns"]["baseline/direct"] == 3
+    assert result["turns"]["app/scripted"] == 3
+    assert result["turns"]["mixed/scripted"] == 3
+    assert result["turns"]["mixed/embedded"] >= 1
+    assert result["turns"]["mixed/upload"] >= 1
+    assert result["connect_ms"]["churn"]["n"] == 5 and result["connect_ms"]["churn"]["median"] > 0
+
+
+def test_time_to_first_token_is_measured_for_the_backend_and_through_the_app(quick_run):
+    _, result = quick_run
+    ttft = result["ttft_ms"]
+
+    for side in ("backend", "app", "app_mixed_load"):
+        assert ttft[side]["n"] == 3
+        assert ttft[side]["median"] > 0 and ttft[side]["p95"] >= ttft[side]["median"]
+    # The scripted model waits 50 ms before its first token: nothing can beat that.
+    assert ttft["backend"]["median"] >= 50 and ttft["app"]["median"] >= 50
+    assert ttft["added"]["median"] == pytest.approx(ttft["app"]["median"] - ttft["backend"]["median"])
+    assert ttft["ratio"]["median"] > 0
+
+
+def test_the_event_loop_lag_is_sampled_inside_the_server_in_every_phase(quick_run):
+    _, result = quick_run
+
+    for phase in ("churn", "app", "mixed"):
+        lag = result["loop_lag_ms"][phase]
+        assert lag["samples"] > 0
+        assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"]
+        assert isinstance(lag["stalls"], list)
+    assert result["stall"]["worst_ms"] == result["loop_lag_ms"]["mixed"]["max_ms"]
+    assert result["stall"]["target_ms"] == 100
+
+
+def test_server_memory_is_read_before_during_and_after_the_churn(quick_run):
+    _, result = quick_run
+    memory = result["memory"]
+
+    assert 0 < memory["start_mb"] <= memory["peak_mb"]
+    assert memory["end_mb"] > 0
+    assert memory["end_over_start"] == pytest.approx(memory["end_mb"] / memory["start_mb"])
+    # The server says what it holds: the warm-up session at least, before the churn.
+    assert memory["server_before"]["chainlit_sessions"] >= 0
+    assert memory["server_after"]["pid"] == memory["server_before"]["pid"]
+
+
+def test_the_uploaded_files_were_real_and_the_table_was_printed(quick_run):
+    finished, result = quick_run
+
+    assert result["uploads_kb"]["text"] >= 20 and result["uploads_kb"]["pdf"] > 0
+    assert "time to first token (ms)" in finished.stdout
+    assert "worst stall under mixed load" in finished.stdout
+    assert "server RSS (MB)" in finished.stdout
+
+
+def test_an_app_server_that_cannot_start_gives_one_line_and_exit_code_2():
+    # MAX_TOKENS=0 fails the app's settings validation, so the server exits at start-up.
+    finished = run_load("--quick", "--server-env", "MAX_TOKENS=0", "--embedded-sessions", "0")
+
+    assert finished.returncode == 2
+    assert finished.stderr.strip().startswith("error: the app server did not start")
+    assert "Traceback" not in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1

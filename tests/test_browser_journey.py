@@ -1,0 +1,259 @@
+"""The user's journey in a real browser: Debian's Chromium on `chainlit run app.py --headless`.
+
+Each test opens a new page (a new chat session) on one app server and one browser, and
+saves a screenshot of each step under `test-artifacts/browser/`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from playwright.async_api import Locator, Page, expect
+
+from tests.browser import screenshot
+from tests.servers import PROJECT_ROOT, chainlit_app
+
+MAX_TOKENS = 32
+# Embedded answers share two cores with whatever else runs: be patient.
+ANSWER_TIMEOUT_MS = 120_000
+WELCOME = "Ask me about your team's documents"
+STOPPED = "Stopped: the answer above is partial."
+ASSISTANT_MESSAGES = '[data-step-type="assistant_message"]'
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser-app")
+    # One decoding thread: on a shared machine two threads per model oversubscribe the
+    # cores and decoding slows to a crawl; short answers keep the journey quick.
+    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MAX_TOKENS": str(MAX_TOKENS), "ROUTER_MODE": "off",
+           "TEMPERATURE": "0", "EMBEDDED_THREADS": "1"}
+    with chainlit_app(folder / "chainlit.log", env) as url:
+        yield url
+
+
+@dataclass
+class ChatPage:
+    """The chat as a user sees it: the composer, the answers, the side panel and the settings."""
+
+    page: Page
+
+    async def open(self, url: str) -> None:
+        await self.page.goto(url)
+        await expect(self.page.get_by_text(WELCOME)).to_be_visible()
+
+    async def send(self, question: str) -> None:
+        """Types a question and presses Enter, recording how the answer's text grows."""
+        await self.record_answer_text(before=await self.page.locator(ASSISTANT_MESSAGES).count())
+        await self.page.locator("#chat-input").fill(question)
+        # The send button stays disabled until attached files are uploaded.
+        await expect(self.page.locator("#chat-submit")).to_be_enabled(timeout=ANSWER_TIMEOUT_MS)
+        await self.page.locator("#chat-input").press("Enter")
+
+    async def ask(self, question: str) -> Locator:
+        """Sends a question and waits for its finished answer (the one with a latency breakdown)."""
+        finished = self.finished_answers()
+        count = await finished.count()
+        await self.send(question)
+        await expect(finished).to_have_count(count + 1, timeout=ANSWER_TIMEOUT_MS)
+        return finished.nth(count)
+
+    def finished_answers(self) -> Locator:
+        return self.page.locator(ASSISTANT_MESSAGES).filter(
+            has=self.page.get_by_role("link", name="Latency breakdown")
+        )
+
+    async def attach(self, name: str, content: bytes, mime: str) -> None:
+        """Picks a file through the page's own file input, as the paperclip button does."""
+        await self.page.locator("#upload-button-input").set_input_files(
+            {"name": name, "mimeType": mime, "buffer": content}
+        )
+        await expect(self.page.locator("#message-composer").get_by_text(name)).to_be_visible()
+
+    async def record_answer_text(self, before: int) -> None:
+        """Records every distinct text of the newest assistant message from now on, in the page."""
+        await self.page.evaluate(
+            """(before) => {
+                window.__answerTexts = [];
+                const record = () => {
+                    const messages = document.querySelectorAll('[data-step-type="assistant_message"]');
+                    if (messages.length <= before) return;
+                    const text = messages[messages.length - 1].querySelector('.message-content')?.textContent ?? '';
+                    if (text && text !== window.__answerTexts.at(-1)) window.__answerTexts.push(text);
+                };
+                window.__answerObserver?.disconnect();
+                window.__answerObserver = new MutationObserver(record);
+                window.__answerObserver.observe(document.body, {subtree: true, childList: true, characterData: true});
+            }""",
+            before,
+        )
+
+    async def answer_texts(self) -> list[str]:
+        return await self.page.evaluate("window.__answerTexts")
+
+    async def wait_for_answer_texts(self, count: int) -> None:
+        await self.page.wait_for_function(f"window.__answerTexts.length >= {count}", timeout=ANSWER_TIMEOUT_MS)
+
+    async def open_side_panel(self, message: Locator, link: str) -> Locator:
+        """Clicks a side element's link in a message; returns the side panel's content."""
+        await message.get_by_role("link", name=link, exact=True).click()
+        await expect(self.page.locator("#side-view-title")).to_have_text(link)
+        return self.page.locator("#side-view-content")
+
+    async def change_settings(
+        self, small_model: str | None = None, max_tokens_to_the_top: bool = False, screenshot_as: str | None = None
+    ) -> None:
+        await self.page.locator("#chat-settings-open-modal").click()
+        dialog = self.page.get_by_role("dialog", name="Settings panel")
+        if small_model:
+            await dialog.get_by_role("combobox", name="Small model (answers first)").click()
+            await self.page.get_by_role("option", name=small_model, exact=True).click()
+            await expect(dialog.get_by_role("combobox", name="Small model (answers first)")).to_have_text(small_model)
+        if max_tokens_to_the_top:
+            await dialog.locator("#max_tokens").get_by_role("slider").press("End")
+        if screenshot_as:
+            await screenshot(self.page, screenshot_as)
+        await dialog.get_by_role("button", name="Confirm").click()
+        await expect(dialog).to_be_hidden()
+
+
+@pytest.fixture
+async def chat(page, app_url) -> ChatPage:
+    chat_page = ChatPage(page)
+    await chat_page.open(app_url)
+    return chat_page
+
+
+def seconds(cell: str) -> float:
+    """'1.23 s' -> 1.23; a dash (a phase that did not happen) -> 0."""
+    match = re.fullmatch(r"([\d.]+) s", cell.strip())
+    return float(match.group(1)) if match else 0.0
+
+
+async def tables_in(panel: Locator) -> list[list[list[str]]]:
+    """Every table in a panel, as rows of cell texts (header row first)."""
+    return await panel.evaluate(
+        """(panel) => [...panel.querySelectorAll('table')].map(
+            (table) => [...table.rows].map((row) => [...row.cells].map((cell) => cell.textContent.trim())))"""
+    )
+
+
+async def test_an_answer_streams_in_and_opens_its_cited_passage_and_latency_breakdown(chat):
+    await screenshot(chat.page, "01-welcome")
+
+    await chat.send("How do I open the latency panel?")
+    await chat.wait_for_answer_texts(1)
+    await screenshot(chat.page, "02-answer-streaming")
+    answer = chat.finished_answers().last
+    await expect(answer).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    await screenshot(chat.page, "03-answer-finished")
+
+    texts = await chat.answer_texts()
+    partial = [text for text in texts if "Latency breakdown" not in text]
+    assert len(partial) >= 2, f"the answer did not stream in: {texts}"
+    assert len(partial[-1]) > len(partial[0])
+    assert "smollm2-135m (embedded)" in await answer.text_content()
+
+    passage = await chat.open_side_panel(answer, "[1]")
+    await screenshot(chat.page, "04-cited-passage")
+    panel_text = await passage.text_content()
+    assert panel_text.count("Document:") == 1, "the panel should show the clicked passage only"
+    source = re.search(r"Document: .+? \((\S+\.md)\)", panel_text)
+    assert source, panel_text
+    quoted = (await passage.locator("blockquote").inner_text()).splitlines()[0].strip()
+    assert quoted and quoted in (PROJECT_ROOT / "docs_corpus" / source.group(1)).read_text()
+    assert re.search(r"Score: 0\.\d\d \(bm25, rank 1\)", panel_text)
+
+    breakdown = await chat.open_side_panel(answer, "Latency breakdown")
+    await screenshot(chat.page, "05-latency-breakdown")
+    phases_table, models_table = await tables_in(breakdown)
+    phases = {name: seconds(time) for name, time in phases_table[1:]}
+    total = phases.pop("Total")
+    assert phases["SLM generation"] > 0 and total > 0
+    assert sum(phases.values()) <= total + 0.05  # each figure is rounded to 0.01 s
+    assert phases["LLM generation"] == 0  # escalation is off: the large model never ran
+    [(model, tokens, rate, cost)] = models_table[1:]
+    tokens_in, tokens_out = (int(number) for number in tokens.split(" / "))
+    assert model == "smollm2-135m (embedded)"
+    assert tokens_in > 0 and 0 < tokens_out <= MAX_TOKENS
+    assert float(rate) > 0 and cost.startswith("$")
+    await expect(breakdown).to_contain_text("Router (off): kept the small model's answer")
+
+
+async def test_the_small_model_chosen_in_the_settings_writes_the_next_answer(chat):
+    await chat.change_settings(small_model="gemma3-270m (embedded)", screenshot_as="06-settings-dialog")
+
+    answer = await chat.ask("What does Foundry Local enable?")
+
+    await screenshot(chat.page, "07-answer-from-gemma")
+    await expect(answer).to_contain_text("gemma3-270m (embedded) · Latency breakdown")
+
+
+HERON = b"""# Project Heron
+
+## Launch
+
+Project Heron launches on the ninth of March from the Zorblax test range.
+"""
+
+
+async def test_a_file_attached_in_the_page_answers_the_question_sent_with_it(chat):
+    await chat.attach("heron.md", HERON, "text/markdown")
+    await screenshot(chat.page, "08-file-attached")
+
+    answer = await chat.ask("When does Project Heron launch?")
+
+    await screenshot(chat.page, "09-answer-from-file")
+    await expect(chat.page.get_by_text("Added heron.md (Project Heron): 1 chunks")).to_be_visible()
+    assert "march" in (await answer.text_content()).lower()
+    passage = await chat.open_side_panel(answer, "[1]")
+    await expect(passage).to_contain_text("Document: Project Heron (heron.md)")
+    await expect(passage).to_contain_text("Project Heron launches on the ninth of March")
+
+
+async def test_the_stop_button_keeps_the_partial_answer_marked_stopped(chat):
+    await chat.change_settings(max_tokens_to_the_top=True)
+
+    await chat.send("Explain how escalation to the large model works, with every reason and threshold.")
+    # A low-score notice may come first: wait for it and two batches of the model's text.
+    await chat.wait_for_answer_texts(3)
+    await chat.page.locator("#stop-button").click()
+
+    stopped = chat.page.locator(ASSISTANT_MESSAGES).filter(has_text=STOPPED)
+    await expect(stopped).to_have_count(1)
+    await screenshot(chat.page, "10-stopped")
+    partial = re.sub(r"The documents do not seem to cover.*?with care\.", "", await stopped.text_content())
+    assert partial.replace(STOPPED, "").strip(), "nothing of the answer was kept"
+    await expect(stopped.get_by_role("link", name="Latency breakdown")).to_have_count(0)
+    await expect(chat.page.locator("#chat-submit")).to_be_visible()
+
+
+HOSTILE_MARKUP = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+HOSTILE = f"""# Pelican probe
+
+## Sample
+
+The Pelican probe sample holds {HOSTILE_MARKUP} and <b>bold?</b> markup.
+""".encode()
+
+
+async def test_html_and_script_in_a_document_are_shown_as_text(chat):
+    await chat.attach("pelican.md", HOSTILE, "text/markdown")
+    answer = await chat.ask("What does the Pelican probe sample hold?")
+
+    passage = await chat.open_side_panel(answer, "[1]")
+    await screenshot(chat.page, "11-markup-shown-as-text")
+    await expect(passage).to_contain_text("Document: Pelican probe (pelican.md)")
+    await expect(passage).to_contain_text(HOSTILE_MARKUP)
+    await expect(passage).to_contain_text("<b>bold?</b>")
+    assert await chat.page.evaluate("typeof window.__pwned") == "undefined"
+    injected = await chat.page.evaluate(
+        """() => ({
+            scripts: [...document.querySelectorAll('script')].filter((s) => s.textContent.includes('__pwned')).length,
+            onerror: document.querySelectorAll('[onerror]').length,
+            bold: [...document.querySelectorAll('b')].filter((b) => b.textContent.includes('bold?')).length,
+        })"""
+    )
+    assert injected == {"scripts": 0, "onerror": 0, "bold": 0}
