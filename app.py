@@ -59,6 +59,9 @@ _uploads.enabled = True
 _uploads.accept = list(SUPPORTED_TYPES)
 _uploads.max_size_mb = math.ceil(SETTINGS.upload_max_mb)
 _uploads.max_files = SETTINGS.upload_max_files
+# Keeps the side panel closed until a link is clicked (see the script for why).
+SIDE_PANEL_SCRIPT = "/ui/side-panel.js"
+chainlit_config.ui.custom_js = SIDE_PANEL_SCRIPT
 
 # --- who may use the app, and where chats are kept
 # Login is on only when a user list is configured. Otherwise there is one local
@@ -490,6 +493,11 @@ async def stored_element(object_key: str, user=Depends(get_current_user)) -> Res
 
 _SAFE_MIMES = {"text/plain", "text/markdown", "application/pdf", "image/png", "image/jpeg"}
 _NO_ACTIVE_CONTENT = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+
+
+@_routes.get(SIDE_PANEL_SCRIPT)
+async def side_panel_script() -> FileResponse:
+    return FileResponse(Path(__file__).parent / ".chainlit" / "side-panel.js", media_type="text/javascript")
 
 
 @_routes.get("/compare")

@@ -100,6 +100,7 @@ class ChatPage:
         """Clicks a side element's link in a message; returns the side panel's content."""
         await message.get_by_role("link", name=link, exact=True).click()
         await expect(self.page.locator("#side-view-title")).to_have_text(link)
+        await self.page.wait_for_timeout(400)  # the panel slides in: let screenshots show it
         return self.page.locator("#side-view-content")
 
     async def change_settings(
@@ -155,6 +156,8 @@ async def test_an_answer_streams_in_and_opens_its_cited_passage_and_latency_brea
     assert len(partial) >= 2, f"the answer did not stream in: {texts}"
     assert len(partial[-1]) > len(partial[0])
     assert "smollm2-135m (embedded)" in await answer.text_content()
+    # The side panel waits for a click (Chainlit would open it with every element).
+    await expect(chat.page.locator("#side-view-content")).to_have_count(0)
 
     passage = await chat.open_side_panel(answer, "[1]")
     await screenshot(chat.page, "04-cited-passage")
