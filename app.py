@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import chainlit as cl
 from chainlit.auth import get_current_user
+from chainlit.chat_context import chat_contexts
 from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
 from chainlit.input_widget import Select, Slider
@@ -59,6 +61,9 @@ _uploads.enabled = True
 _uploads.accept = list(SUPPORTED_TYPES)
 _uploads.max_size_mb = math.ceil(SETTINGS.upload_max_mb)
 _uploads.max_files = SETTINGS.upload_max_files
+# Chainlit keeps a closed tab's session (its knowledge base, history and tasks) for
+# this long in case it reconnects; its default is an hour, and chats are saved anyway.
+chainlit_config.project.session_timeout = SETTINGS.session_timeout_s
 # Keeps the side panel closed until a link is clicked (see the script for why).
 SIDE_PANEL_SCRIPT = "/ui/side-panel.js"
 chainlit_config.ui.custom_js = SIDE_PANEL_SCRIPT
@@ -201,7 +206,7 @@ async def end() -> None:
         task.cancel()
     # Chainlit keeps every session's messages for the life of the process
     # unless told otherwise; the app keeps its own history per session.
-    cl.chat_context.clear()
+    chat_contexts.pop(cl.context.session.id, None)
 
 
 @cl.on_message
@@ -378,7 +383,10 @@ class _TurnView:
         elements = [
             *self._source_elements(),
             cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done), display="side"),
-            cl.Plotly(name=CHART_ELEMENT, figure=latency_chart(turns), display="side"),
+            # Building and validating a Plotly figure takes tens of milliseconds: not on the shared loop.
+            await asyncio.to_thread(
+                lambda: cl.Plotly(name=CHART_ELEMENT, figure=latency_chart(turns), display="side")
+            ),
         ]
         if self.draft and llm_ok and done.llm_answer.text:
             footer.append(DRAFT_ELEMENT)
@@ -581,3 +589,8 @@ def _serve_before_chainlit_pages(router: APIRouter) -> None:
 
 
 _serve_before_chainlit_pages(_routes)
+
+
+# Everything loaded so far (models, corpus, indexes) lives as long as the process:
+# keep it out of the garbage collector's scans, which otherwise stall every chat.
+gc.freeze()

@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         default=4096, ge=512, validation_alias=AliasChoices("EMBEDDED_CONTEXT_WINDOW")
     )
     embedded_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 2,
+        # One core stays free for the event loop that every chat shares, and for parsing.
+        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
         ge=1,
         validation_alias=AliasChoices("EMBEDDED_THREADS"),
     )
@@ -121,6 +122,11 @@ class Settings(BaseSettings):
     # How many embedded generations decode at once, process-wide; more share the
     # same cores and each slows down (OpenMP threads oversubscribe), so they queue.
     embedded_concurrency: int = Field(default=1, ge=1, validation_alias=AliasChoices("EMBEDDED_CONCURRENCY"))
+
+    session_timeout_s: int = Field(
+        default=120, ge=5, validation_alias=AliasChoices("SESSION_TIMEOUT_S"),
+        description="How long a closed tab's session is kept in memory for a reconnect; saved chats outlive it.",
+    )
 
     # --- conversation history and login
     data_dir: Path = Field(

@@ -24,6 +24,7 @@ from tests.test_chainlit_app import NIGHTJAR, QUESTION, answer_message
 TIMEOUT_S = 3
 EMBEDDED_SLM = {"slm": "embedded:smollm2-135m", "router_mode": "off"}
 LONG_STORY = "Write a very long story about a lighthouse keeper."
+OFF_TOPIC_QUESTION = "What colour is the queen's favourite corgi?"
 
 
 @pytest.fixture(scope="module")
@@ -87,16 +88,31 @@ async def test_a_server_dying_mid_answer_keeps_the_partial_answer_and_the_sessio
     await assert_the_next_question_is_answered_by_the_server(chat)
 
 
-async def test_the_large_model_dying_mid_escalated_answer_is_reported_and_the_session_goes_on(chat, scripted):
+async def test_the_large_model_dying_mid_escalated_answer_is_reported_and_the_small_answer_stands(chat, scripted):
+    await chat.change_settings({**EMBEDDED_SLM, "llm": "server:scripted", "router_mode": "escalate"})
+    scripted.play("cut", "answer")
+
+    # Nothing in the documents matches: the router escalates the small model's answer.
+    turn = await chat.ask(OFF_TOPIC_QUESTION, timeout_s=60)
+
+    assert any(text.startswith("↗️ Escalated to **scripted (server)** (escalate)") for text in outputs(turn))
+    assert "*⚠️ Cut off: The connection to the model server broke off" in cut_off_answer(turn)
+    [notice] = [text for text in outputs(turn) if text.startswith("⚠️ The large model failed")]
+    assert scripted.url in notice and "The small model's answer above stands." in notice
+    second = await chat.ask(QUESTION, timeout_s=60)
+    assert "Latency breakdown" in answer_message(second)["output"]
+
+
+async def test_with_always_llm_a_large_model_dying_mid_answer_is_replaced_by_the_embedded_model(chat, scripted):
     await chat.change_settings({**EMBEDDED_SLM, "llm": "server:scripted", "router_mode": "always-llm"})
     scripted.play("cut", "answer")
 
     turn = await chat.ask(QUESTION, timeout_s=60)
 
-    assert any(text.startswith("↗️ Escalated to **scripted (server)** (always-llm)") for text in outputs(turn))
     assert "*⚠️ Cut off: The connection to the model server broke off" in cut_off_answer(turn)
-    [notice] = [text for text in outputs(turn) if text.startswith("⚠️ The large model failed")]
+    [notice] = [text for text in outputs(turn) if "Answering with the embedded model" in text]
     assert scripted.url in notice and "Try again" in notice
+    assert "*smollm2-135m (embedded)* · Latency breakdown" in answer_message(turn)["output"]
     second = await chat.ask(QUESTION, timeout_s=60)
     assert "*scripted (server)* · Latency breakdown" in answer_message(second)["output"]
     assert SCRIPTED_ANSWER in answer_message(second)["output"]

@@ -1,0 +1,215 @@
+"""`chainlit run` with two measuring hooks, for the load benchmark; app.py is not touched.
+
+    .venv/bin/python -m bench.instrumented_server run app.py --headless --port 8000
+
+is `chainlit run app.py --headless --port 8000` (Chainlit's own CLI, in this process)
+plus, on the same FastAPI app and event loop:
+
+- a loop-lag monitor: a task that sleeps 10 ms at a time and records how late it wakes.
+  Any blocking call on the loop (a decode, a PDF parse, a slow handler) shows up as lag.
+  `GET /bench/loop-lag` returns the lag since the last `?reset=true` (max, p99, p50 in ms).
+- `GET /bench/state` (`?gc=true` collects garbage and trims malloc first): the process id, its resident
+  memory, and what Chainlit and the app hold per session (Chainlit's sessions,
+  `user_session` and `chat_context` entries, the app's KnowledgeBase objects, asyncio
+  tasks), so that memory that does not come back can be traced to its owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+import traceback
+from contextlib import asynccontextmanager
+
+import psutil
+
+SAMPLE_S = 0.010
+CULPRIT_S = 0.050  # stalls at least this long get the threads' stacks recorded
+MAX_STALLS = 10
+STACK_DEPTH = 8
+
+
+class LoopLagMonitor:
+    """How late a 10 ms sleep wakes up: the longest time the loop could not run a ready task.
+
+    A watchdog thread also notes, for each stall longer than `CULPRIT_S`, where every
+    thread was at that moment, so that a stall can be traced to the code that caused it.
+    (If the culprit holds the GIL in one C call, the watchdog only runs after it: such a
+    stall is reported without a stack.)
+    """
+
+    def __init__(self, interval_s: float = SAMPLE_S) -> None:
+        self.interval_s = interval_s
+        self.lags_s: list[float] = []
+        self.stalls: list[dict] = []
+        self._last_wake = time.perf_counter()
+        self._captured: dict[float, dict] = {}  # last wake -> stacks seen during that stall
+
+    async def run(self) -> None:
+        loop_thread = threading.get_ident()
+        threading.Thread(target=self._watch, args=(loop_thread,), name="bench-loop-watchdog", daemon=True).start()
+        while True:
+            before = self._last_wake = time.perf_counter()
+            await asyncio.sleep(self.interval_s)
+            lag = max(0.0, time.perf_counter() - before - self.interval_s)
+            self.lags_s.append(lag)
+            captured = self._captured.pop(before, None)
+            if lag >= CULPRIT_S:
+                self.stalls.append({"lag_ms": lag * 1000, "threads": captured["threads"] if captured else None})
+                self.stalls = sorted(self.stalls, key=lambda stall: -stall["lag_ms"])[:MAX_STALLS]
+            self._captured.clear()
+
+    def _watch(self, loop_thread: int) -> None:
+        while True:
+            time.sleep(self.interval_s / 2)
+            last_wake = self._last_wake
+            if time.perf_counter() - last_wake > CULPRIT_S and last_wake not in self._captured:
+                self._captured[last_wake] = {"threads": _thread_stacks(loop_thread)}
+
+    def report(self, reset: bool) -> dict:
+        lags_ms = sorted(lag * 1000 for lag in self.lags_s)
+        stalls = self.stalls
+        if reset:
+            self.lags_s, self.stalls = [], []
+        if not lags_ms:
+            return {"samples": 0, "max_ms": None, "p99_ms": None, "p50_ms": None, "stalls": stalls}
+        return {
+            "samples": len(lags_ms),
+            "max_ms": lags_ms[-1],
+            "p99_ms": lags_ms[min(len(lags_ms) - 1, int(len(lags_ms) * 0.99))],
+            "p50_ms": statistics.median(lags_ms),
+            "stalls": stalls,
+        }
+
+
+def _thread_stacks(loop_thread: int) -> dict[str, list[str]]:
+    """The innermost frames of every thread; the event loop's thread is called "event-loop"."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    stacks = {}
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        frames = traceback.extract_stack(frame)[-STACK_DEPTH:]
+        name = "event-loop" if ident == loop_thread else names.get(ident, str(ident))
+        stacks[name] = [f"{_short_path(f.filename)}:{f.lineno} {f.name}" for f in frames]
+    return stacks
+
+
+def _short_path(path: str) -> str:
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return os.path.relpath(path) if path.startswith(os.getcwd()) else path
+
+
+def server_state(collect: bool) -> dict:
+    from chainlit.chat_context import chat_contexts
+    from chainlit.session import ws_sessions_id
+    from chainlit.user_session import user_sessions
+
+    rss_before_trim = None
+    if collect:
+        gc.collect()
+        # Freed memory that the C allocator keeps for reuse still counts in RSS; giving it
+        # back tells "still referenced" apart from "freed but not returned to the OS".
+        rss_before_trim = psutil.Process().memory_info().rss / 2**20
+        _malloc_trim()
+    objects = gc.get_objects()
+    knowledge_bases = sum(1 for obj in objects if type(obj).__name__ == "KnowledgeBase")
+    return {
+        "pid": os.getpid(),
+        "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "rss_before_trim_mb": rss_before_trim,
+        "python_objects": len(objects),
+        # Per type, to see what grew when memory does not come back.
+        "object_types": dict(collections.Counter(_type_name(obj) for obj in objects).most_common(400)),
+        "chainlit_sessions": len(ws_sessions_id),
+        "user_sessions": len(user_sessions),
+        "chat_contexts": len(chat_contexts),
+        "chat_context_messages": sum(len(messages) for messages in chat_contexts.values()),
+        "knowledge_bases": knowledge_bases,
+        "asyncio_tasks": len(asyncio.all_tasks()),
+        "threads": len(psutil.Process().threads()),
+    }
+
+
+class BenchRoutes:
+    """ASGI middleware answering GET /bench/loop-lag and /bench/state before Chainlit sees them.
+
+    A middleware rather than a route: Chainlit's catch-all GET `/{full_path:path}` (its web
+    page) is registered at import, and FastAPI caches its route table, so a route added
+    later is not reliably matched ahead of it.
+    """
+
+    def __init__(self, app, monitor: LoopLagMonitor) -> None:
+        self.app = app
+        self.monitor = monitor
+
+    async def __call__(self, scope, receive, send) -> None:
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path == "/bench/loop-lag":
+            payload = self.monitor.report(reset=_flag(Request(scope).query_params.get("reset")))
+        elif path == "/bench/state":
+            payload = server_state(collect=_flag(Request(scope).query_params.get("gc")))
+        else:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse(payload)(scope, receive, send)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _type_name(obj: object) -> str:
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def install(app) -> LoopLagMonitor:
+    """Start the monitor with the app's lifespan and answer the two routes."""
+    monitor = LoopLagMonitor()
+    original_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(served_app):
+        task = asyncio.create_task(monitor.run(), name="bench-loop-lag")
+        try:
+            async with original_lifespan(served_app) as state:
+                yield state
+        finally:
+            task.cancel()
+
+    app.router.lifespan_context = lifespan
+    app.add_middleware(BenchRoutes, monitor=monitor)
+    return monitor
+
+
+def main() -> None:
+    # Chainlit's CLI applies nest_asyncio and reads the config at import: import it first,
+    # exactly as `chainlit run` does, then hook the app it serves.
+    from chainlit.cli import cli
+    from chainlit.server import app
+
+    install(app)
+    cli(args=sys.argv[1:], prog_name="chainlit")
+
+
+if __name__ == "__main__":
+    main()
