@@ -23,6 +23,7 @@ from chainlit.chat_context import chat_contexts
 from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
 from chainlit.input_widget import Select, Slider
+import chainlit.server as chainlit_server
 from chainlit.server import app as http_app
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -61,6 +62,12 @@ _uploads.enabled = True
 _uploads.accept = list(SUPPORTED_TYPES)
 _uploads.max_size_mb = math.ceil(SETTINGS.upload_max_mb)
 _uploads.max_files = SETTINGS.upload_max_files
+# The page Chainlit serves loads a font from Google and a LaTeX stylesheet from a CDN
+# (LaTeX is off here): a private, local-first app must not call out on every visit.
+_EXTERNAL_ASSETS = re.compile(r'<!-- FONT START -->.*?<!-- FONT END -->|<link[^>]+href="https://[^"]*"[^>]*>', re.S)
+_chainlit_page = chainlit_server.get_html_template
+chainlit_server.get_html_template = lambda root_path: _EXTERNAL_ASSETS.sub("", _chainlit_page(root_path))
+
 # Chainlit keeps a closed tab's session (its knowledge base, history and tasks) for
 # this long in case it reconnects; its default is an hour, and chats are saved anyway.
 chainlit_config.project.session_timeout = SETTINGS.session_timeout_s

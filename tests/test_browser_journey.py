@@ -260,3 +260,14 @@ async def test_html_and_script_in_a_document_are_shown_as_text(chat):
         })"""
     )
     assert injected == {"scripts": 0, "onerror": 0, "bold": 0}
+
+
+async def test_the_page_asks_nothing_of_other_hosts(page, app_url):
+    """Local-first: opening the chat loads nothing from the internet (no web fonts, no CDN)."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    await ChatPage(page).open(app_url)
+    await page.wait_for_load_state("networkidle")
+
+    assert requested and all(url.startswith(app_url) for url in requested), requested
