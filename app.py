@@ -237,8 +237,9 @@ async def _add_uploads(knowledge: KnowledgeBase, files: list) -> None:
         # Parsing and chunking are blocking: keep them off the shared event loop.
         outcome = await asyncio.to_thread(add_upload, knowledge, Path(element.path), element.name or "upload", max_bytes)
         if outcome.added:
-            lines.append(f"📄 Added **{_markdown_text(outcome.file_name)}** ({_markdown_text(outcome.title)}): {outcome.chunks} chunks "
-                         f"in {outcome.seconds:.2f} s.")
+            chunks = f"{outcome.chunks} chunk" + ("" if outcome.chunks == 1 else "s")
+            lines.append(f"📄 Added **{_markdown_text(outcome.file_name)}** ({_markdown_text(outcome.title)}): "
+                         f"{chunks} in {outcome.seconds:.2f} s.")
         else:
             lines.append(f"⚠️ **{_markdown_text(outcome.file_name)}** was not added: {outcome.refusal}")
     for element in refused:

@@ -209,7 +209,7 @@ async def test_a_file_attached_in_the_page_answers_the_question_sent_with_it(cha
     answer = await chat.ask("When does Project Heron launch?")
 
     await screenshot(chat.page, "09-answer-from-file")
-    await expect(chat.page.get_by_text("Added heron.md (Project Heron): 1 chunks")).to_be_visible()
+    await expect(chat.page.get_by_text("Added heron.md (Project Heron): 1 chunk")).to_be_visible()
     assert "march" in (await answer.text_content()).lower()
     passage = await chat.open_side_panel(answer, "[1]")
     await expect(passage).to_contain_text("Document: Project Heron (heron.md)")

@@ -142,7 +142,7 @@ async def test_an_uploaded_file_answers_the_next_question_and_is_cited(chat):
     file_id = await chat.upload("nightjar.md", NIGHTJAR, "text/markdown")
     upload_turn = await chat.ask("", file_ids=(file_id,))
     [added] = [m["output"] for m in upload_turn.messages if "Added" in m.get("output", "")]
-    assert "**nightjar.md** (Project Nightjar): 1 chunks" in added
+    assert "**nightjar.md** (Project Nightjar): 1 chunk" in added
 
     turn = await chat.ask("When does Project Nightjar launch?")
 
