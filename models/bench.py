@@ -56,9 +56,9 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from models.answering import Answer, make_backends, stream_answer
-from models.base import Backend, BackendError, GenerationParams
+from models.base import Backend, GenerationParams
 from models.catalog import ModelSpec
-from models.comparison import comparison_messages, context_passages, require_models
+from models.comparison import CommandFailure, comparison_messages, context_passages, models_for_command
 from models.embedded import EmbeddedBackend
 from models.settings import PROJECT_ROOT, Settings
 
@@ -92,10 +92,6 @@ PROMPTS: tuple[BenchPrompt, ...] = (
     BenchPrompt("grounded-number", "What does the large model cost per million output tokens?", _PRICING_PASSAGE),
     BenchPrompt("rewrite", "Rewrite more politely: send me the report now."),
 )
-
-
-class Failure(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +226,7 @@ async def _request(
     cpu_s = cpu.read() - cpu_before
     if answer is None or answer.error or answer.usage is None:
         reason = answer.error if answer and answer.error else "no answer"
-        raise Failure(f"{spec.label} failed on prompt {prompt.name!r}: {reason}")
+        raise CommandFailure(f"{spec.label} failed on prompt {prompt.name!r}: {reason}")
     return Request(
         prompt=prompt.name,
         run=run,
@@ -266,7 +262,7 @@ async def bench_model(
             try:
                 await asyncio.to_thread(backend.load, spec.model)
             except Exception as error:  # noqa: BLE001 - reported as one line
-                raise Failure(f"could not load {spec.label}: {error}") from None
+                raise CommandFailure(f"could not load {spec.label}: {error}") from None
             cold["load_s"] = time.perf_counter() - started
         if (used := gpu_memory_mb()) is not None:
             gpu.append(used)
@@ -327,14 +323,7 @@ def _cpu_scope(spec: ModelSpec, server: psutil.Process | None) -> str:
 
 
 async def run_bench(settings: Settings, args: argparse.Namespace) -> dict:
-    try:
-        catalog, models = await require_models(settings, make_backends(settings), args.models)
-    except ValueError as error:
-        raise Failure(str(error)) from None
-    except BackendError as error:
-        raise Failure(f"cannot reach the model server: {error}") from None
-    for notice in catalog.notices:
-        print(f"note: {notice}", file=sys.stderr)
+    catalog, models = await models_for_command(settings, make_backends(settings), args.models)
     load = _load_average()
     if load and load[0] > (os.cpu_count() or 1):
         # Decoding is CPU-bound: on a busy machine the figures measure the other work too.
@@ -503,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chart_path = args.chart or json_path.with_suffix(".png")
     try:
         results = asyncio.run(run_bench(settings, args))
-    except Failure as failure:
+    except CommandFailure as failure:
         print(f"bench: {failure}", file=sys.stderr)
         return 2
 

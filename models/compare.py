@@ -26,14 +26,15 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from models.answering import Answer, AttemptStart, make_backends
-from models.base import BackendError, GenerationParams, TokenEvent
+from models.base import GenerationParams, TokenEvent
 from models.catalog import ModelSpec
 from models.comparison import (
+    CommandFailure,
     ComparisonRow,
     comparison_messages,
     context_passages,
     deltas,
-    require_models,
+    models_for_command,
     row_for,
     stream_comparison,
 )
@@ -43,10 +44,6 @@ from rag.documents import SEED_DOCUMENTS, Chunk, Document
 from rag.index import KnowledgeBase, SharedCorpus
 from rag.loading import load_folder
 from rag.prompt import fit_passages, passage_label, retrieval_query
-
-
-class Failure(Exception):
-    """A problem the user can fix; printed as one line, exit code 2."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = asyncio.run(_compare(args))
-    except Failure as failure:
+    except CommandFailure as failure:
         print(f"compare: {failure}", file=sys.stderr)
         return 2
     if args.json == "-":
@@ -94,28 +91,21 @@ async def _compare(args: argparse.Namespace) -> dict:
     out: TextIO = sys.stderr if args.json == "-" else sys.stdout
     prompt = (args.prompt or "").strip()
     if not prompt:
-        raise Failure("no prompt: pass one as the first argument or set COMPARE_PROMPT")
+        raise CommandFailure("no prompt: pass one as the first argument or set COMPARE_PROMPT")
     try:
         settings = Settings()
     except ValidationError as error:
         first = error.errors()[0]
-        raise Failure(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise CommandFailure(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     max_tokens = args.max_tokens if args.max_tokens is not None else settings.max_tokens
     temperature = args.temperature if args.temperature is not None else settings.temperature
     if max_tokens < 1 or not 0 <= temperature <= 2:
-        raise Failure("--max-tokens must be at least 1 and --temperature between 0 and 2")
+        raise CommandFailure("--max-tokens must be at least 1 and --temperature between 0 and 2")
     context_text = _read_context(args.context_file)
 
     backends = make_backends(settings)
     names = args.models.split(",") if args.models else None
-    try:
-        catalog, models = await require_models(settings, backends, names)
-    except ValueError as error:
-        raise Failure(str(error)) from None
-    except BackendError as error:
-        raise Failure(f"cannot reach the model server: {error}") from None
-    for notice in catalog.notices:
-        print(f"note: {notice}", file=sys.stderr)
+    catalog, models = await models_for_command(settings, backends, names)
 
     sources: list[dict] = []
     if args.rag:
@@ -174,7 +164,7 @@ def _read_context(path: Path | None) -> str:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError as error:
-        raise Failure(f"cannot read --context-file {path}: {error.strerror}") from None
+        raise CommandFailure(f"cannot read --context-file {path}: {error.strerror}") from None
 
 
 async def _retrieve(settings: Settings, prompt: str, context_text: str) -> tuple[list[Chunk], list[dict]]:

@@ -7,6 +7,8 @@ would measure the contention rather than the models.
 
 from __future__ import annotations
 
+import sys
+
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,6 +81,26 @@ def _find(name: str, catalog: Catalog, by_id: Mapping[str, ModelSpec], aliases: 
             return catalog.models[key]
     matched = match_server_model(name, list(by_id), aliases)
     return by_id.get(matched) if matched else None
+
+
+class CommandFailure(Exception):
+    """What a command cannot do without (a model, a server, an input): one line on stderr, exit code 2."""
+
+
+async def models_for_command(
+    settings: Settings, backends: Mapping[str, Backend], names: Sequence[str] | None
+) -> tuple[Catalog, list[ModelSpec]]:
+    """`require_models` for the command-line tools: a failure becomes one `CommandFailure`
+    line, and the catalog's notices go to stderr."""
+    try:
+        catalog, models = await require_models(settings, backends, names)
+    except ValueError as error:
+        raise CommandFailure(str(error)) from None
+    except BackendError as error:
+        raise CommandFailure(f"cannot reach the model server: {error}") from None
+    for notice in catalog.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    return catalog, models
 
 
 async def require_models(

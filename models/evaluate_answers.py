@@ -55,9 +55,9 @@ from tqdm import tqdm
 
 from models import rubric
 from models.answering import Generation, generate, make_backends
-from models.base import Backend, BackendError, ChatMessage, GenerationParams
+from models.base import Backend, ChatMessage, GenerationParams
 from models.catalog import ModelSpec
-from models.comparison import require_models, resolve_models
+from models.comparison import CommandFailure, models_for_command, resolve_models
 from models.confidence import collect_signals
 from models.evaluate_router import DEFAULT_MAX_TOKENS, sample_questions
 from models.router import Mode, Thresholds, decide
@@ -69,10 +69,6 @@ from rag.prompt import build_messages, fit_passages, passage_label
 DEFAULT_LIMIT = 20
 DEFAULT_JUDGE_MAX_TOKENS = 64
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
-
-
-class Unavailable(Exception):
-    """A model, server or input the run cannot do without: reported in one line, exit code 2."""
 
 
 # --- answering ----------------------------------------------------------------------
@@ -176,12 +172,12 @@ async def run(
 
 async def warm_up(models: Sequence[ModelSpec], backends: Mapping[str, Backend]) -> None:
     """One tiny untimed request per model: loads embedded weights, and fails early
-    (`Unavailable`) when a model is missing or its server unreachable."""
+    (`CommandFailure`) when a model is missing or its server unreachable."""
     for spec in models:
         result = await generate(spec, [ChatMessage("user", "Hello")], GenerationParams(max_tokens=1, temperature=0.0),
                                 backends)
         if result.answer.error:
-            raise Unavailable(f"{spec.key} cannot answer: {result.answer.error}")
+            raise CommandFailure(f"{spec.key} cannot answer: {result.answer.error}")
 
 
 async def _record(
@@ -346,7 +342,7 @@ def read_question_ids(path: Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
-        raise Unavailable(f"cannot read --questions-file {path}: {error.strerror}") from None
+        raise CommandFailure(f"cannot read --questions-file {path}: {error.strerror}") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -356,7 +352,7 @@ def pick_questions(questions: Sequence[dict], limit: int, seed: int, ids: Sequen
     by_id = {str(q["id"]): q for q in questions}
     unknown = [qid for qid in ids if qid not in by_id]
     if unknown:
-        raise Unavailable(f"{len(unknown)} question ids are not in the set, e.g. {unknown[0]!r}")
+        raise CommandFailure(f"{len(unknown)} question ids are not in the set, e.g. {unknown[0]!r}")
     return [by_id[qid] for qid in ids]
 
 
@@ -364,7 +360,7 @@ async def _main_async(args: argparse.Namespace, settings: Settings) -> dict:
     folder: Path = args.set_folder
     missing = [name for name in ("docs.jsonl", "questions.jsonl") if not (folder / name).is_file()]
     if missing:
-        raise Unavailable(f"{folder} is not a QA set folder (no {' or '.join(missing)}): "
+        raise CommandFailure(f"{folder} is not a QA set folder (no {' or '.join(missing)}): "
                           f"pass one such as ../shared/eval/clapnq")
     documents, questions = load_set(folder)
     ids = read_question_ids(args.questions_file) if args.questions_file else None
@@ -372,12 +368,12 @@ async def _main_async(args: argparse.Namespace, settings: Settings) -> dict:
 
     backends = make_backends(settings)
     names = [name for name in args.models.split(",") if name.strip()] if args.models else None
+    # Fails rather than quietly answering with the embedded models when a needed server is down.
+    catalog, chosen = await models_for_command(settings, backends, names)
     try:
-        # Fails rather than quietly answering with the embedded models when a needed server is down.
-        catalog, chosen = await require_models(settings, backends, names)
         judge = resolve_models([args.judge], catalog, settings.model_aliases)[0] if args.judge else None
-    except (ValueError, BackendError) as error:
-        raise Unavailable(str(error)) from None
+    except ValueError as error:
+        raise CommandFailure(str(error)) from None
     models = list({spec.key: spec for spec in chosen}.values())  # each model once, in order
 
     knowledge = KnowledgeBase(SharedCorpus(documents), settings.chunk_size, settings.chunk_overlap)
@@ -436,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     try:
         report = asyncio.run(_main_async(args, settings))
-    except Unavailable as error:
+    except CommandFailure as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     path = args.json or RESULTS_DIR / f"answers-{report['set']}-{datetime.now():%Y%m%d-%H%M%S}.json"
