@@ -38,6 +38,15 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_command(module: str, args: list[str], env: Mapping[str, str] | None = None,
+                timeout_s: float = 180) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` from the project root, in a clean environment, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=clean_environment(env),
+        capture_output=True, check=False, text=True, timeout=timeout_s,
+    )
+
+
 def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.servers import PROJECT_ROOT, clean_environment
+from tests.servers import run_command
 
 
 def run_load(*options: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.load", *options],
-        cwd=PROJECT_ROOT, env=clean_environment(), capture_output=True, text=True, timeout=600, check=False,
-    )
+    return run_command("bench.load", list(options), timeout_s=600)
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from models.bench import local_server_process, main, per_question, spread
 from tests.fault_server import refused_url
-from tests.servers import PROJECT_ROOT, clean_environment
+from tests.servers import run_command
 
 SLM = "embedded:smollm2-135m"
 LLM = "embedded:gemma3-270m"
@@ -33,10 +32,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def run_tool(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "models.bench", *args], cwd=PROJECT_ROOT, env=clean_environment(env),
-        capture_output=True, check=False, text=True, timeout=180,
-    )
+    return run_command("models.bench", args, env, timeout_s=180)
 
 
 # --- helpers --------------------------------------------------------------------------

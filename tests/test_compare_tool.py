@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 
 import pytest
 
 from models.compare import main
 from models.comparison import DELTA_METRICS, PASTED_CONTEXT_TITLE, ComparisonRow
 from tests.fault_server import refused_url
-from tests.servers import PROJECT_ROOT, clean_environment
+from tests.servers import run_command
 
 ROW_FIELDS = {field.name for field in dataclasses.fields(ComparisonRow)}
 SLM = "embedded:smollm2-135m"
@@ -31,10 +30,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def run_tool(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "models.compare", *args], cwd=PROJECT_ROOT, env=clean_environment(env),
-        capture_output=True, check=False, text=True, timeout=120,
-    )
+    return run_command("models.compare", args, env, timeout_s=120)
 
 
 def test_the_default_pair_answers_in_turn_and_the_json_has_rows_and_deltas(isolated, capsys):
