@@ -9,6 +9,7 @@ import pytest
 from models.embedded import EmbeddedBackend, EmbeddedModel
 from models.weights import smollm2_path
 from tests.browser import browser, page  # noqa: F401 - one Chromium for every browser test
+from tests.fault_behaviours import scripted_server
 from tests.servers import llama_cpp_server
 
 # The name Foundry Local gives phi-4-mini: the llama.cpp test server serves
@@ -34,3 +35,10 @@ def llama_server(smollm2_file: Path, tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with llama_cpp_server(smollm2_file, log, alias=FOUNDRY_STYLE_SLM_ID) as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="module")
+async def scripted():
+    """A scripted OpenAI-compatible server for fault tests: each request takes the next behaviour."""
+    async with scripted_server() as server:
+        yield server

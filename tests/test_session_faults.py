@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.chainlit_client import ChainlitClient, Turn
-from tests.fault_behaviours import SCRIPTED_ANSWER, scripted_server
+from tests.fault_behaviours import SCRIPTED_ANSWER
 from tests.servers import chainlit_app
 from tests.test_chainlit_app import NIGHTJAR, QUESTION, answer_message
 
@@ -25,12 +25,6 @@ TIMEOUT_S = 3
 EMBEDDED_SLM = {"slm": "embedded:smollm2-135m", "router_mode": "off"}
 LONG_STORY = "Write a very long story about a lighthouse keeper."
 OFF_TOPIC_QUESTION = "What colour is the queen's favourite corgi?"
-
-
-@pytest.fixture(scope="module")
-async def scripted():
-    async with scripted_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
