@@ -52,8 +52,45 @@ class LoopLagMonitor:
         self.stalls: list[dict] = []
         self._last_wake = time.perf_counter()
         self._captured: dict[float, dict] = {}  # last wake -> stacks seen during that stall
+        # Garbage collections hold the GIL from start to end, so the watchdog cannot see them:
+        # they are timed through gc.callbacks instead and matched to the stalls they overlap.
+        self.gc_pauses: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=2000)
+        self.gc_counts = [0, 0, 0]
+        self.gc_worst_ms = [0.0, 0.0, 0.0]
+        self._gc_started = 0.0
+        self.gc_full_scan_max = 0
+        gc.callbacks.append(self._on_gc)
+        # Timers waiting in the loop's heap, live or cancelled: each holds a callback and a
+        # context, so a heap that grows is memory and garbage-collector work that grows.
+        self.timer_heap_max = 0
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            if info["generation"] == 2:
+                # What a full collection has to scan (counted before it is timed: a few ms).
+                self.gc_full_scan_max = max(self.gc_full_scan_max, len(gc.get_objects()))
+            self._gc_started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.gc_pauses.append((generation, self._gc_started, now))
+        self.gc_counts[generation] += 1
+        self.gc_worst_ms[generation] = max(self.gc_worst_ms[generation], (now - self._gc_started) * 1000)
+
+    def _gc_during(self, start: float, end: float) -> dict:
+        for _ in range(5):
+            try:  # a collection (and so its callback) can start while the deque is copied
+                pauses = [(gen, a, b) for gen, a, b in list(self.gc_pauses) if b > start and a < end]
+                break
+            except RuntimeError:
+                continue
+        else:
+            pauses = []
+        return {"gc_ms": sum((b - a) * 1000 for _, a, b in pauses),
+                "gc_generations": sorted({gen for gen, _, _ in pauses})}
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
         threading.Thread(target=self._watch, args=(loop_thread,), name="bench-loop-watchdog", daemon=True).start()
         while True:
@@ -61,9 +98,11 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval_s)
             lag = max(0.0, time.perf_counter() - before - self.interval_s)
             self.lags_s.append(lag)
+            self.timer_heap_max = max(self.timer_heap_max, len(getattr(loop, "_scheduled", ())))
             captured = self._captured.pop(before, None)
             if lag >= CULPRIT_S:
-                self.stalls.append({"lag_ms": lag * 1000, "threads": captured["threads"] if captured else None})
+                self.stalls.append({"lag_ms": lag * 1000, "threads": captured["threads"] if captured else None,
+                                    **self._gc_during(before, time.perf_counter())})
                 self.stalls = sorted(self.stalls, key=lambda stall: -stall["lag_ms"])[:MAX_STALLS]
             self._captured.clear()
 
@@ -77,11 +116,19 @@ class LoopLagMonitor:
     def report(self, reset: bool) -> dict:
         lags_ms = sorted(lag * 1000 for lag in self.lags_s)
         stalls = self.stalls
+        collections_seen = {"counts": self.gc_counts, "worst_ms": self.gc_worst_ms,
+                            "full_collection_objects_max": self.gc_full_scan_max}
+        timer_heap_max = self.timer_heap_max
         if reset:
             self.lags_s, self.stalls = [], []
+            self.timer_heap_max = 0
+            self.gc_counts, self.gc_worst_ms, self.gc_full_scan_max = [0, 0, 0], [0.0, 0.0, 0.0], 0
         if not lags_ms:
-            return {"samples": 0, "max_ms": None, "p99_ms": None, "p50_ms": None, "stalls": stalls}
+            return {"samples": 0, "max_ms": None, "p99_ms": None, "p50_ms": None, "stalls": stalls,
+                    "gc": collections_seen, "timer_heap_max": timer_heap_max}
         return {
+            "gc": collections_seen,
+            "timer_heap_max": timer_heap_max,
             "samples": len(lags_ms),
             "max_ms": lags_ms[-1],
             "p99_ms": lags_ms[min(len(lags_ms) - 1, int(len(lags_ms) * 0.99))],

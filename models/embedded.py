@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
+import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,6 +154,7 @@ class EmbeddedBackend:
         emit: Callable[[StreamEvent | BackendError], None],
         cancelled: threading.Event,
     ) -> None:
+        _yield_cpu_to_chats()
         try:
             loaded = self.load(model)
         except Exception as error:  # noqa: BLE001 - reported to the user, not raised in a thread
@@ -241,3 +245,23 @@ def _chosen_token_logprob(llama, token: int) -> float:
     peak = row.max()
     log_sum = peak + np.log(np.exp(row - peak).sum())
     return float(row[token] - log_sum)
+
+
+# How much lower than the app's event loop decoding runs (Linux "nice" steps).
+DECODE_NICENESS = 10
+
+
+def _yield_cpu_to_chats() -> None:
+    """Let the event loop, which every chat shares, win the CPU over this decode thread.
+
+    When decoding, file reading and the chats want more cores than there are, a decode
+    thread at the same priority takes CPU slices the loop is waiting for and every chat
+    stutters. Lower priority changes nothing on an idle machine. Linux applies it per
+    thread (and to the threads llama.cpp starts from this one); elsewhere it is skipped.
+    llama.cpp releases the interpreter lock while it computes, so a lower priority here
+    cannot keep the loop waiting for the lock.
+    """
+    if sys.platform.startswith("linux"):
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + DECODE_NICENESS))

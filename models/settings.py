@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     )
     upload_max_mb: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("UPLOAD_MAX_MB"))
     upload_max_files: int = Field(default=10, ge=1, validation_alias=AliasChoices("UPLOAD_MAX_FILES"))
+    upload_parse_workers: int = Field(
+        default=1, ge=0, le=16, validation_alias=AliasChoices("UPLOAD_PARSE_WORKERS"),
+        description="Processes that read uploaded files (PDF text extraction is pure Python and would "
+                    "hold the interpreter lock from every chat); 0 reads them in a thread of the app.",
+    )
 
     # --- escalation router
     router_mode: Literal["off", "escalate", "draft-refine", "always-llm"] = Field(
