@@ -144,7 +144,10 @@ def _thread_stacks(loop_thread: int) -> dict[str, list[str]]:
     for ident, frame in sys._current_frames().items():
         if ident == threading.get_ident():
             continue
-        frames = traceback.extract_stack(frame)[-STACK_DEPTH:]
+        # Without source lines: reading them would fill linecache with whole source files,
+        # memory the benchmark would then report as the app's.
+        frames = list(traceback.StackSummary.extract(traceback.walk_stack(frame), lookup_lines=False))[::-1]
+        frames = frames[-STACK_DEPTH:]
         name = "event-loop" if ident == loop_thread else names.get(ident, str(ident))
         stacks[name] = [f"{_short_path(f.filename)}:{f.lineno} {f.name}" for f in frames]
     return stacks
@@ -178,6 +181,8 @@ def server_state(collect: bool) -> dict:
         "python_objects": len(objects),
         # Per type, to see what grew when memory does not come back.
         "object_types": dict(collections.Counter(_type_name(obj) for obj in objects).most_common(400)),
+        # A container that grows with every session holds memory that no type count shows.
+        "largest_containers": _largest_containers(objects),
         "chainlit_sessions": len(ws_sessions_id),
         "user_sessions": len(user_sessions),
         "chat_contexts": len(chat_contexts),
@@ -185,6 +190,12 @@ def server_state(collect: bool) -> dict:
         "knowledge_bases": knowledge_bases,
         "asyncio_tasks": len(asyncio.all_tasks()),
         "threads": len(psutil.Process().threads()),
+        # Where resident memory is, when Python's objects are back to where they were:
+        # blocks Python's allocator hands out, and the C allocator's in-use and free-but-kept bytes.
+        "python_allocated_blocks": sys.getallocatedblocks(),
+        "pymalloc": _pymalloc_info(),
+        "rss_parts_mb": _rss_parts(),
+        "malloc": _malloc_info(),
     }
 
 
@@ -222,6 +233,75 @@ def _flag(value: str | None) -> bool:
 def _type_name(obj: object) -> str:
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _largest_containers(objects: list, count: int = 8) -> list[str]:
+    sized = [(len(obj), obj) for obj in objects if type(obj) in (dict, list, set, collections.deque, collections.OrderedDict)]
+    sized.sort(key=lambda pair: -pair[0])
+    described = []
+    for size, obj in sized[:count]:
+        sample = next(iter(obj), None)
+        described.append(f"{type(obj).__name__}[{size}] first item {type(sample).__name__} {str(sample)[:60]!r}")
+    return described
+
+
+def _rss_parts() -> dict | None:
+    """Resident memory split as Linux counts it: anonymous (heaps, stacks) and file-backed (code, mapped files)."""
+    try:
+        lines = open("/proc/self/status").read().splitlines()
+    except OSError:
+        return None
+    parts = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem"):
+            parts[name.removeprefix("Rss").lower()] = int(value.split()[0]) / 1024
+    return parts
+
+
+def _pymalloc_info() -> dict | None:
+    """Python's small-object allocator, in MB: its 1 MB arenas, and the bytes in use inside them."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read()
+    numbers = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        if name.startswith("# "):
+            numbers[name[2:].strip()] = int(value.strip().replace(",", "") or 0)
+    if "arenas allocated current" not in numbers:
+        return None
+    mb = 2**20
+    return {"arenas_mb": numbers["arenas allocated current"] * 1.0, "in_use_mb": numbers["bytes in allocated blocks"] / mb,
+            "free_in_arenas_mb": numbers["bytes in available blocks"] / mb}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_info() -> dict | None:
+    """glibc's totals over all its arenas, in MB: in use, free but kept, and mmapped blocks."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    mb = 2**20
+    return {"heap_mb": info.arena / mb, "in_use_mb": info.uordblks / mb, "free_kept_mb": info.fordblks / mb,
+            "mmapped_mb": info.hblkhd / mb}
 
 
 def _malloc_trim() -> None:
