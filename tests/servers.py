@@ -112,3 +112,16 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None) -> Iterator[st
     env = {"CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(app_root / "data"), **(env or {})}
     with running(command, base, log, clean_environment(env), PROJECT_ROOT):
         yield base
+
+
+@contextlib.contextmanager
+def scripted_chainlit_app(model_server_url: str, folder: Path, **settings: str) -> Iterator[tuple[str, Path]]:
+    """The app on the scripted model server, its data under `folder`; yields its URL and app root."""
+    env = {
+        "MODEL_CACHE_DIR": str(folder / "models"), "DATA_DIR": str(folder / "data"),
+        "MODEL_SERVER_URL": model_server_url, "SLM_MODEL": "scripted", "LLM_MODEL": "scripted",
+        "MAX_TOKENS": "64", **settings,
+    }
+    log = folder / "chainlit.log"
+    with chainlit_app(log, env) as url:
+        yield url, log.parent / f"chainlit-root-{log.stem}"

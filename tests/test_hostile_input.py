@@ -17,7 +17,7 @@ import pytest
 from rag.prompt import SYSTEM_PROMPT
 from tests.chainlit_client import ChainlitClient, Turn
 from tests.fault_behaviours import SCRIPTED_ANSWER
-from tests.servers import chainlit_app
+from tests.servers import scripted_chainlit_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
 
 UPLOAD_MAX_MB = 0.5  # Chainlit's own limit becomes 1 MB (whole megabytes), the app's stays 0.5 MB
@@ -30,15 +30,9 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\
 @pytest.fixture(scope="module")
 def app(scripted, tmp_path_factory):
     """The running app's URL and its Chainlit app root (where uploads are stored)."""
-    log = tmp_path_factory.mktemp("hostile") / "chainlit.log"
-    elsewhere = tmp_path_factory.mktemp("hostile-data")
-    env = {
-        "MODEL_CACHE_DIR": str(elsewhere / "models"), "DATA_DIR": str(elsewhere / "data"),
-        "MODEL_SERVER_URL": scripted.url, "SLM_MODEL": "scripted", "LLM_MODEL": "scripted",
-        "ROUTER_MODE": "escalate", "MAX_TOKENS": "64", "UPLOAD_MAX_MB": str(UPLOAD_MAX_MB),
-    }
-    with chainlit_app(log, env) as url:
-        yield url, log.parent / f"chainlit-root-{log.stem}"
+    with scripted_chainlit_app(scripted.url, tmp_path_factory.mktemp("hostile"),
+                               ROUTER_MODE="escalate", UPLOAD_MAX_MB=str(UPLOAD_MAX_MB)) as app:
+        yield app
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.chainlit_client import ChainlitClient
-from tests.servers import chainlit_app
+from tests.servers import scripted_chainlit_app
 from tests.test_chainlit_app import NIGHTJAR
 from tests.test_hostile_input import outputs, upload_report
 
@@ -18,15 +18,9 @@ SESSION_TIMEOUT_S = 5  # the shortest the app accepts
 
 @pytest.fixture(scope="module")
 def app(scripted, tmp_path_factory):
-    log = tmp_path_factory.mktemp("cleanup") / "chainlit.log"
-    elsewhere = tmp_path_factory.mktemp("cleanup-data")
-    env = {
-        "MODEL_CACHE_DIR": str(elsewhere / "models"), "DATA_DIR": str(elsewhere / "data"),
-        "MODEL_SERVER_URL": scripted.url, "SLM_MODEL": "scripted", "LLM_MODEL": "scripted",
-        "ROUTER_MODE": "off", "MAX_TOKENS": "64", "SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-    }
-    with chainlit_app(log, env) as url:
-        yield url, log.parent / f"chainlit-root-{log.stem}"
+    with scripted_chainlit_app(scripted.url, tmp_path_factory.mktemp("cleanup"),
+                               ROUTER_MODE="off", SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S)) as app:
+        yield app
 
 
 async def test_a_closed_tabs_uploads_leave_the_disk_when_its_session_expires(app, scripted):
