@@ -26,7 +26,7 @@ import statistics
 import sys
 import threading
 import time
-import traceback
+import types
 from contextlib import asynccontextmanager
 
 import psutil
@@ -144,12 +144,14 @@ def _thread_stacks(loop_thread: int) -> dict[str, list[str]]:
     for ident, frame in sys._current_frames().items():
         if ident == threading.get_ident():
             continue
-        # Without source lines: reading them would fill linecache with whole source files,
-        # memory the benchmark would then report as the app's.
-        frames = list(traceback.StackSummary.extract(traceback.walk_stack(frame), lookup_lines=False))[::-1]
-        frames = frames[-STACK_DEPTH:]
+        # By hand, not with traceback: it registers every file with linecache, memory the
+        # benchmark would then report as the app's.
+        frames = []
+        while frame is not None and len(frames) < STACK_DEPTH:
+            frames.append(f"{_short_path(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}")
+            frame = frame.f_back
         name = "event-loop" if ident == loop_thread else names.get(ident, str(ident))
-        stacks[name] = [f"{_short_path(f.filename)}:{f.lineno} {f.name}" for f in frames]
+        stacks[name] = frames[::-1]
     return stacks
 
 
@@ -183,6 +185,8 @@ def server_state(collect: bool) -> dict:
         "object_types": dict(collections.Counter(_type_name(obj) for obj in objects).most_common(400)),
         # A container that grows with every session holds memory that no type count shows.
         "largest_containers": _largest_containers(objects),
+        # What the small long-lived objects are: a few left behind per session pin whole arenas.
+        "small_objects_by_target": _small_objects_by_target(objects),
         "chainlit_sessions": len(ws_sessions_id),
         "user_sessions": len(user_sessions),
         "chat_contexts": len(chat_contexts),
@@ -233,6 +237,23 @@ def _flag(value: str | None) -> bool:
 def _type_name(obj: object) -> str:
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _small_objects_by_target(objects: list) -> dict[str, int]:
+    """Weak references by what they point to (NoneType: dead), partials and methods by function."""
+    import functools
+    import weakref
+
+    counts: collections.Counter = collections.Counter()
+    for obj in objects:
+        kind = type(obj)
+        if kind is weakref.ReferenceType:
+            counts[f"weakref to {_type_name(obj())}"] += 1
+        elif kind is functools.partial:
+            counts[f"partial {getattr(obj.func, '__qualname__', obj.func)}"] += 1
+        elif kind is types.MethodType:
+            counts[f"method {obj.__func__.__qualname__}"] += 1
+    return dict(counts.most_common(60))
 
 
 def _largest_containers(objects: list, count: int = 8) -> list[str]:
