@@ -172,6 +172,11 @@ COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove
 
 @cl.on_chat_start
 async def start() -> None:
+    with COLLECTOR.busy():  # a tab opening should not wait on a garbage collection either
+        await _welcome()
+
+
+async def _welcome() -> None:
     catalog = await _open_session({})
     lines = [
         f"Ask me about your team's documents ({len(CORPUS.documents)} in the knowledge base); "
@@ -188,6 +193,11 @@ async def start() -> None:
 @cl.on_chat_resume
 async def resume(thread: dict) -> None:
     """A chat reopened from the history: its settings, conversation and uploads come back."""
+    with COLLECTOR.busy():
+        await _reopen(thread)
+
+
+async def _reopen(thread: dict) -> None:
     chosen = cl.user_session.get("chat_settings") or {}
     catalog = await _open_session(chosen)
     knowledge: KnowledgeBase = cl.user_session.get("knowledge")
