@@ -97,6 +97,17 @@ WebsocketSession.delete = _delete_session_files_off_loop
 
 # Full garbage collections wait until no answer is streaming (see models/loop_health.py).
 COLLECTOR = IdleCollector()
+_handle_socket_event = chainlit_server.sio._trigger_event
+
+
+async def _busy_while_handling(*args, **kwargs):
+    # Every browser event counts as activity: a burst of tabs opening (sign-in, chat
+    # start) must not look like a quiet moment for a full collection.
+    with COLLECTOR.busy():
+        return await _handle_socket_event(*args, **kwargs)
+
+
+chainlit_server.sio._trigger_event = _busy_while_handling
 # A thread that wants the interpreter lock waits up to this long for the one holding it;
 # the loop waits like that after each socket write while a decode runs (5 ms by
 # default). 1 ms: worst stall under bench.load's mixed load 98 ms, against 100-116 ms.
@@ -172,11 +183,6 @@ COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove
 
 @cl.on_chat_start
 async def start() -> None:
-    with COLLECTOR.busy():  # a tab opening should not wait on a garbage collection either
-        await _welcome()
-
-
-async def _welcome() -> None:
     catalog = await _open_session({})
     lines = [
         f"Ask me about your team's documents ({len(CORPUS.documents)} in the knowledge base); "
@@ -193,11 +199,6 @@ async def _welcome() -> None:
 @cl.on_chat_resume
 async def resume(thread: dict) -> None:
     """A chat reopened from the history: its settings, conversation and uploads come back."""
-    with COLLECTOR.busy():
-        await _reopen(thread)
-
-
-async def _reopen(thread: dict) -> None:
     chosen = cl.user_session.get("chat_settings") or {}
     catalog = await _open_session(chosen)
     knowledge: KnowledgeBase = cl.user_session.get("knowledge")

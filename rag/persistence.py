@@ -20,6 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import sessionmaker
 from chainlit.data.storage_clients.base import BaseStorageClient
 
 from models.base import ChatMessage
@@ -106,6 +108,8 @@ CREATE INDEX IF NOT EXISTS elements_by_thread ON elements ("threadId");
 
 # Where the browser fetches a stored element; app.py serves this path.
 STORED_ELEMENTS_ROUTE = "/stored-elements"
+# Connections to the chat database, all kept open for the life of the app.
+POOL_SIZE = 5
 
 
 class ChatStoreError(RuntimeError):
@@ -131,6 +135,11 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
 
     def __init__(self, database: Path, storage: BaseStorageClient) -> None:
         super().__init__(conninfo=f"sqlite+aiosqlite:///{database}", storage_provider=storage)
+        # Chainlit's engine has SQLAlchemy's default pool: 5 connections, plus up to 10 more
+        # opened and closed again under load, each with its own aiosqlite thread. SQLite
+        # writes one at a time anyway: a fixed pool (its engine is not connected yet).
+        self.engine = create_async_engine(self._conninfo, pool_size=POOL_SIZE, max_overflow=0)
+        self.async_session = sessionmaker(bind=self.engine, expire_on_commit=False, class_=AsyncSession)
 
     async def execute_sql(self, query: str, parameters: dict) -> Any:
         # Chainlit passes tags and modes as Python lists, which SQLite cannot bind.
