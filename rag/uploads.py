@@ -22,6 +22,7 @@ from rag.parsing import UploadError, parse_file, safe_file_name
 FILES_PER_WORKER = 100
 # How much lower than the app the reader processes run (Linux "nice" steps).
 READER_NICENESS = 10
+ORPHAN_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class UploadReader:
                 # "spawn": the app has threads (model decoding, the chat store), and a forked
                 # copy of a process with threads can deadlock.
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_lower_priority, max_tasks_per_child=FILES_PER_WORKER)
+                                                 initializer=_start_reader, max_tasks_per_child=FILES_PER_WORKER)
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -144,7 +145,18 @@ def _ready() -> bool:
     return True
 
 
-def _lower_priority() -> None:
+def _start_reader() -> None:
+    """In each new reader process: lower priority, and exit if the app is gone."""
     # Reading a file can wait a little; the chats, which share the app's event loop, cannot.
     with contextlib.suppress(OSError, AttributeError):
         os.nice(READER_NICENESS)
+    # An app that is killed (or crashes) cannot shut its pool down, and a reader does not
+    # always notice (one was seen waiting for work 35 minutes later): it checks its parent.
+    app = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(app,), name="reader-watch", daemon=True).start()
+
+
+def _exit_when_orphaned(app: int) -> None:
+    while os.getppid() == app:
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(0)

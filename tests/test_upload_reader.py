@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
 import psutil
 import pytest
 
+from models.settings import PROJECT_ROOT
 from rag.documents import Document
 from rag.index import KnowledgeBase, SharedCorpus
 from rag.parsing import UploadError
@@ -85,3 +88,21 @@ def test_the_app_path_adds_the_file_to_the_session_only(reader, notes):
     assert outcome.added and outcome.file_name == "notes.md"
     assert mine.search("When does Nightjar launch?", "bm25", 1)[0].chunk.document.source == "notes.md"
     assert all(hit.chunk.document.source != "notes.md" for hit in theirs.search("Nightjar launch", "bm25", 3))
+
+
+def test_a_reader_left_behind_by_a_killed_app_exits(tmp_path):
+    app = subprocess.Popen(
+        [sys.executable, "-c", "import time; from rag.uploads import UploadReader; UploadReader(1).start(); "
+                               "print('ready', flush=True); time.sleep(600)"],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert app.stdout.readline().strip() == "ready"
+        readers = [child for child in psutil.Process(app.pid).children() if "spawn_main" in " ".join(child.cmdline())]
+        assert readers
+    finally:
+        app.kill()  # no shutdown: as a crash or an out-of-memory kill would leave it
+        app.wait()
+
+    _, alive = psutil.wait_procs(readers, timeout=15)
+    assert not alive
