@@ -78,14 +78,10 @@ class LoopLagMonitor:
         self.gc_worst_ms[generation] = max(self.gc_worst_ms[generation], (now - self._gc_started) * 1000)
 
     def _gc_during(self, start: float, end: float) -> dict:
-        for _ in range(5):
-            try:  # a collection (and so its callback) can start while the deque is copied
-                pauses = [(gen, a, b) for gen, a, b in list(self.gc_pauses) if b > start and a < end]
-                break
-            except RuntimeError:
-                continue
-        else:
-            pauses = []
+        # A copy first: iterating the deque itself, the comprehension allocates, a collection
+        # can start and its callback would append to the deque mid-iteration. Copying allocates
+        # only the new deque, before any item is read.
+        pauses = [(gen, a, b) for gen, a, b in self.gc_pauses.copy() if b > start and a < end]
         return {"gc_ms": sum((b - a) * 1000 for _, a, b in pauses),
                 "gc_generations": sorted({gen for gen, _, _ in pauses})}
 

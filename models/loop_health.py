@@ -88,7 +88,6 @@ class IdleCollector:
         self.quiet_s = quiet_s
         self.max_interval_s = max_interval_s
         self.in_flight = 0
-        self.full_collections = 0
         self._last_full = self._last_busy = time.monotonic()
 
     @contextlib.contextmanager
@@ -117,7 +116,6 @@ class IdleCollector:
             return False
         gc.collect()
         self._last_full = time.monotonic()
-        self.full_collections += 1
         return True
 
     async def run(self) -> None:
