@@ -17,12 +17,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import chainlit as cl
 from chainlit.auth import get_current_user
 from chainlit.chat_context import chat_contexts
 from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
+from chainlit.element import Element, ElementType
 from chainlit.input_widget import Select, Slider
 from chainlit.session import WebsocketSession
 import chainlit.server as chainlit_server
@@ -178,6 +180,24 @@ THRESHOLDS = Thresholds(
 TIMINGS_ELEMENT = "Latency breakdown"
 CHART_ELEMENT = "Session latency chart"
 DRAFT_ELEMENT = "Small model's draft"
+
+
+class PlotlyChart(Element):
+    """A Plotly chart sent as its plotly.js JSON, drawn by the page as `cl.Plotly`'s is.
+
+    `cl.Plotly` takes only a plotly.py figure and validates it again; see models/charts.py
+    for what that cost under load. Not re-decorated as a dataclass: Chainlit loads app.py
+    outside `sys.modules`, where dataclasses cannot resolve its annotations.
+    """
+
+    type: ClassVar[ElementType] = "plotly"
+
+    def __post_init__(self) -> None:
+        self.mime = "application/json"
+        self.size = self.size or "medium"
+        super().__post_init__()
+
+
 COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove <file name>` to remove one."
 
 
@@ -444,10 +464,7 @@ class _TurnView:
         elements = [
             *self._source_elements(),
             cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done), display="side"),
-            # Building and validating a Plotly figure takes tens of milliseconds: not on the shared loop.
-            await asyncio.to_thread(
-                lambda: cl.Plotly(name=CHART_ELEMENT, figure=latency_chart(turns), display="side")
-            ),
+            PlotlyChart(name=CHART_ELEMENT, content=json.dumps(latency_chart(turns)), display="side"),
         ]
         if self.draft and llm_ok and done.llm_answer.text:
             footer.append(DRAFT_ELEMENT)

@@ -12,10 +12,16 @@ plus, on the same FastAPI app and event loop:
   memory, and what Chainlit and the app hold per session (Chainlit's sessions,
   `user_session` and `chat_context` entries, the app's KnowledgeBase objects, asyncio
   tasks), so that memory that does not come back can be traced to its owner.
+- `GET /bench/memory`: Python's allocator alone (arenas, bytes in use), cheap enough to poll
+  during the churn: bytes in use that climb while the sessions come and go are garbage
+  waiting for a collection, and each MB of it is an arena that may never be given back.
+- with `BENCH_CYCLES_OUT` set (`bench.load --cycles FILE`), what the garbage collector
+  freed between the two memory readings (see `_report_cycles`).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
@@ -48,7 +54,9 @@ class LoopLagMonitor:
 
     def __init__(self, interval_s: float = SAMPLE_S) -> None:
         self.interval_s = interval_s
-        self.lags_s: list[float] = []
+        # Raw doubles, not float objects: the samples taken while the churn's memory settles
+        # (some 3,500) would otherwise count as blocks the app kept.
+        self.lags_s = array.array("d")
         self.stalls: list[dict] = []
         self._last_wake = time.perf_counter()
         self._captured: dict[float, dict] = {}  # last wake -> stacks seen during that stall
@@ -116,7 +124,7 @@ class LoopLagMonitor:
                             "full_collection_objects_max": self.gc_full_scan_max}
         timer_heap_max = self.timer_heap_max
         if reset:
-            self.lags_s, self.stalls = [], []
+            self.lags_s, self.stalls = array.array("d"), []
             self.timer_heap_max = 0
             self.gc_counts, self.gc_worst_ms, self.gc_full_scan_max = [0, 0, 0], [0.0, 0.0, 0.0], 0
         if not lags_ms:
@@ -165,6 +173,7 @@ def server_state(collect: bool) -> dict:
 
     rss_before_trim = None
     if collect:
+        _report_cycles()
         gc.collect()
         # Freed memory that the C allocator keeps for reuse still counts in RSS; giving it
         # back tells "still referenced" apart from "freed but not returned to the OS".
@@ -199,6 +208,39 @@ def server_state(collect: bool) -> dict:
     }
 
 
+def _report_cycles() -> None:
+    """Opt-in (`bench.load --cycles FILE`): what the garbage collector freed between two readings.
+
+    Objects in reference cycles outlive their last use until a collection finds them, and
+    the app runs full collections only when idle: garbage made per session piles up under
+    load and grows Python's arenas, which rarely come back. The first reading makes the
+    collector keep what it frees (`DEBUG_SAVEALL`); the second writes what it kept, by type,
+    with the classes and code frames among them, which point at the code that made the cycles.
+    """
+    out = os.environ.get("BENCH_CYCLES_OUT")
+    if not out:
+        return
+    if not gc.get_debug() & gc.DEBUG_SAVEALL:
+        gc.collect()
+        gc.garbage.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        return
+    gc.collect()
+    kept, gc.garbage[:] = list(gc.garbage), []
+    gc.set_debug(0)
+    sections = {
+        "objects by type": (_type_name(obj) for obj in kept),
+        "classes": (f"{obj.__module__}.{obj.__qualname__}" for obj in kept if isinstance(obj, type)),
+        "frames": (f"{_short_path(obj.f_code.co_filename)}:{obj.f_code.co_name}"
+                   for obj in kept if isinstance(obj, types.FrameType)),
+    }
+    with open(out, "w") as report:
+        report.write(f"{len(kept)} objects freed by the garbage collector between the two readings\n")
+        for title, names in sections.items():
+            report.write(f"\n{title}:\n")
+            report.writelines(f"{count:8d} {name}\n" for name, count in collections.Counter(names).most_common(60))
+
+
 class BenchRoutes:
     """ASGI middleware answering GET /bench/loop-lag and /bench/state before Chainlit sees them.
 
@@ -218,6 +260,8 @@ class BenchRoutes:
         path = scope.get("path") if scope["type"] == "http" else None
         if path == "/bench/loop-lag":
             payload = self.monitor.report(reset=_flag(Request(scope).query_params.get("reset")))
+        elif path == "/bench/memory":
+            payload = {"pymalloc": _pymalloc_info()}
         elif path == "/bench/state":
             payload = server_state(collect=_flag(Request(scope).query_params.get("gc")))
         else:

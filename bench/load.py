@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import os
 import platform
@@ -385,12 +386,17 @@ class Benchmark:
         before = await self.state(collect=True)
         start = self.server.memory_info().rss
         peak = start
+        in_use_peak = (before.get("pymalloc") or {}).get("in_use_mb")
         done = asyncio.Event()
 
         async def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
+            nonlocal peak, in_use_peak
+            for tick in itertools.count():
+                if done.is_set():
+                    return
                 peak = max(peak, self.server.memory_info().rss)
+                if in_use_peak is not None and tick % 5 == 0:
+                    in_use_peak = max(in_use_peak, await self.python_in_use_mb())
                 await asyncio.sleep(0.2)
 
         sampler = asyncio.create_task(sample())
@@ -422,7 +428,15 @@ class Benchmark:
             "tolerance": MEMORY_TOLERANCE,
             "server_before": before, "server_after": after, "loop_lag": lag,
             "objects_grown_by_type": grown,
+            # Bytes in Python objects at their highest during the churn: what climbs above the
+            # start is garbage that waits for a collection (the sessions in flight are few).
+            "python_in_use_peak_mb": in_use_peak,
         }
+
+    async def python_in_use_mb(self) -> float:
+        response = await self.http.get(f"{self.app_url}/bench/memory")
+        response.raise_for_status()
+        return response.json()["pymalloc"]["in_use_mb"]
 
     async def baseline(self) -> None:
         """The backend's own TTFT: the app's request, straight to the model server, same concurrency."""
@@ -601,7 +615,8 @@ def print_report(result: dict) -> None:
     if before.get("pymalloc") and after.get("pymalloc"):
         print("  Python's allocator (MB), before -> after: " + ", ".join(
             f"{key.removesuffix('_mb')} {before['pymalloc'][key]:.1f} -> {after['pymalloc'][key]:.1f}"
-            for key in before["pymalloc"]))
+            for key in before["pymalloc"])
+            + (f"; in use at most {m['python_in_use_peak_mb']:.1f} during the churn" if m.get("python_in_use_peak_mb") else ""))
     grown = list(m["objects_grown_by_type"].items())[:6]
     if grown:
         print("  most grown object types: " + ", ".join(f"{name} +{count}" for name, count in grown))
@@ -666,6 +681,10 @@ def parse_args(argv: list[str] | None) -> tuple[LoadConfig, argparse.Namespace]:
                         help="the app's SESSION_TIMEOUT_S: how long a closed tab's session is kept (s)")
     parser.add_argument("--server-env", action="append", metavar="NAME=VALUE", default=[],
                         help="an extra setting for the app server, e.g. EMBEDDED_THREADS=1 (repeatable)")
+    parser.add_argument("--cycles", type=Path, metavar="FILE",
+                        help="write what the garbage collector freed during the churn to FILE, by type: the "
+                             "objects that sessions leave in reference cycles (the memory figures of such a run "
+                             "are not comparable: the collector keeps all it finds until the end)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 sessions x 1 question, churn 5, small files")
     parser.add_argument("--json", type=Path, help="output file (default bench/results/load-<timestamp>.json)")
     parser.add_argument("--generator-nice", dest="generator_niceness", type=int,
@@ -680,6 +699,8 @@ def parse_args(argv: list[str] | None) -> tuple[LoadConfig, argparse.Namespace]:
     if any(not name or not equals for name, equals, _ in pairs):
         parser.error("--server-env takes NAME=VALUE")
     given["server_env"] = tuple((name, value) for name, _, value in pairs)
+    if args.cycles:
+        given["server_env"] += (("BENCH_CYCLES_OUT", str(args.cycles.resolve())),)
     config = replace(base, **given)
     if config.sessions < 1 or config.questions < 1 or config.churn < 1:
         parser.error("--sessions, --questions and --churn must be at least 1")
@@ -730,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out} ({result['duration_s']:.0f} s)")
+    if args.cycles:
+        print(f"wrote {args.cycles}: the objects the churn's sessions left in reference cycles "
+              "(this run's memory figures are not comparable: the collector kept them all)")
     if result["errors"]["count"]:
         return 1
     if args.strict and not (result["stall"]["ok"] and result["memory"]["near_start"]):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 from playwright.async_api import Locator, Page, expect
 
+from models.costs import PhaseTimings
 from tests.browser import screenshot
 from tests.servers import PROJECT_ROOT, chainlit_app
 
@@ -183,6 +184,11 @@ async def test_an_answer_streams_in_and_opens_its_cited_passage_and_latency_brea
     assert tokens_in > 0 and 0 < tokens_out <= MAX_TOKENS
     assert float(rate) > 0 and cost.startswith("$")
     await expect(breakdown).to_contain_text("Router (off): kept the small model's answer")
+
+    chart = await chat.open_side_panel(answer, "Session latency chart")
+    await expect(chart.locator(".js-plotly-plot .gtitle")).to_have_text("Latency per turn")
+    await expect(chart.locator(".js-plotly-plot .legendtext")).to_have_count(len(PhaseTimings.PHASES))
+    await screenshot(chat.page, "05b-latency-chart")
 
 
 async def test_the_small_model_chosen_in_the_settings_writes_the_next_answer(chat):

@@ -33,7 +33,7 @@ def test_the_chart_stacks_one_bar_per_phase_for_every_turn():
     turns = [PhaseTimings(slm_generation_s=1.0, total_s=1.0), PhaseTimings(llm_generation_s=2.0, total_s=2.0)]
     figure = latency_chart(turns)
 
-    assert figure.layout.barmode == "stack"
-    assert len(figure.data) == len(PhaseTimings.PHASES)
-    generation = {bar.name: list(bar.y) for bar in figure.data}
+    assert figure["layout"]["barmode"] == "stack"
+    assert len(figure["data"]) == len(PhaseTimings.PHASES)
+    generation = {bar["name"]: bar["y"] for bar in figure["data"]}
     assert generation["SLM generation"] == [1.0, 0.0] and generation["LLM generation"] == [0.0, 2.0]
