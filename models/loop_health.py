@@ -14,8 +14,9 @@ collection stalled every chat for 100+ ms (`python -m bench.load`). A purge once
 as asyncio's own loop does it, keeps the heap to the live timers.
 
 **Full garbage collections.** A full collection scans every object the process holds and
-keeps the interpreter lock throughout: with 20 chats open that is 120-160k objects and
-100-140 ms during which no chat streams. `IdleCollector` leaves the young generations to
+keeps the interpreter lock throughout: with 20 chats open that was 120-160k objects and
+100-140 ms during which no chat streams (70-100k objects and 40-50 ms since the latency
+chart stopped using plotly.py's figure objects). `IdleCollector` leaves the young generations to
 Python and runs the full collections itself, once no answer has been in flight for
 `quiet_s`, or after `max_interval_s` whatever the load, so that garbage with reference
 cycles is still freed. Under load that never pauses, one full collection per
