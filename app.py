@@ -223,9 +223,8 @@ async def resume(thread: dict) -> None:
     catalog = await _open_session(chosen)
     knowledge: KnowledgeBase = cl.user_session.get("knowledge")
     cl.user_session.get("history").extend(conversation_from_steps(thread.get("steps") or []))
-    restored = await asyncio.to_thread(
-        restore_uploads, knowledge, thread, STORAGE, int(SETTINGS.upload_max_mb * 1024 * 1024)
-    )
+    max_bytes = int(SETTINGS.upload_max_mb * 1024 * 1024)
+    restored = await restore_uploads(knowledge, thread, STORAGE, UPLOAD_READER, max_bytes)
     missing = [model for model in (chosen.get("slm"), chosen.get("llm")) if model and not catalog.get(model)]
     if missing:
         await cl.Message(content=f"⚠️ {', '.join(missing)} is no longer available; using "

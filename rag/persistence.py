@@ -26,7 +26,7 @@ from chainlit.data.storage_clients.base import BaseStorageClient
 
 from models.base import ChatMessage
 from rag.index import KnowledgeBase
-from rag.uploads import add_upload
+from rag.uploads import UploadReader, add_upload_off_loop
 
 # The schema of Chainlit 2.12's SQLAlchemy data layer (docs.chainlit.io/data-layers/sqlalchemy),
 # in SQLite's types; "IF NOT EXISTS" so that every start can run it.
@@ -231,10 +231,10 @@ class RestoredUploads:
     refused: list[str]
 
 
-def restore_uploads(
-    knowledge: KnowledgeBase, thread: dict, storage: LocalFileStorage, max_bytes: int = 1 << 62
+async def restore_uploads(
+    knowledge: KnowledgeBase, thread: dict, storage: LocalFileStorage, reader: UploadReader, max_bytes: int = 1 << 62
 ) -> RestoredUploads:
-    """Put a stored chat's uploaded files back into its knowledge base (blocking: parses files)."""
+    """Put a stored chat's uploaded files back into its knowledge base, read by `reader` as new uploads are."""
     user_steps = {step["id"] for step in thread.get("steps") or [] if step.get("type") == "user_message"}
     restored = RestoredUploads([], [])
     for element in thread.get("elements") or []:
@@ -245,7 +245,7 @@ def restore_uploads(
         if stored is None:
             restored.refused.append(f"{name}: its stored copy is missing")
             continue
-        outcome = add_upload(knowledge, stored.path, name, max_bytes)
+        outcome = await add_upload_off_loop(knowledge, stored.path, name, max_bytes, reader)
         if outcome.added:
             restored.added.append(outcome.file_name)
         elif "already here" not in (outcome.refusal or ""):
