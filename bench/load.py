@@ -428,8 +428,8 @@ class Benchmark:
             "tolerance": MEMORY_TOLERANCE,
             "server_before": before, "server_after": after, "loop_lag": lag,
             "objects_grown_by_type": grown,
-            # Bytes in Python objects at their highest during the churn: what climbs above the
-            # start is garbage that waits for a collection (the sessions in flight are few).
+            # Bytes in Python objects at their highest during the churn: above the start, the
+            # sessions in flight and, mostly, garbage waiting for a full collection.
             "python_in_use_peak_mb": in_use_peak,
         }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +20,14 @@ def run_load(*options: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
-    out = tmp_path_factory.mktemp("bench-load") / "load.json"
-    finished = run_load("--quick", "--settle-s", "0.5", "--json", str(out))
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench-load")
+
+
+@pytest.fixture(scope="module")
+def quick_run(folder) -> tuple[subprocess.CompletedProcess, dict]:
+    out = folder / "load.json"
+    finished = run_load("--quick", "--settle-s", "0.5", "--json", str(out), "--cycles", str(folder / "cycles.txt"))
     assert out.exists(), finished.stdout + finished.stderr
     return finished, json.loads(out.read_text())
 
@@ -90,6 +96,16 @@ def test_the_uploaded_files_were_real_and_the_table_was_printed(quick_run):
     assert "time to first token (ms)" in finished.stdout
     assert "worst stall under mixed load" in finished.stdout
     assert "server RSS (MB)" in finished.stdout
+
+
+def test_the_cycles_report_lists_what_the_churned_sessions_left_in_reference_cycles(quick_run, folder):
+    finished, _ = quick_run
+    report = (folder / "cycles.txt").read_text()
+
+    # Closing a Socket.IO connection alone leaves frames and tracebacks in cycles.
+    assert int(report.split()[0]) > 0, report
+    assert "objects by type:" in report and "builtins.frame" in report
+    assert "cycles.txt: the objects the churn's sessions left in reference cycles" in finished.stdout
 
 
 def test_an_app_server_that_cannot_start_gives_one_line_and_exit_code_2():
