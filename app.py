@@ -576,7 +576,8 @@ async def stored_element(object_key: str, user=Depends(get_current_user)) -> Res
     return FileResponse(stored.path, media_type=mime, headers=_NO_ACTIVE_CONTENT)
 
 
-_SAFE_MIMES = {"text/plain", "text/markdown", "application/pdf", "image/png", "image/jpeg"}
+# JSON is the latency chart's figure: the page parses it only when served as JSON.
+_SAFE_MIMES = {"text/plain", "text/markdown", "application/pdf", "image/png", "image/jpeg", "application/json"}
 _NO_ACTIVE_CONTENT = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 
 

@@ -1,4 +1,5 @@
-"""Saved chats in a real browser: the history sidebar and a reopened chat after a server restart."""
+"""Saved chats in a real browser: the history sidebar and a reopened chat after a server restart
+(its saved source passage and latency chart open from the stored elements)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,7 @@ async def test_a_chat_reopens_from_the_history_after_a_restart(tmp_path, browser
             await reopened.first.get_by_role("link", name="[1]").first.click()
             await expect(page.get_by_text("Score:").first).to_be_visible()
             await screenshot(page, "history-reopened-source")
+
+            await reopened.first.get_by_role("link", name="Session latency chart").click()
+            await expect(page.locator("#side-view-content .js-plotly-plot .gtitle")).to_have_text("Latency per turn")
+            await screenshot(page, "history-reopened-chart")

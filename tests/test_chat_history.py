@@ -90,6 +90,18 @@ async def test_a_resumed_chat_shows_its_messages_and_their_sources(resumed, save
     assert "Document: Project Nightjar (`nightjar.md`)" in passage
 
 
+async def test_a_resumed_chats_latency_chart_is_served_as_json_for_the_page_to_draw(resumed, saved_chat):
+    client, _ = resumed
+    thread = (await client.http.get(f"/project/thread/{saved_chat.thread_id}")).json()
+    [chart] = [element for element in thread["elements"] if element["name"] == "Session latency chart"]
+
+    response = await client.http.get(chart["url"])
+
+    # Served as text, the page's Plotly drew an empty chart.
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["layout"]["title"]["text"] == "Latency per turn"
+
+
 async def test_a_resumed_chat_still_answers_from_its_uploaded_file(resumed):
     client, _ = resumed
 
