@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -63,6 +64,24 @@ CORPUS = SharedCorpus([*SEED_DOCUMENTS, *load_folder(SETTINGS.corpus_dir)])
 # Uploaded files are read in their own process(es), shared by every session.
 UPLOAD_READER = UploadReader(SETTINGS.upload_parse_workers)
 
+
+def _wraps_chainlit(original):
+    """Marks a replacement of one of Chainlit's functions (a decorator, like functools.wraps)."""
+    def mark(wrapper):
+        wrapper = functools.wraps(original)(wrapper)
+        wrapper.replaces_chainlit = True
+        return wrapper
+    return mark
+
+
+def _chainlit_original(function):
+    """Chainlit's own function under our replacements: `chainlit run -w` runs this file again
+    after every change, and each run must wrap Chainlit's function, not the last run's wrapper."""
+    while getattr(function, "replaces_chainlit", False):
+        function = function.__wrapped__
+    return function
+
+
 # Upload limits come from the settings object, not from a second copy in config.toml.
 _uploads = chainlit_config.features.spontaneous_file_upload
 _uploads.enabled = True
@@ -72,8 +91,15 @@ _uploads.max_files = SETTINGS.upload_max_files
 # The page Chainlit serves loads a font from Google and a LaTeX stylesheet from a CDN
 # (LaTeX is off here): a private, local-first app must not call out on every visit.
 _EXTERNAL_ASSETS = re.compile(r'<!-- FONT START -->.*?<!-- FONT END -->|<link[^>]+href="https://[^"]*"[^>]*>', re.S)
-_chainlit_page = chainlit_server.get_html_template
-chainlit_server.get_html_template = lambda root_path: _EXTERNAL_ASSETS.sub("", _chainlit_page(root_path))
+_chainlit_page = _chainlit_original(chainlit_server.get_html_template)
+
+
+@_wraps_chainlit(_chainlit_page)
+def _page_without_external_assets(root_path: str) -> str:
+    return _EXTERNAL_ASSETS.sub("", _chainlit_page(root_path))
+
+
+chainlit_server.get_html_template = _page_without_external_assets
 
 # Chainlit keeps a closed tab's session (its knowledge base, history and tasks) for
 # this long in case it reconnects; its default is an hour, and chats are saved anyway.
@@ -86,9 +112,10 @@ chainlit_config.ui.custom_js = SIDE_PANEL_SCRIPT
 # Chainlit deletes an ended session's files (its uploads and every side element sent)
 # with a blocking rmtree on the loop: 100-250 ms under load. Empty the folder in a
 # thread first; Chainlit's own delete then finds nothing left to remove.
-_chainlit_delete_session = WebsocketSession.delete
+_chainlit_delete_session = _chainlit_original(WebsocketSession.delete)
 
 
+@_wraps_chainlit(_chainlit_delete_session)
 async def _delete_session_files_off_loop(session: WebsocketSession) -> None:
     await asyncio.to_thread(shutil.rmtree, session.files_dir, ignore_errors=True)
     await _chainlit_delete_session(session)
@@ -99,9 +126,10 @@ WebsocketSession.delete = _delete_session_files_off_loop
 
 # Full garbage collections wait until no answer is streaming (see models/loop_health.py).
 COLLECTOR = IdleCollector()
-_handle_socket_event = chainlit_server.sio._trigger_event
+_handle_socket_event = _chainlit_original(chainlit_server.sio._trigger_event)
 
 
+@_wraps_chainlit(_handle_socket_event)
 async def _busy_while_handling(*args, **kwargs):
     # Every browser event counts as activity: a burst of tabs opening (sign-in, chat
     # start) must not look like a quiet moment for a full collection.
@@ -116,18 +144,45 @@ chainlit_server.sio._trigger_event = _busy_while_handling
 sys.setswitchinterval(0.001)
 
 
+# Live as long as the server (or until `-w` reloads this file); held here so never collected.
+LOOP_UPKEEP: list[asyncio.Task] = []
+
+
+def _start_background_work() -> None:
+    LOOP_UPKEEP[:] = [asyncio.create_task(keep_timer_heap_clean(), name="purge-cancelled-timers"),
+                      asyncio.create_task(COLLECTOR.run(), name="idle-garbage-collector")]
+    http_app.state.stop_background_work = _stop_background_work
+
+
+def _stop_background_work() -> None:
+    for task in LOOP_UPKEEP:
+        task.cancel()
+    UPLOAD_READER.close()
+
+
 @cl.on_app_startup
 async def app_started() -> None:
-    # Both live as long as the server; kept in globals so that they are never collected.
-    global LOOP_UPKEEP
-    LOOP_UPKEEP = (asyncio.create_task(keep_timer_heap_clean(), name="purge-cancelled-timers"),
-                   asyncio.create_task(COLLECTOR.run(), name="idle-garbage-collector"))
+    _start_background_work()
     await asyncio.to_thread(UPLOAD_READER.start)
 
 
 @cl.on_app_shutdown
 async def app_stopping() -> None:
-    UPLOAD_READER.close()
+    _stop_background_work()
+
+
+# `chainlit run -w` runs this file again after every change, inside the running server,
+# and does not call the start-up hook again: stop the previous run's reader process and
+# loop tasks (they would run on, unseen by the new code) and start this run's. The new
+# reader process starts with the first upload.
+if hasattr(http_app.state, "stop_background_work"):
+    http_app.state.stop_background_work()
+    _start_background_work()
+    # The reload also drops the `chainlit` script itself from sys.modules when it lies in
+    # the project folder (a .venv here); starting a reader process needs it back.
+    sys.modules.setdefault("__main__", http_app.state.main_module)
+else:
+    http_app.state.main_module = sys.modules["__main__"]
 
 # --- who may use the app, and where chats are kept
 # Login is on only when a user list is configured. Otherwise there is one local

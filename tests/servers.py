@@ -91,8 +91,9 @@ def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> I
 
 
 @contextlib.contextmanager
-def chainlit_app(log: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """`chainlit run app.py --headless`; yields its base URL.
+def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = False) -> Iterator[str]:
+    """`chainlit run app.py --headless` (with `-w` if `watch`: it reloads app.py when a .py
+    file in its app root changes); yields its base URL.
 
     Each server gets its own app root (a copy of the project's Chainlit config and
     welcome page) because Chainlit keeps uploads under `<app root>/.files` and
@@ -105,7 +106,7 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None) -> Iterator[st
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("chainlit")), "run", "app.py",
-        "--headless", "--host", "127.0.0.1", "--port", str(port),
+        "--headless", "--host", "127.0.0.1", "--port", str(port), *(["-w"] if watch else []),
     ]
     base = f"http://127.0.0.1:{port}"
     # A fresh chat database per server unless the test brings one (to restart on it).

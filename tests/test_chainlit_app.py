@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
+import httpx
 import pytest
 
 from tests.chainlit_client import ChainlitClient, Turn
@@ -52,6 +54,15 @@ def warnings_in(turn: Turn) -> list[str]:
         message["output"] for message in turn.messages
         if message.get("isError") or "⚠️" in message.get("output", "")
     ]
+
+
+async def test_the_chat_page_loads_nothing_from_other_sites(app_url):
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(app_url)).text
+
+    assert 'id="root"' in page  # Chainlit's page, not an error
+    # Chainlit's template preconnects to Google Fonts and loads its stylesheet.
+    assert "fonts.googleapis.com" not in page and not re.search(r'<link[^>]+href="https://', page)
 
 
 async def test_a_question_gets_a_streamed_answer_with_its_model_and_timings(chat):
