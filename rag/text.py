@@ -39,10 +39,21 @@ def _stem(word: str) -> str:
     return _stemmer.stemWord(word)
 
 
+# Accents are dropped only inside runs of non-ASCII characters: a character-by-character
+# loop over a whole upload held the interpreter lock long enough to stall every chat.
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _without_combining(run: re.Match) -> str:
+    return "".join(char for char in run.group() if not unicodedata.combining(char))
+
+
 def fold(text: str) -> str:
     """Lower case without accents, so that "Café" and "cafe" are the same word."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
+    lowered = text.lower()
+    if lowered.isascii():
+        return lowered
+    return _NON_ASCII.sub(_without_combining, unicodedata.normalize("NFKD", lowered))
 
 
 def tokenize(text: str) -> list[str]:
