@@ -38,21 +38,10 @@ class UploadOutcome:
         return self.refusal is None
 
 
-def add_upload(knowledge: KnowledgeBase, path: Path, claimed_name: str, max_bytes: int) -> UploadOutcome:
-    """Parse, chunk and add one file (blocking). A refused file leaves the knowledge base unchanged."""
-    name = safe_file_name(claimed_name)
-    started = time.perf_counter()
-    try:
-        document = parse_file(path, name, max_bytes)
-        added = knowledge.add(document)
-    except (UploadError, DuplicateUpload) as error:
-        return _refused(name, error)
-    return UploadOutcome(document.source, document.title, added.chunks, time.perf_counter() - started)
-
-
 async def add_upload_off_loop(knowledge: KnowledgeBase, path: Path, claimed_name: str, max_bytes: int,
                               reader: UploadReader) -> UploadOutcome:
-    """`add_upload` for the app: the file is read by `reader`, the rest runs in a thread."""
+    """Parse, chunk and add one file: read by `reader`, chunked in a thread. A refused file
+    leaves the knowledge base unchanged."""
     name = safe_file_name(claimed_name)
     started = time.perf_counter()
     try:

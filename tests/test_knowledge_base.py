@@ -7,9 +7,17 @@ import pytest
 from rag.documents import Document
 from rag.index import DuplicateUpload, KnowledgeBase, SharedCorpus
 from rag.loading import load_folder
-from rag.uploads import add_upload
+from rag.uploads import UploadReader, add_upload_off_loop
 
 SECRET = Document("upload-1", "Launch plan", "plan.md", "Project Nightjar launches on the ninth of March.")
+
+
+# The app reads uploads in a separate process (tests/test_upload_reader.py); here, in a thread.
+IN_A_THREAD = UploadReader(workers=0)
+
+
+async def add_upload(knowledge: KnowledgeBase, path, claimed_name: str, max_bytes: int):
+    return await add_upload_off_loop(knowledge, path, claimed_name, max_bytes, IN_A_THREAD)
 
 
 @pytest.fixture
@@ -61,33 +69,33 @@ def test_the_corpus_folder_is_read_recursively_with_titles(tmp_path):
     assert [(d.source, d.title) for d in documents] == [("faq.txt", "Faq"), ("guides/setup.md", "Setting up")]
 
 
-def test_an_upload_outcome_says_what_was_added(corpus, tmp_path):
+async def test_an_upload_outcome_says_what_was_added(corpus, tmp_path):
     path = tmp_path / "upload-on-disk"
     path.write_text("# Nightjar\n\nProject Nightjar launches in March.")
     knowledge = KnowledgeBase(corpus, 1000, 0)
 
-    outcome = add_upload(knowledge, path, "../../notes/nightjar.md", max_bytes=10_000)
+    outcome = await add_upload(knowledge, path, "../../notes/nightjar.md", max_bytes=10_000)
 
     assert (outcome.added, outcome.file_name, outcome.title, outcome.chunks) == (True, "nightjar.md", "Nightjar", 1)
 
 
-def test_a_refused_upload_leaves_the_knowledge_base_unchanged(corpus, tmp_path):
+async def test_a_refused_upload_leaves_the_knowledge_base_unchanged(corpus, tmp_path):
     path = tmp_path / "upload-on-disk"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     knowledge = KnowledgeBase(corpus, 1000, 0)
 
-    outcome = add_upload(knowledge, path, "notes.txt", max_bytes=10_000)
+    outcome = await add_upload(knowledge, path, "notes.txt", max_bytes=10_000)
 
     assert not outcome.added and "binary" in outcome.refusal
     assert knowledge.uploads == {}
 
 
-def test_the_same_file_twice_is_refused_with_the_name_it_has_here(corpus, tmp_path):
+async def test_the_same_file_twice_is_refused_with_the_name_it_has_here(corpus, tmp_path):
     path = tmp_path / "upload-on-disk"
     path.write_text("Some notes.")
     knowledge = KnowledgeBase(corpus, 1000, 0)
-    add_upload(knowledge, path, "a.txt", 10_000)
+    await add_upload(knowledge, path, "a.txt", 10_000)
 
-    outcome = add_upload(knowledge, path, "copy of a.txt", 10_000)
+    outcome = await add_upload(knowledge, path, "copy of a.txt", 10_000)
 
     assert outcome.refusal == "the same file is already here as a.txt"
