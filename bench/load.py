@@ -603,20 +603,18 @@ def print_report(result: dict) -> None:
     print("  held by the server, before -> after: "
           + ", ".join(f"{key} {before[key]} -> {after[key]}" for key in held))
 
-    if before.get("malloc") and after.get("malloc"):
-        print("  C allocator (MB), before -> after: " + ", ".join(
-            f"{key.removesuffix('_mb')} {before['malloc'][key]:.1f} -> {after['malloc'][key]:.1f}"
-            for key in before["malloc"]) + f"; Python's allocated blocks {before['python_allocated_blocks']} -> "
-            f"{after['python_allocated_blocks']}")
-    if before.get("rss_parts_mb") and after.get("rss_parts_mb"):
-        print("  resident (MB), before -> after: " + ", ".join(
-            f"{key} {before['rss_parts_mb'][key]:.1f} -> {after['rss_parts_mb'][key]:.1f}"
-            for key in before["rss_parts_mb"]))
-    if before.get("pymalloc") and after.get("pymalloc"):
-        print("  Python's allocator (MB), before -> after: " + ", ".join(
-            f"{key.removesuffix('_mb')} {before['pymalloc'][key]:.1f} -> {after['pymalloc'][key]:.1f}"
-            for key in before["pymalloc"])
-            + (f"; in use at most {m['python_in_use_peak_mb']:.1f} during the churn" if m.get("python_in_use_peak_mb") else ""))
+    peak = m.get("python_in_use_peak_mb")
+    breakdowns = (
+        ("C allocator", "malloc", (f"; Python's allocated blocks {before['python_allocated_blocks']} -> "
+                                   f"{after['python_allocated_blocks']}")),
+        ("resident", "rss_parts_mb", ""),
+        ("Python's allocator", "pymalloc", f"; in use at most {peak:.1f} during the churn" if peak else ""),
+    )
+    for label, key, more in breakdowns:
+        if before.get(key) and after.get(key):
+            print(f"  {label} (MB), before -> after: " + ", ".join(
+                f"{name.removesuffix('_mb')} {before[key][name]:.1f} -> {after[key][name]:.1f}"
+                for name in before[key]) + more)
     grown = list(m["objects_grown_by_type"].items())[:6]
     if grown:
         print("  most grown object types: " + ", ".join(f"{name} +{count}" for name, count in grown))

@@ -90,6 +90,11 @@ def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> I
         yield base
 
 
+def app_root_of(log: Path) -> Path:
+    """The Chainlit app root of the server `chainlit_app` logs to `log`."""
+    return log.parent / f"chainlit-root-{log.stem}"
+
+
 @contextlib.contextmanager
 def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = False) -> Iterator[str]:
     """`chainlit run app.py --headless` (with `-w` if `watch`: it reloads app.py when a .py
@@ -99,7 +104,7 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
     welcome page) because Chainlit keeps uploads under `<app root>/.files` and
     deletes that whole folder when a server stops.
     """
-    app_root = log.parent / f"chainlit-root-{log.stem}"
+    app_root = app_root_of(log)
     (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
     shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
@@ -125,4 +130,4 @@ def scripted_chainlit_app(model_server_url: str, folder: Path, **settings: str) 
     }
     log = folder / "chainlit.log"
     with chainlit_app(log, env) as url:
-        yield url, log.parent / f"chainlit-root-{log.stem}"
+        yield url, app_root_of(log)

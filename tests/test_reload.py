@@ -11,9 +11,10 @@ from pathlib import Path
 import psutil
 
 from tests.chainlit_client import ChainlitClient
-from tests.servers import chainlit_app
+from tests.servers import app_root_of, chainlit_app
 from tests.test_chainlit_app import NIGHTJAR
 from tests.test_hostile_input import upload_report
+from tests.test_upload_reader import reader_processes
 
 RELOADED = "Reloading app"
 
@@ -21,7 +22,7 @@ RELOADED = "Reloading app"
 def upload_readers(url: str) -> list[psutil.Process]:
     port = url.rsplit(":", 1)[1]
     [server] = [child for child in psutil.Process().children() if port in child.cmdline()]
-    return [child for child in server.children() if "spawn_main" in " ".join(child.cmdline())]
+    return reader_processes(server)
 
 
 async def added_after_upload(url: str) -> str:
@@ -47,7 +48,7 @@ async def test_after_a_reload_one_upload_reader_runs_and_uploads_still_work(tmp_
         [first_reader] = upload_readers(url)
 
         # Any .py file that changes in the app root makes Chainlit run app.py again.
-        (log.parent / f"chainlit-root-{log.stem}" / "edited.py").write_text("# an edit\n")
+        (app_root_of(log) / "edited.py").write_text("# an edit\n")
         await wait_for_line(log, RELOADED)
         await asyncio.sleep(2)  # Chainlit waits 1 s after the reload before telling the pages
 

@@ -34,8 +34,10 @@ def notes(tmp_path):
     return path
 
 
-def reader_processes() -> list[psutil.Process]:
-    return [child for child in psutil.Process().children() if "spawn_main" in " ".join(child.cmdline())]
+def reader_processes(parent: psutil.Process | None = None) -> list[psutil.Process]:
+    """The reader processes `parent` (this test process by default) has started."""
+    parent = parent or psutil.Process()
+    return [child for child in parent.children() if "spawn_main" in " ".join(child.cmdline())]
 
 
 def test_a_file_is_read_in_another_process(reader, notes):
@@ -98,7 +100,7 @@ def test_a_reader_left_behind_by_a_killed_app_exits(tmp_path):
     )
     try:
         assert app.stdout.readline().strip() == "ready"
-        readers = [child for child in psutil.Process(app.pid).children() if "spawn_main" in " ".join(child.cmdline())]
+        readers = reader_processes(psutil.Process(app.pid))
         assert readers
     finally:
         app.kill()  # no shutdown: as a crash or an out-of-memory kill would leave it
