@@ -26,29 +26,32 @@ from chainlit.chat_context import chat_contexts
 from chainlit.config import config as chainlit_config
 from chainlit.data import get_data_layer
 from chainlit.element import Element, ElementType
-from chainlit.input_widget import Select, Slider
+from chainlit.input_widget import Select, Slider, Switch
 from chainlit.session import WebsocketSession
 import chainlit.server as chainlit_server
 from chainlit.server import app as http_app
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from models.answering import Answer, AttemptStart, load_catalog, make_backends
+from answering.attempts import Answer, AttemptStart
+from models.factory import load_catalog, make_backends
 from models.charts import latency_chart
 from models.costs import LABELS, PhaseTimings, price_for
-from models.hybrid import Routed, TurnDone, answer_turn
-from models.router import Mode, Thresholds
+from answering.context import Excerpt, whole_chunks
+from answering.grounding import GuardMode
+from answering.pipeline import (
+    FinalAnswer, Notice, Retrieved, Routed, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn,
+)
+from answering.router import Mode
 from models.base import ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import Catalog, ModelSpec
-from models.comparison import comparison_messages, context_passages, resolve_models, row_for, stream_comparison
+from answering.comparison import comparison_messages, context_passages, resolve_models, row_for, stream_comparison
 from models.settings import Settings
 from models.streaming import TokenBatcher, close_code_block
 from models.loop_health import IdleCollector, keep_timer_heap_clean
-from rag.documents import SEED_DOCUMENTS, Hit
 from rag.index import KnowledgeBase, SharedCorpus
-from rag.loading import load_folder
+from rag.loading import corpus_documents
 from rag.parsing import SUPPORTED_TYPES, safe_file_name
-from rag.prompt import build_messages, fit_passages, passage_label, refine_messages, retrieval_query
 from rag.uploads import UploadReader, add_upload_off_loop
 from rag.accounts import UserListError, load_users, verify_password
 from rag.persistence import (
@@ -60,7 +63,7 @@ SETTINGS = Settings()
 # Shared by every session, so that each embedded model is loaded once per process.
 BACKENDS = make_backends(SETTINGS)
 # The built-in demo sentences and the on-disk handbook; uploads are per session.
-CORPUS = SharedCorpus([*SEED_DOCUMENTS, *load_folder(SETTINGS.corpus_dir)])
+CORPUS = SharedCorpus(corpus_documents(SETTINGS.corpus_dir))
 # Uploaded files are read in their own process(es), shared by every session.
 UPLOAD_READER = UploadReader(SETTINGS.upload_parse_workers)
 
@@ -227,9 +230,7 @@ elif SETTINGS.persist_chats and CHAT_STORE_PROBLEM is None:
     async def local_login(headers) -> cl.User:
         return cl.User(identifier=LOCAL_USER, metadata={"provider": "local"})
 
-THRESHOLDS = Thresholds(
-    SETTINGS.router_min_answer_tokens, SETTINGS.router_min_token_prob, SETTINGS.router_min_retrieval_score
-)
+TURN_CONFIG = TurnConfig.from_settings(SETTINGS)
 
 # A side element shows only where its exact name appears in the message text.
 TIMINGS_ELEMENT = "Latency breakdown"
@@ -321,6 +322,12 @@ def _settings_widgets(catalog: Catalog, chosen: dict) -> list:
                min=1, max=20, step=1),
         Slider(id="chunk_size", label="Chunk size (characters)", initial=chosen.get("chunk_size", SETTINGS.chunk_size),
                min=200, max=max(3000, SETTINGS.chunk_size), step=100),
+        Select(id="grounding_guard", label="Sentences the documents do not support",
+               items={"Cut them and stop the model": "stop", "Strike them through": "mark", "Show them": "off"},
+               initial_value=chosen.get("grounding_guard", SETTINGS.grounding_guard)),
+        Switch(id="general_knowledge", label="Answer from general knowledge when the documents do not cover "
+                                             "a question (labelled as such)",
+               initial=bool(chosen.get("general_knowledge", False))),
     ]
 
 
@@ -394,55 +401,41 @@ async def _manage_uploads(knowledge: KnowledgeBase, command: str) -> None:
 
 
 async def _answer(knowledge: KnowledgeBase, question: str) -> None:
-    started = time.perf_counter()
-    timings = PhaseTimings()
     catalog: Catalog = cl.user_session.get("catalog")
     chosen = cl.user_session.get("chat_settings") or {}
-    slm = catalog.get(chosen.get("slm")) or catalog.slm
-    llm = catalog.get(chosen.get("llm")) or catalog.llm
-    router_mode = Mode(chosen.get("router_mode", SETTINGS.router_mode))
-    params = GenerationParams(
-        max_tokens=int(chosen.get("max_tokens", SETTINGS.max_tokens)),
-        temperature=float(chosen.get("temperature", SETTINGS.temperature)),
-    )
-    retrieval_mode = chosen.get("retrieval_mode", SETTINGS.retrieval_mode)
     history: list[ChatMessage] = cl.user_session.get("history")
-
-    query = retrieval_query(question, history)
-    searched = time.perf_counter()
-    hits = await asyncio.to_thread(knowledge.search, query, retrieval_mode, int(chosen.get("top_k", SETTINGS.top_k)))
-    timings.retrieval_s = time.perf_counter() - searched
-    best = hits[0].score if hits else 0.0
-    # Fit the passages to the smallest window of the models that may answer.
-    window = min(slm.context_window, llm.context_window, catalog.embedded_fallback.context_window)
-    passages = fit_passages([hit.chunk for hit in hits], question, window, params.max_tokens)
-    hits = hits[: len(passages)]
-    timings.prep_s = time.perf_counter() - started - timings.retrieval_s
-
-    def messages_for(spec: ModelSpec) -> list[ChatMessage]:
-        return build_messages(question, history, passages, spec.context_window, params.max_tokens)
-
-    def refine_for(spec: ModelSpec, draft: str) -> list[ChatMessage]:
-        return refine_messages(question, passages, draft)
-
-    turn = _TurnView(hits, retrieval_mode)
+    request = TurnRequest(
+        question=question,
+        knowledge=knowledge,
+        slm=catalog.get(chosen.get("slm")) or catalog.slm,
+        llm=catalog.get(chosen.get("llm")) or catalog.llm,
+        fallback=catalog.embedded_fallback,
+        history=tuple(history),
+        params=GenerationParams(
+            max_tokens=int(chosen.get("max_tokens", SETTINGS.max_tokens)),
+            temperature=float(chosen.get("temperature", SETTINGS.temperature)),
+        ),
+        router_mode=Mode(chosen.get("router_mode", SETTINGS.router_mode)),
+        retrieval_mode=chosen.get("retrieval_mode", SETTINGS.retrieval_mode),
+        top_k=int(chosen.get("top_k", SETTINGS.top_k)),
+        guard=GuardMode(chosen.get("grounding_guard", SETTINGS.grounding_guard)),
+        general_knowledge=bool(chosen.get("general_knowledge", False)),
+    )
+    turn = _TurnView(request.retrieval_mode)
     final_text = ""
     try:
-        if best < SETTINGS.min_retrieval_score:
-            await turn.reply.stream_token(
-                f"*The documents do not seem to cover this question (best match score {best:.2f}, "
-                f"threshold {SETTINGS.min_retrieval_score:.2f}); treat this answer with care.*\n\n"
-            )
-        events = answer_turn(
-            slm, llm, messages_for, refine_for, params, BACKENDS, catalog.embedded_fallback,
-            router_mode, THRESHOLDS, best, timings, started,
-        )
-        async for event in events:
-            if isinstance(event, AttemptStart) and event.replacing:
+        async for event in run_turn(request, BACKENDS, TURN_CONFIG):
+            if isinstance(event, Retrieved):
+                turn.retrieved(event)
+            elif isinstance(event, Notice):
+                await turn.notice(event)
+            elif isinstance(event, AttemptStart) and event.replacing:
                 await turn.restart(f"⚠️ {event.replacing}\n\nAnswering with the embedded model "
                                    f"**{event.model.label}** instead.")
             elif isinstance(event, TokenEvent):
                 await turn.add(event.text)
+            elif isinstance(event, SentenceCut):
+                await turn.cut(event)
             elif isinstance(event, Answer):
                 await turn.answered(event)
             elif isinstance(event, Routed) and event.decision.escalate:
@@ -463,14 +456,22 @@ async def _answer(knowledge: KnowledgeBase, question: str) -> None:
 class _TurnView:
     """The messages of one turn in the chat: the small model's answer, and the large one's if escalated."""
 
-    def __init__(self, hits: list[Hit], retrieval_mode: str) -> None:
-        self.hits = hits
+    def __init__(self, retrieval_mode: str) -> None:
         self.retrieval_mode = retrieval_mode
+        self.excerpts: list[Excerpt] = []
         self.reply = cl.Message(content="")
         self.batcher = TokenBatcher(SETTINGS.stream_flush_ms / 1000)
         self.answers: dict[str, Answer] = {}  # message id -> the answer streamed into it
         self.draft: Answer | None = None
         self.escalated = False
+
+    def retrieved(self, retrieved: Retrieved) -> None:
+        # Out of scope, nothing was given to a model: the nearest passages are shown whole.
+        self.excerpts = retrieved.excerpts or whole_chunks(retrieved.hits)
+
+    async def notice(self, notice: Notice) -> None:
+        if notice.kind == "general_knowledge":
+            await self.reply.stream_token(f"*{notice.text}*\n\n")
 
     async def restart(self, notice: str) -> None:
         """A new message for a new attempt, after a notice saying why."""
@@ -481,6 +482,18 @@ class _TurnView:
     async def add(self, text: str) -> None:
         if batch := self.batcher.add(text, time.monotonic()):
             await self.reply.stream_token(batch)
+
+    async def cut(self, event: SentenceCut) -> None:
+        """Take a sentence back from the page at once: struck through, with the reason."""
+        await self.reply.stream_token(self.batcher.flush())
+        sentence = event.cut.text.strip()
+        at = self.reply.content.rfind(sentence)
+        if at < 0:
+            return
+        self.reply.content = (self.reply.content[:at] + _struck(sentence) + self.reply.content[at + len(sentence):])
+        if event.stopped:
+            self.reply.content = self.reply.content[: at + len(_struck(sentence))]
+        await self.reply.update()
 
     async def answered(self, answer: Answer) -> None:
         await self.reply.stream_token(self.batcher.flush())
@@ -508,31 +521,35 @@ class _TurnView:
     async def done(self, done: TurnDone, turns: list[PhaseTimings]) -> str:
         """Close the turn's last message with its sources, timings and chart; returns the answer kept."""
         llm_ok = done.llm_answer is not None and done.llm_answer.error is None
-        final = done.llm_answer if llm_ok else done.slm_answer
         if done.decision.escalate and done.llm_answer and done.llm_answer.error:
             outcome = ("The small model's answer above stands." if done.slm_answer and done.slm_answer.text
                        else "Try again, or pick another model or escalation mode in the settings.")
             await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. {outcome}").send()
         answer = self.answers.get(self.reply.id)
+        final = done.final
         footer = [f"*{answer.model.label}*" if answer else "", f"{TIMINGS_ELEMENT} · {CHART_ELEMENT}"]
+        if final.source in ("quotes", "out_of_scope", "none"):
+            # No model answer stands: what the user reads is the notice and the passages' own words.
+            self.reply.content = _fallback_markdown(final, self.reply.content, answer)
+            answer = None
         elements = [
             *self._source_elements(),
             cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done), display="side"),
             PlotlyChart(name=CHART_ELEMENT, content=json.dumps(latency_chart(turns)), display="side"),
         ]
-        if self.draft and llm_ok and done.llm_answer.text:
+        if self.draft and llm_ok and done.llm_answer and done.llm_answer.text:
             footer.append(DRAFT_ELEMENT)
             elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
-        kept = final.text if final and not final.error else ""
-        if kept:
-            self.reply.metadata = {ANSWER_METADATA_KEY: kept}  # the resumed chat's history
+        if final.text:
+            self.reply.metadata = {ANSWER_METADATA_KEY: final.text}  # the resumed chat's history
         await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)
-        return kept
+        return final.text
 
     def _source_elements(self) -> list:
         return [
-            cl.Text(name=_source_name(hit.rank), content=source_markdown(hit, self.retrieval_mode), display="side")
-            for hit in self.hits
+            cl.Text(name=_source_name(excerpt.number), content=source_markdown(excerpt, self.retrieval_mode),
+                    display="side")
+            for excerpt in self.excerpts
         ]
 
     async def stopped(self) -> None:
@@ -543,16 +560,51 @@ class _TurnView:
             await self.reply.update()
 
     async def _close(self, reply: cl.Message, answer: Answer | None, footer: list[str], elements: list) -> None:
+        if answer and answer.checked and answer.checked.cuts and not answer.error:
+            reply.content = _checked_markdown(answer)
         reply.content = close_code_block(reply.content)
         if answer and answer.error and answer.text:
             reply.content += f"\n\n*⚠️ Cut off: {answer.error.what.rstrip('.')}. The answer above is partial.*"
         elif answer and answer.finish_reason == "length":
             reply.content += "\n\n*The answer reached the max-tokens limit.*"
-        if self.hits:
-            reply.content += "\n\nSources: " + " ".join(_source_name(hit.rank) for hit in self.hits)
+        if answer and answer.checked and answer.checked.cuts:
+            reply.content += "\n\n" + _cut_line(answer)
+        if self.excerpts:
+            reply.content += "\n\nSources: " + " ".join(_source_name(e.number) for e in self.excerpts)
         reply.content += "\n\n" + "\n\n".join(footer)
         reply.elements = elements
         await reply.send()
+
+
+def _struck(sentence: str) -> str:
+    return " ".join(f"~~{line.strip()}~~" for line in sentence.splitlines() if line.strip())
+
+
+def _checked_markdown(answer: Answer) -> str:
+    """The answer as checked: what stands, and what was cut, struck through."""
+    assert answer.checked is not None
+    return "".join(part if isinstance(part, str) else _struck(part.text) + " " for part in answer.checked.parts)
+
+
+def _cut_line(answer: Answer) -> str:
+    assert answer.checked is not None
+    cuts = answer.checked.cuts
+    what = "1 sentence" if len(cuts) == 1 else f"{len(cuts)} sentences"
+    stopped = " and the model was stopped" if answer.finish_reason == "guard" else ""
+    return f"*✂️ Cut {what} the documents do not support{stopped}: {cuts[0].reason}.*"
+
+
+def _fallback_markdown(final: FinalAnswer, streamed: str, answer: Answer | None) -> str:
+    if final.source == "out_of_scope":
+        return (f"{final.text} Here are the nearest passages; to get an answer from the model's general "
+                "knowledge anyway, turn on *General-knowledge answers* in the settings.")
+    cut = ("\n\n" + _cut_line(answer)) if answer and answer.checked and answer.checked.cuts else ""
+    shown = (_checked_markdown(answer) if answer and answer.checked else streamed).strip()
+    shown = f"{shown}{cut}\n\n" if shown else ""
+    if final.source == "quotes":
+        return (f"{shown}**No model answer could be checked against the documents.** "
+                f"The closest passages say:\n\n{final.text}")
+    return f"{shown}**No model answer could be checked against the documents**, and no passage matched it."
 
 
 def _markdown_text(text: str) -> str:
@@ -565,17 +617,25 @@ def _source_name(number: int) -> str:
     return f"[{number}]"
 
 
-def source_markdown(hit: Hit, mode: str) -> str:
+def source_markdown(excerpt: Excerpt, mode: str) -> str:
+    """A passage as the model read it, then the whole chunk it was taken from."""
+    hit = excerpt.hit
     chunk = hit.chunk
-    return "\n".join([
-        f"**{passage_label(chunk)}**",
+    lines = [
+        f"**{excerpt.label}**",
         "",
         f"Document: {chunk.document.title} (`{chunk.document.source}`)  ",
         f"Section: {chunk.heading or '–'}  ",
         f"Score: {hit.score:.2f} ({mode}, rank {hit.rank})",
         "",
-        *(f"> {line}" if line else ">" for line in chunk.text.splitlines()),
-    ])
+    ]
+    if not excerpt.whole:
+        lines += ["**What the model read:**", "", *_quoted(excerpt.text), "", "**The whole chunk:**", ""]
+    return "\n".join([*lines, *_quoted(chunk.text)])
+
+
+def _quoted(text: str) -> list[str]:
+    return [f"> {line}" if line else ">" for line in text.splitlines()]
 
 
 def turn_markdown(done: TurnDone) -> str:

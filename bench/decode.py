@@ -44,7 +44,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from models.answering import make_backends
+from models.factory import make_backends
 from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent
 from models.catalog import EMBEDDED_SLM
 from models.embedded import EmbeddedBackend
@@ -52,7 +52,7 @@ from models.settings import PROJECT_ROOT, Settings
 from models.weights import smollm2_path
 from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
-from rag.prompt import build_messages
+from answering.prompt import build_messages
 
 TARGET_RATIO = 0.95
 LOGPROB_TARGET = 0.90  # the router's signal may cost at most 10% of decode speed

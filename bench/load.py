@@ -280,6 +280,9 @@ def app_server(config: LoadConfig, model_server: str, folder: Path) -> Iterator[
         # Its own chat database and login secret: never the developer's.
         "CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(folder / "data"),
         "MODEL_SERVER_URL": model_server, "SLM_MODEL": SLM_ID, "LLM_MODEL": LLM_ID, "ROUTER_MODE": "off",
+        # Every question streams an answer (the scripted words are checked, as any answer is,
+        # but a question far from the documents would get no model at all).
+        "MIN_RETRIEVAL_SCORE": "0",
         **({"SESSION_TIMEOUT_S": str(config.session_timeout_s)} if config.session_timeout_s is not None else {}),
         **dict(config.server_env),
     })

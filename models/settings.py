@@ -88,8 +88,22 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=1500, ge=200, le=8000, validation_alias=AliasChoices("CHUNK_SIZE"))
     chunk_overlap: int = Field(default=150, ge=0, le=2000, validation_alias=AliasChoices("CHUNK_OVERLAP"))
     min_retrieval_score: float = Field(
-        default=0.3, ge=0.0, le=1.0, validation_alias=AliasChoices("MIN_RETRIEVAL_SCORE"),
+        default=0.2, ge=0.0, le=1.0, validation_alias=AliasChoices("MIN_RETRIEVAL_SCORE"),
         description="Below this best-hit score the answer says the documents do not seem to cover the question.",
+    )
+    embedded_context_budget: int = Field(
+        default=400, ge=50, le=8000, validation_alias=AliasChoices("EMBEDDED_CONTEXT_BUDGET"),
+        description="Tokens of passages an embedded model reads: the sentences that best match the question, "
+                    "with their neighbours (a 135M model answers better from less).",
+    )
+    server_context_budget: int = Field(
+        default=2000, ge=50, le=64000, validation_alias=AliasChoices("SERVER_CONTEXT_BUDGET"),
+        description="Tokens of passages a server model reads.",
+    )
+    grounding_guard: Literal["off", "mark", "stop"] = Field(
+        default="stop", validation_alias=AliasChoices("GROUNDING_GUARD"),
+        description="What happens to an answer sentence the passages do not support: `stop` cuts it and stops "
+                    "the model, `mark` strikes it through and lets the model go on, `off` shows it as written.",
     )
     upload_max_mb: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("UPLOAD_MAX_MB"))
     upload_max_files: int = Field(default=10, ge=1, validation_alias=AliasChoices("UPLOAD_MAX_FILES"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rag.documents import Document
+from rag.documents import SEED_DOCUMENTS, Document
 
 CORPUS_SUFFIXES = (".md", ".markdown", ".txt")
 _FIRST_HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
@@ -28,3 +28,8 @@ def load_folder(folder: Path) -> list[Document]:
         text = path.read_text(encoding="utf-8", errors="replace")
         documents.append(Document(f"corpus:{relative}", title_of(text, path.stem), relative, text))
     return documents
+
+
+def corpus_documents(folder: Path) -> list[Document]:
+    """What the app answers from: the built-in demo sentences and every document under `folder`."""
+    return [*SEED_DOCUMENTS, *load_folder(folder)]

@@ -95,6 +95,9 @@ def app_root_of(log: Path) -> Path:
     return log.parent / f"chainlit-root-{log.stem}"
 
 
+UNGUARDED = {"GROUNDING_GUARD": "off", "MIN_RETRIEVAL_SCORE": "0"}
+
+
 @contextlib.contextmanager
 def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = False) -> Iterator[str]:
     """`chainlit run app.py --headless` (with `-w` if `watch`: it reloads app.py when a .py
@@ -115,7 +118,9 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
     ]
     base = f"http://127.0.0.1:{port}"
     # A fresh chat database per server unless the test brings one (to restart on it).
-    env = {"CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(app_root / "data"), **(env or {})}
+    # Tests about streaming, faults and sessions see every answer as the model wrote it;
+    # the grounding tests (test_grounded_chat.py) turn the guard and the scope check on.
+    env = {"CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(app_root / "data"), **UNGUARDED, **(env or {})}
     with running(command, base, log, clean_environment(env), PROJECT_ROOT):
         yield base
 

@@ -1,4 +1,4 @@
-"""`python -m models.bench` on the real embedded models, its helpers, and its one-line failures."""
+"""`python -m evaluation.speed` on the real embedded models, its helpers, and its one-line failures."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import subprocess
 
 import pytest
 
-from models.bench import local_server_process, main, per_question, spread
+from evaluation.speed import local_server_process, main, per_question, spread
 from tests.fault_server import refused_url
 from tests.servers import run_command
 
 SLM = "embedded:smollm2-135m"
 LLM = "embedded:gemma3-270m"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# The shape the cost tool (models/cost.py) reads.
+# The shape the cost tool (evaluation/cost.py) reads.
 PER_QUESTION_FIELDS = {"prompt_tokens", "completion_tokens", "latency_s", "cpu_s"}
 TINY = ["--runs", "1", "--warmup", "0", "--prompts", "1", "--max-tokens", "8", "--quiet"]
 
@@ -32,7 +32,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def run_tool(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run_command("models.bench", args, env, timeout_s=180)
+    return run_command("evaluation.speed", args, env, timeout_s=180)
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -177,13 +177,16 @@ async def test_one_sessions_upload_is_never_retrieved_by_another(app_url):
         await owner.ask("", file_ids=(file_id,))
         # The other session cannot attach the owner's file by its id either.
         turn = await other.ask("When does Project Nightjar launch from the Zorblax test range?", file_ids=(file_id,))
+        sources = [e for e in turn.named("element") if e["name"].startswith("[")]
+        passages = [await other.element_text(source) for source in sources]
     finally:
         await owner.close()
         await other.close()
 
     outputs = " ".join(m.get("output", "") for m in turn.messages)
     assert "Added" not in outputs
-    assert "do not seem to cover this question" in outputs
+    assert passages  # the handbook's nearest passages, never the other chat's file
+    assert not any("nightjar.md" in passage for passage in passages)
 
 
 async def test_a_bad_upload_is_explained_and_the_good_one_beside_it_still_goes_in(chat):

@@ -1,4 +1,4 @@
-"""`python -m models.compare` on the real embedded models, and its one-line failures."""
+"""`python -m evaluation.compare` on the real embedded models, and its one-line failures."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from models.compare import main
-from models.comparison import DELTA_METRICS, PASTED_CONTEXT_TITLE, ComparisonRow
+from evaluation.compare import main
+from answering.comparison import DELTA_METRICS, PASTED_CONTEXT_TITLE, ComparisonRow
 from tests.fault_server import refused_url
 from tests.servers import run_command
 
@@ -30,7 +30,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def run_tool(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run_command("models.compare", args, env, timeout_s=120)
+    return run_command("evaluation.compare", args, env, timeout_s=120)
 
 
 def test_the_default_pair_answers_in_turn_and_the_json_has_rows_and_deltas(isolated, capsys):

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from models.answering import Answer, AttemptStart
+from answering.attempts import Answer, AttemptStart
 from models.base import BackendError, ChatMessage, GenerationParams, Usage
 from models.catalog import ModelSpec, build_catalog
-from models.comparison import (
+from answering.comparison import (
     DELTA_METRICS,
     PASTED_CONTEXT_TITLE,
     ComparisonRow,

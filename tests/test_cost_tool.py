@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from models.cost import (
+from evaluation.cost import (
     ModelFigures,
     hybrid_value,
     main,

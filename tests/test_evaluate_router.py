@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from models.evaluate_router import auroc, main, sample_questions, score_answer, sweep, token_f1
+from evaluation.router import auroc, main, sample_questions, score_answer, sweep, token_f1
 
 # --- token_f1 ------------------------------------------------------------------------
 

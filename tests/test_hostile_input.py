@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.prompt import SYSTEM_PROMPT
+from answering.prompt import SYSTEM_PROMPT
 from tests.chainlit_client import ChainlitClient, Turn
 from tests.fault_behaviours import SCRIPTED_ANSWER
 from tests.servers import scripted_chainlit_app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.answering import load_catalog, make_backends
+from models.factory import load_catalog, make_backends
 from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent
 from models.openai_compat import OpenAICompatBackend
 from models.settings import Settings

@@ -6,7 +6,7 @@ from models.base import ChatMessage
 from models.prompt_formats import completion_prompt
 from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
-from rag.prompt import build_messages, fit_passages, retrieval_query
+from answering.prompt import build_messages, fit_passages, retrieval_query
 
 PASSAGES = chunk_documents(SEED_DOCUMENTS)
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from models.confidence import Signals, collect_signals, is_abstention, quantile
-from models.router import Mode, Thresholds, confidence, decide
+from answering.confidence import Signals, collect_signals, is_abstention, quantile
+from answering.router import Mode, Thresholds, confidence, decide
 
 THRESHOLDS = Thresholds(min_answer_tokens=6, min_low_token_prob=0.15, min_retrieval_score=0.3)
 CONFIDENT = Signals(answer_tokens=40, retrieval_score=0.8, abstained=False, min_token_prob=0.3,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.rubric import (
+from evaluation.rubric import (
     conciseness,
     correctness,
     groundedness,

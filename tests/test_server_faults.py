@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from models.answering import Answer, AttemptStart, stream_answer
+from answering.attempts import Answer, AttemptStart, stream_answer
 from models.base import BackendError, ChatMessage, GenerationParams, TokenEvent
 from models.catalog import ModelSpec
 from models.openai_compat import OpenAICompatBackend

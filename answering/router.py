@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from models.confidence import Signals
+from answering.confidence import Signals
 
 
 class Mode(str, Enum):
@@ -21,7 +21,7 @@ class Mode(str, Enum):
 
 @dataclass(frozen=True)
 class Thresholds:
-    # Chosen on 40 clapnq questions with the embedded pair (models.evaluate_router):
+    # Chosen on 40 clapnq questions with the embedded pair (evaluation.router):
     # about 40% of turns escalate and the hybrid matches the larger model's score.
     # The app takes them from the settings (ROUTER_MIN_*); re-tune for a server pair.
     min_answer_tokens: int = 6

@@ -5,14 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from models.base import ChatMessage
+from answering.context import Excerpt, estimate_tokens, passage_label
 from rag.documents import Chunk
 from rag.text import tokenize
+
+# A passage of the prompt: an excerpt chosen for the question, or a whole chunk.
+Passage = Excerpt | Chunk
 
 SYSTEM_PROMPT = (
     "You are a knowledge assistant for a team. Answer the question using only the "
     "numbered passages below, and cite the passages you use like [1]. If the passages "
     "do not contain the answer, say that the documents do not cover it instead of "
     "guessing. Keep the answer short and factual."
+)
+
+# When the user asks for an answer although the documents do not cover the question.
+GENERAL_PROMPT = (
+    "You are a helpful assistant. The team's documents do not cover this question; answer "
+    "briefly from general knowledge, and say so if you are not sure."
 )
 
 REFINE_PROMPT = (
@@ -25,35 +35,32 @@ REFINE_PROMPT = (
 _PER_MESSAGE_OVERHEAD = 8
 
 
-def estimate_tokens(text: str) -> int:
-    """A deliberately generous token count (about 3 characters a token).
-
-    It errs on the long side so that a conversation trimmed with it always fits,
-    whatever the model's tokenizer.
-    """
-    return len(text) // 3 + 1
-
 
 # A follow-up such as "and what about vLLM?" says too little to retrieve on its own.
 _FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also", "what if", "why not")
 _FEW_CONTENT_WORDS = 4
 
 
-def passage_label(chunk: Chunk) -> str:
-    headings = chunk.heading_path
-    if headings and headings[0] == chunk.document.title:
-        headings = headings[1:]  # a Markdown file's title is usually its first heading too
-    return " › ".join((chunk.document.title, *headings))
+
+def numbered_passages(passages: Sequence[Passage]) -> str:
+    """The passages as the model reads them: "[n] title › heading", then the text."""
+    return "\n\n".join(f"[{number}] {_label(passage)}\n{passage.text}" for number, passage in _numbered(passages))
 
 
-def system_message(passages: Sequence[Chunk], instructions: str = SYSTEM_PROMPT) -> ChatMessage:
-    numbered = "\n\n".join(
-        f"[{number}] {passage_label(chunk)}\n{chunk.text}" for number, chunk in enumerate(passages, start=1)
-    )
+def _numbered(passages: Sequence[Passage]) -> list[tuple[int, Passage]]:
+    return [(p.number if isinstance(p, Excerpt) else n, p) for n, p in enumerate(passages, start=1)]
+
+
+def _label(passage: Passage) -> str:
+    return passage.label if isinstance(passage, Excerpt) else passage_label(passage)
+
+
+def system_message(passages: Sequence[Passage], instructions: str = SYSTEM_PROMPT) -> ChatMessage:
+    numbered = numbered_passages(passages)
     return ChatMessage("system", f"{instructions}\n\nPassages:\n{numbered or '(no passage matched the question)'}")
 
 
-def refine_messages(question: str, passages: Sequence[Chunk], draft: str) -> list[ChatMessage]:
+def refine_messages(question: str, passages: Sequence[Passage], draft: str) -> list[ChatMessage]:
     """The draft-then-refine prompt: the same passages, the question and the small model's draft."""
     return [
         system_message(passages, REFINE_PROMPT),
@@ -96,7 +103,7 @@ def fit_passages(
 def build_messages(
     question: str,
     history: Sequence[ChatMessage],
-    passages: Sequence[Chunk],
+    passages: Sequence[Passage],
     context_window: int,
     max_tokens: int,
     count_tokens: Callable[[str], int] = estimate_tokens,

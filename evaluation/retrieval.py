@@ -1,4 +1,4 @@
-"""Retrieval quality on a QA set: `python -m rag.evaluate <set-folder> [--json]`.
+"""Retrieval quality on a QA set: `python -m evaluation.retrieval <set-folder> [--json]`.
 
 The set is in the neutral format of ../shared/eval/README.md (docs.jsonl,
 questions.jsonl). Documents are chunked and indexed exactly as the app indexes

@@ -1,10 +1,10 @@
 """Compare models on one prompt: each answer streamed in turn, then a table of timings, tokens and cost.
 
-    .venv/bin/python -m models.compare "What does RAG combine?"
-    .venv/bin/python -m models.compare "How do I set the server URL?" --rag --models slm,llm --json out.json
-    COMPARE_PROMPT="Summarise this" .venv/bin/python -m models.compare --context-file notes.md
+    .venv/bin/python -m evaluation.compare "What does RAG combine?"
+    .venv/bin/python -m evaluation.compare "How do I set the server URL?" --rag --models slm,llm --json out.json
+    COMPARE_PROMPT="Summarise this" .venv/bin/python -m evaluation.compare --context-file notes.md
 
-The models answer one after the other (see models/comparison.py). Embedded models are
+The models answer one after the other (see answering/comparison.py). Embedded models are
 loaded before the timed answers, and their load time is reported on its own, so that
 time to first token measures answering, not reading a GGUF file. Exit code 2 with a
 one-line message when a model is unknown, the server cannot be reached, or a model fails.
@@ -25,10 +25,11 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from models.answering import Answer, AttemptStart, make_backends
+from answering.attempts import Answer, AttemptStart
+from models.factory import make_backends
 from models.base import GenerationParams, TokenEvent
 from models.catalog import ModelSpec
-from models.comparison import (
+from answering.comparison import (
     CommandFailure,
     ComparisonRow,
     comparison_messages,
@@ -43,12 +44,12 @@ from models.settings import Settings
 from rag.documents import SEED_DOCUMENTS, Chunk, Document
 from rag.index import KnowledgeBase, SharedCorpus
 from rag.loading import load_folder
-from rag.prompt import fit_passages, passage_label, retrieval_query
+from answering.prompt import fit_passages, passage_label, retrieval_query
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m models.compare", description=__doc__.split("\n")[0],
+        prog="python -m evaluation.compare", description=__doc__.split("\n")[0],
     )
     parser.add_argument("prompt", nargs="?", default=os.environ.get("COMPARE_PROMPT"),
                         help="the prompt (default: the COMPARE_PROMPT environment variable)")

@@ -7,25 +7,15 @@ so a router always has something to go on.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from answering.grounding import is_abstention
 
 # The quantile of per-token probabilities used as "the weak part of the answer".
 # The mean hides a few wild guesses in a long answer; the minimum alone is one token.
 LOW_QUANTILE = 0.1
 
-_ABSTENTION = re.compile(
-    r"\b("
-    r"(do|does|did)( not|n't) (cover|contain|mention|say|provide|include|specify)"
-    r"|not (covered|mentioned|specified|stated|provided|available) in"
-    r"|no (information|mention|details?) (about|on|of|regarding)"
-    r"|(cannot|can't|can not|unable to) (answer|find|determine|tell)"
-    r"|(i )?(do not|don't) know"
-    r"|there is no (information|answer)"
-    r")\b",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -43,9 +33,6 @@ class Signals:
         return self.low_token_prob is not None
 
 
-def is_abstention(answer: str) -> bool:
-    """Whether the answer says it cannot answer from the passages."""
-    return bool(_ABSTENTION.search(answer))
 
 
 def quantile(values: Sequence[float], q: float) -> float:

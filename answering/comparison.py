@@ -13,14 +13,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from models.answering import Answer, AttemptStart, stream_answer
+from answering.attempts import Answer, AttemptStart, stream_answer
 from models.base import Backend, BackendError, ChatMessage, GenerationParams, TokenEvent
 from models.catalog import Catalog, ModelSpec, build_catalog, match_server_model
 from models.costs import price_for
 from models.settings import Settings
 from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document
-from rag.prompt import build_messages, fit_passages
+from answering.prompt import build_messages, fit_passages
 
 PASTED_CONTEXT_TITLE = "Pasted context"
 # The metrics `deltas` compares, in table order.

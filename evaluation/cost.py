@@ -1,11 +1,11 @@
 """What 1,000 questions cost: the SLM alone, the LLM alone, the hybrid, and a hosted API.
 
-    .venv/bin/python -m models.cost RESULTS.json [--slm KEY] [--llm KEY]
+    .venv/bin/python -m evaluation.cost RESULTS.json [--slm KEY] [--llm KEY]
         [--escalation-rate X] [--api-name NAME] [--api-input-price USD] [--api-output-price USD]
         [--api-tokens slm|llm] [--json PATH]
 
-RESULTS.json is a benchmark (`python -m models.bench`) or an answer-quality run
-(`python -m models.evaluate_answers`): anything with a top-level
+RESULTS.json is a benchmark (`python -m evaluation.speed`) or an answer-quality run
+(`python -m evaluation.model_scores`): anything with a top-level
 
     "per_question": {model_key: {"prompt_tokens": mean, "completion_tokens": mean,
                                  "latency_s": median, "cpu_s": mean or null,
@@ -258,7 +258,7 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Cost per 1,000 questions: SLM only, LLM only, hybrid, hosted API.")
-    parser.add_argument("results", type=Path, help="a models.bench or models.evaluate_answers JSON")
+    parser.add_argument("results", type=Path, help="a evaluation.speed or evaluation.model_scores JSON")
     parser.add_argument("--slm", default=None, help="the model key playing the SLM")
     parser.add_argument("--llm", default=None, help="the model key playing the LLM")
     parser.add_argument("--escalation-rate", type=float, default=None,

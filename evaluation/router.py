@@ -2,8 +2,8 @@
 
 Run from the project root (tune on clapnq only, see ../shared/eval/README.md):
 
-    .venv/bin/python -m models.evaluate_router ../shared/eval/clapnq --limit 40 --json
-    .venv/bin/python -m models.evaluate_router <set-folder> [--limit N] [--seed S]
+    .venv/bin/python -m evaluation.router ../shared/eval/clapnq --limit 40 --json
+    .venv/bin/python -m evaluation.router <set-folder> [--limit N] [--seed S]
                                                [--max-tokens M] [--json] [--png PATH]
 
 For every question of the set (or a reproducible sample of `--limit` of them that
@@ -51,21 +51,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.answering import generate, load_catalog, make_backends
+from answering.attempts import generate
+from models.factory import load_catalog, make_backends
 from models.base import GenerationParams
-from models.confidence import Signals, collect_signals, is_abstention
-from models.router import Thresholds, confidence
+from answering.confidence import Signals, collect_signals
+from answering.grounding import CITATION, is_abstention
+from answering.router import Thresholds, confidence
 from models.settings import PROJECT_ROOT, Settings
-from rag.evaluate import load_set
+from evaluation.retrieval import load_set
 from rag.index import KnowledgeBase, SharedCorpus
-from rag.prompt import build_messages, fit_passages
+from answering.prompt import build_messages, fit_passages
 from rag.text import normalise_answer
 
 DEFAULT_MAX_TOKENS = 96
 # An SLM answer scoring at least this counts as good when measuring AUROC.
 GOOD_ANSWER = 0.5
-# Citation markers the prompt asks for ("[1]"): not part of the answer's content.
-CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 
 
 # --- pure functions -----------------------------------------------------------------

@@ -18,13 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.base import ChatMessage
-from models.confidence import is_abstention
-from models.evaluate_router import CITATION, token_f1
-from rag.text import tokenize
+from answering.grounding import CITATION, is_abstention, is_repetitive, support_share, words
+from evaluation.router import token_f1
 
 CRITERIA = ("groundedness", "correctness", "conciseness")
 
-_WORD = re.compile(r"[^\W_]+")
 
 # (lowest value, score) rows, checked from the top: the first row the value reaches wins.
 SUPPORT_TABLE = ((0.9, 5), (0.75, 4), (0.5, 3), (0.25, 2), (0.0, 1))
@@ -36,9 +34,6 @@ LENGTH_TABLE = ((1.5, 5), (2.0, 4), (3.0, 3), (5.0, 2), (float("inf"), 1))
 MIN_TARGET_WORDS = 10
 # The target length of an abstention ("The documents do not cover who ...").
 ABSTENTION_TARGET_WORDS = 20
-# An answer of at least this many words whose word trigrams are mostly repeats loops.
-REPETITION_MIN_WORDS = 12
-REPETITION_MAX_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,19 +74,6 @@ def strip_citations(answer: str) -> str:
     return CITATION.sub(" ", answer)
 
 
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def support_share(answer: str, passages: Sequence[str]) -> float:
-    """Share of the answer's content words (the retrievers' stemmed tokens, stop words
-    and citation markers left out) that occur in at least one passage; 0 for an answer
-    with no content word."""
-    claimed = tokenize(strip_citations(answer))
-    if not claimed:
-        return 0.0
-    known = {token for passage in passages for token in tokenize(passage)}
-    return sum(token in known for token in claimed) / len(claimed)
 
 
 def groundedness(answer: str, passages: Sequence[str]) -> int:
@@ -118,7 +100,7 @@ def correctness(answer: str, gold_answers: Sequence[str]) -> int:
 
     Answerable question (at least one gold answer): SQuAD token F1 of the answer
     without its citation markers, best over the gold answers
-    (`models.evaluate_router.token_f1`):
+    (`evaluation.router.token_f1`):
 
     | token F1 | score |
     |---|---|
@@ -132,7 +114,7 @@ def correctness(answer: str, gold_answers: Sequence[str]) -> int:
     the gold ("the documents do not cover who opened the bridge").
 
     Unanswerable question (no gold answer): 5 for an abstention
-    (`models.confidence.is_abstention`), 1 for anything else, since any answer is invented.
+    (`answering.confidence.is_abstention`), 1 for anything else, since any answer is invented.
     """
     if not gold_answers:
         return 5 if is_abstention(answer) else 1
@@ -148,14 +130,6 @@ def target_words(gold_answers: Sequence[str]) -> int:
         return ABSTENTION_TARGET_WORDS
     return max(MIN_TARGET_WORDS, min(len(words(gold)) for gold in gold_answers))
 
-
-def is_repetitive(answer: str) -> bool:
-    """Whether most of a long answer's word trigrams are repeats (a model in a loop)."""
-    found = words(strip_citations(answer))
-    if len(found) < REPETITION_MIN_WORDS:
-        return False
-    trigrams = list(zip(found, found[1:], found[2:]))
-    return 1 - len(set(trigrams)) / len(trigrams) > REPETITION_MAX_SHARE
 
 
 def conciseness(answer: str, gold_answers: Sequence[str]) -> int:

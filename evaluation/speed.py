@@ -1,8 +1,8 @@
 """Benchmark models on a fixed set of short prompts: cold load, TTFT, decode rate, latency, CPU and memory.
 
-    .venv/bin/python -m models.bench                                  # SLM and LLM, 3 runs
-    .venv/bin/python -m models.bench --models slm,llm --runs 5 --max-tokens 64 --json out.json --chart out.png
-    BENCH_MODELS=embedded:smollm2-135m BENCH_STREAM=0 .venv/bin/python -m models.bench
+    .venv/bin/python -m evaluation.speed                                  # SLM and LLM, 3 runs
+    .venv/bin/python -m evaluation.speed --models slm,llm --runs 5 --max-tokens 64 --json out.json --chart out.png
+    BENCH_MODELS=embedded:smollm2-135m BENCH_STREAM=0 .venv/bin/python -m evaluation.speed
 
 For each model, one after the other (never two at once on a small machine):
 
@@ -55,10 +55,11 @@ import psutil
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from models.answering import Answer, make_backends, stream_answer
+from answering.attempts import Answer, stream_answer
+from models.factory import make_backends
 from models.base import Backend, GenerationParams
 from models.catalog import ModelSpec
-from models.comparison import CommandFailure, comparison_messages, context_passages, models_for_command
+from answering.comparison import CommandFailure, comparison_messages, context_passages, models_for_command
 from models.embedded import EmbeddedBackend
 from models.settings import PROJECT_ROOT, Settings
 
@@ -447,7 +448,7 @@ def _env_flag(value: str | None) -> bool | None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.speed", description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=os.environ.get("BENCH_MODELS"),
                         help="comma-separated models: slm, llm, catalog keys, ids or aliases "
                              "(default: BENCH_MODELS, else the SLM and the LLM from the settings)")

@@ -2,34 +2,35 @@
 
 Run from the project root (tune on clapnq only, see ../shared/eval/README.md):
 
-    .venv/bin/python -m models.evaluate_answers ../shared/eval/clapnq --limit 5
-    .venv/bin/python -m models.evaluate_answers <set-folder> [--limit N] [--seed S]
+    .venv/bin/python -m evaluation.model_scores ../shared/eval/clapnq --limit 5
+    .venv/bin/python -m evaluation.model_scores <set-folder> [--limit N] [--seed S]
         [--questions-file IDS] [--models a,b,...] [--max-tokens M] [--judge MODEL]
         [--judge-max-tokens M] [--json PATH]
 
 A fixed list of questions (a reproducible sample of `--limit` of them that keeps the
 set's share of unanswerable questions, or the ids listed in `--questions-file`, one a
 line) is answered by every model of `--models` (default: the SLM and the LLM of the
-settings), at temperature 0, over passages retrieved exactly as the app retrieves
-them: the set's documents chunked with the app's settings, the same retriever and
-top-k, the passages fitted to the smallest context window of the models, the same
-grounded prompt. Every model answers from the same passages. Each model first
+settings), at temperature 0, through the app's own turn pipeline with the router and
+the answer guard off (`answering.pipeline.run_turn`): the set's documents chunked with
+the app's settings, the same retriever, top-k, context selection (for the smallest
+budget of the models compared) and grounded prompt. Every model answers from the same
+passages. Each model first
 answers one untimed warm-up request, so that loading its weights is not counted.
 
-Every answer is scored by the rubric of `models.rubric` (pure functions; the
+Every answer is scored by the rubric of `evaluation.rubric` (pure functions; the
 mapping tables are in its docstrings). With `--judge MODEL` a capable model (usually
 a server's) gives the three scores instead; where its reply cannot be read, the
 rubric's scores count for that answer and the fallback is counted.
 
 With two models or more, the first plays the SLM and the second the LLM (the default
 order), and the report adds the escalation rate: the share of the SLM's answers the
-app's router (`models.router.decide` in escalate mode, on the signals of
-`models.confidence.collect_signals`, with the thresholds from the settings) would
+app's router (`answering.router.decide` in escalate mode, on the signals of
+`answering.confidence.collect_signals`, with the thresholds from the settings) would
 have handed to the LLM; and the hybrid's scores (the LLM's where it escalates).
 
 The table goes to stdout; the JSON (default bench/results/answers-<set>-<time>.json)
 holds every answer with its scores, plus `per_question`, the per-model means that
-`python -m models.cost` turns into a cost per 1,000 questions:
+`python -m evaluation.cost` turns into a cost per 1,000 questions:
 
     {model_key: {"prompt_tokens": mean, "completion_tokens": mean,
                  "latency_s": median, "cpu_s": mean, or null for a server model}}
@@ -47,24 +48,26 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
-from models import rubric
-from models.answering import Generation, generate, make_backends
+from evaluation import rubric
+from answering.attempts import Generation, generate
+from models.factory import make_backends
 from models.base import Backend, ChatMessage, GenerationParams
 from models.catalog import ModelSpec
-from models.comparison import CommandFailure, models_for_command, resolve_models
-from models.confidence import collect_signals
-from models.evaluate_router import DEFAULT_MAX_TOKENS, sample_questions
-from models.router import Mode, Thresholds, decide
+from answering.comparison import CommandFailure, models_for_command, resolve_models
+from answering.confidence import collect_signals
+from evaluation.router import DEFAULT_MAX_TOKENS, sample_questions
+from answering.router import Mode, Thresholds, decide
 from models.settings import PROJECT_ROOT, Settings
-from rag.evaluate import load_set
+from evaluation.retrieval import load_set
 from rag.index import KnowledgeBase, SharedCorpus
-from rag.prompt import build_messages, fit_passages, passage_label
+from answering.grounding import GuardMode
+from answering.pipeline import TurnConfig, TurnDone, TurnRequest, run_turn
 
 DEFAULT_LIMIT = 20
 DEFAULT_JUDGE_MAX_TOKENS = 64
@@ -140,23 +143,19 @@ async def run(
     )
     slm = models[0] if len(models) >= 2 else None
     await warm_up([*models, *([judge] if judge else [])], backends)
-    # Every model answers from the same passages: those that fit the smallest window.
-    window = min(spec.context_window for spec in models)
+    # Every model answers from the same passages: those chosen for the smallest budget.
+    config = TurnConfig.from_settings(settings)
+    narrowest = min(models, key=config.budget)
     records: list[AnswerRecord] = []
     bar = tqdm(total=len(questions) * len(models), desc="answers", unit="answer", file=sys.stderr,
                disable=not progress)
     for question in questions:
-        text = question["question"]
-        hits = knowledge.search(text, settings.retrieval_mode, settings.top_k)
-        best = hits[0].score if hits else 0.0
-        chunks = fit_passages([hit.chunk for hit in hits], text, window, max_tokens)
-        passages = [f"{passage_label(chunk)}\n{chunk.text}" for chunk in chunks]
         for spec in models:
             bar.set_postfix_str(spec.model)
             # The app asks its SLM for token probabilities: the router reads them.
             params = GenerationParams(max_tokens=max_tokens, temperature=0.0, logprobs=spec is slm)
-            result = await generate(spec, build_messages(text, [], chunks, spec.context_window, max_tokens),
-                                    params, backends)
+            result, best, passages = await _one_model_turn(question["question"], spec, knowledge, settings, params,
+                                                           backends, narrowest)
             records.append(await _record(question, spec, result, best, passages, judge, backends, judge_max_tokens))
             if spec is slm and not result.answer.error:
                 usage = result.answer.usage
@@ -168,6 +167,25 @@ async def run(
             bar.update()
     bar.close()
     return records
+
+
+async def _one_model_turn(
+    question: str, spec: ModelSpec, knowledge: KnowledgeBase, settings: Settings, params: GenerationParams,
+    backends: Mapping[str, Backend], narrowest: ModelSpec,
+) -> tuple[Generation, float, list[str]]:
+    """One model's own answer, through the app's pipeline with the router and the guard off:
+    the same retrieval, context selection and prompt as the chat. Every model reads the
+    passages chosen for the smallest budget of the models compared (`narrowest`)."""
+    request = TurnRequest(question, knowledge, slm=spec, llm=narrowest, router_mode=Mode.OFF, guard=GuardMode.OFF,
+                          params=params, retrieval_mode=settings.retrieval_mode, top_k=settings.top_k)
+    config = replace(TurnConfig.from_settings(settings), min_retrieval_score=0.0)
+    cpu_started = time.process_time()
+    done = [event async for event in run_turn(request, backends, config)][-1]
+    cpu = time.process_time() - cpu_started if spec.backend == "embedded" else None
+    assert isinstance(done, TurnDone) and done.slm_answer is not None
+    best = max((excerpt.hit.score for excerpt in done.excerpts), default=0.0)
+    passages = [f"{excerpt.label}\n{excerpt.text}" for excerpt in done.excerpts]
+    return Generation(done.slm_answer, list(done.slm_answer.logprobs), cpu), best, passages
 
 
 async def warm_up(models: Sequence[ModelSpec], backends: Mapping[str, Backend]) -> None:
@@ -234,7 +252,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def per_question(records: Sequence[AnswerRecord]) -> dict[str, dict]:
     """Per model: mean tokens in and out, median latency, mean CPU-seconds (None for a
-    server model), over the answers that did not fail. The contract `models.cost` reads."""
+    server model), over the answers that did not fail. The contract `evaluation.cost` reads."""
     figures: dict[str, dict] = {}
     for key in dict.fromkeys(record.model for record in records):
         answered = [r for r in records if r.model == key and not r.error]

@@ -9,7 +9,7 @@ import pytest
 
 from models.base import ChatMessage, GenerationParams, StreamEnd, StreamEvent, TokenEvent, Usage
 from models.catalog import ModelSpec
-from models.evaluate_answers import AnswerRecord, build_report, judge_scores, main, per_question, run
+from evaluation.model_scores import AnswerRecord, build_report, judge_scores, main, per_question, run
 from models.settings import Settings
 from rag.documents import Document
 from rag.index import KnowledgeBase, SharedCorpus

@@ -1,0 +1,175 @@
+"""What the model reads: the parts of the retrieved chunks that carry the question's terms.
+
+Retrieval ranks whole chunks for recall. A 135M model given three whole chunks
+reads past the one sentence that answers and copies a neighbour, or invents; so
+the prompt gets, within a budget of tokens per model, the sentences, list items
+and table rows that share the most (and rarest) terms with the question, with the
+unit before and after each for reading, under the chunk's heading path. Every
+excerpt keeps a number: the model cites it, and the page shows it with the rest
+of its chunk around it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rag.documents import Chunk, Hit
+from rag.text import tokenize
+
+# Between two selected units that are not neighbours in the chunk.
+GAP = " … "
+# A sentence ends at . ! ? and a space before a capital, a digit or markup; not after a
+# list item's own number ("1. Creates ...").
+_SENTENCE = re.compile(r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)\s+(?=[A-Z0-9`\"(*])")
+# Lines that start a unit of their own: headings, table rows, list items (whose wrapped
+# continuation lines join them), quotes.
+_STANDALONE = re.compile(r"^(#{1,6}\s|\||[-*+]\s|\d+[.)]\s|>)")
+_LIST_ITEM = re.compile(r"^([-*+]\s|\d+[.)]\s)")
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately generous token count (about 3 characters a token).
+
+    It errs on the long side so that a prompt trimmed with it always fits,
+    whatever the model's tokenizer.
+    """
+    return len(text) // 3 + 1
+
+
+def passage_label(chunk: Chunk) -> str:
+    headings = chunk.heading_path
+    if headings and headings[0] == chunk.document.title:
+        headings = headings[1:]  # a Markdown file's title is usually its first heading too
+    return " › ".join((chunk.document.title, *headings))
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    """One numbered passage of the prompt: part (or all) of a retrieved chunk."""
+
+    number: int  # [n] in the prompt, the answer and the page
+    hit: Hit
+    text: str  # exactly what the model reads
+
+    @property
+    def label(self) -> str:
+        return passage_label(self.hit.chunk)
+
+    @property
+    def whole(self) -> bool:
+        return self.text == self.hit.chunk.text.strip()
+
+
+def whole_chunks(hits: Sequence[Hit]) -> list[Excerpt]:
+    return [Excerpt(n, hit, hit.chunk.text.strip()) for n, hit in enumerate(hits, start=1)]
+
+
+def units(text: str) -> list[str]:
+    """A chunk's readable units: sentences of its paragraphs (hard-wrapped lines joined),
+    list items, table rows, headings and code lines, each whole."""
+    found: list[str] = []
+    paragraph: list[str] = []
+
+    def close() -> None:
+        if paragraph:
+            found.extend(_SENTENCE.split(" ".join(paragraph)))
+            paragraph.clear()
+
+    code = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            close()
+            code = not code
+            continue
+        if not stripped:
+            close()
+        elif code or _STANDALONE.match(stripped):
+            close()
+            found.append(stripped) if code or not _LIST_ITEM.match(stripped) else paragraph.append(stripped)
+        else:
+            paragraph.append(stripped)
+    close()
+    return [unit for unit in found if unit.strip()]
+
+
+def select_context(
+    hits: Sequence[Hit],
+    query: str,
+    budget_tokens: int,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> list[Excerpt]:
+    """The units of the hits that best match the query, with their neighbours, within the budget.
+
+    Units are chosen best first (the sum of the rarity of the query terms they
+    contain; among equals, the better-ranked chunk first), each with the unit
+    before and after it when the budget allows. The best unit is always given,
+    however long. Excerpts keep the hits' order and are numbered from 1.
+    """
+    split = [units(hit.chunk.text) for hit in hits]
+    scored = ranked_units(split, query)
+    chosen: dict[int, set[int]] = {}
+    room = budget_tokens
+
+    def take(h: int, i: int, force: bool = False) -> bool:
+        nonlocal room
+        if not 0 <= i < len(split[h]) or i in chosen.get(h, ()):
+            return True
+        cost = count_tokens(split[h][i]) + (0 if h in chosen else count_tokens(passage_label(hits[h].chunk)) + 4)
+        if cost > room and not force:
+            return False
+        room -= cost
+        chosen.setdefault(h, set()).add(i)
+        return True
+
+    best = [(h, i) for score, h, i in scored if score > 0]
+    for rank, (h, i) in enumerate(best or [(0, 0)] if split and split[0] else []):
+        if not take(h, i, force=rank == 0):
+            continue
+        take(h, i + 1)
+        take(h, i - 1)
+    return [
+        Excerpt(number, hits[h], _joined(split[h], sorted(chosen[h])))
+        for number, h in enumerate(sorted(chosen), start=1)
+    ]
+
+
+def ranked_units(texts: Sequence[Sequence[str]], query: str) -> list[tuple[float, int, int]]:
+    """(score, text index, unit index) of every unit, best first: the summed rarity (among
+    these units) of the query terms a unit contains; ties go to the earlier text and unit."""
+    terms = [[set(tokenize(unit)) for unit in text_units] for text_units in texts]
+    wanted = set(tokenize(query))
+    frequency = Counter(term for text_terms in terms for unit in text_terms for term in unit & wanted)
+    total = sum(len(text_units) for text_units in texts) or 1
+    weight = {term: math.log(1 + total / frequency[term]) for term in frequency}
+    scored = [(sum(weight[t] for t in unit & wanted), h, i)
+              for h, text_terms in enumerate(terms) for i, unit in enumerate(text_terms)]
+    return sorted(scored, key=lambda entry: (-entry[0], entry[1], entry[2]))
+
+
+def best_sentences(excerpts: Sequence[Excerpt], query: str, count: int) -> list[tuple[str, int]]:
+    """The `count` units of the excerpts that best match the query, with their excerpt's number."""
+    split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
+    best: dict[str, int] = {}  # chunks overlap: the same sentence can be in two excerpts
+    for score, h, i in ranked_units(split, query):
+        if score <= 0 or len(best) == count:
+            break
+        best.setdefault(split[h][i].strip(), excerpts[h].number)
+    return list(best.items())
+
+
+def _joined(chunk_units: Sequence[str], picked: Sequence[int]) -> str:
+    text = ""
+    for position, i in enumerate(picked):
+        if position:
+            previous = chunk_units[picked[position - 1]]
+            if picked[position - 1] != i - 1:
+                text += GAP
+            else:
+                text += "\n" if _STANDALONE.match(previous) or _STANDALONE.match(chunk_units[i]) else " "
+        text += chunk_units[i].strip()
+    return text

@@ -1,0 +1,383 @@
+"""Does an answer stay inside its passages? The one support check, sentence by sentence.
+
+A sentence is supported when every exact term it states (numbers, identifiers,
+setting names, paths, commands, quoted strings) occurs in the passages the model
+was given, and most of its other content words do too. An abstention ("the
+documents do not cover it") claims nothing and is always supported.
+
+`check_sentence` is a pure function; `AnswerGuard` applies it while an answer
+streams, sentence by sentence, and also watches for an answer that starts
+repeating itself. The evaluation tools use the same functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from rag.text import fold, tokenize
+
+# Citation markers such as [1] or [1, 2]: they refer to passages, they claim nothing.
+CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+
+# Share of a sentence's content words that must occur in the passages (chosen on the
+# handbook development set, evaluation/handbook: see docs/evaluation.md).
+MIN_CONTENT_SHARE = 0.75
+# Share of them that must occur together, in one passage sentence or two neighbouring ones:
+# a sentence assembled from words scattered over the passages says something they do not.
+MIN_LOCAL_SHARE = 0.6
+# A sentence with fewer content words than this is judged by its exact terms alone:
+# "Yes, it does [1]." claims too little to measure.
+MIN_CONTENT_WORDS = 3
+
+# An answer with a smaller share of words the question did not already say only restates
+# it ("The server's context window."): no answer at all (chosen on the handbook set).
+MIN_NEW_INFORMATION = 0.34
+
+# An answer repeats itself when a run of this many words occurs twice.
+LOOP_NGRAM = 8
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*(?![\w])")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+>]|\d+[.)])\s+")
+_BACKTICKED = re.compile(r"`([^`\n]+)`")
+_QUOTED = re.compile(r"[\"“«„]([^\"“”«»„\n]{2,80})[\"”»]")
+# Identifiers: snake_case and SETTING_NAMES, paths, dotted names, flags, URLs, file names,
+# and words that mix letters and digits (phi-4-mini, bm25).
+_IDENTIFIER = re.compile(
+    r"(?:https?://\S+)"
+    r"|(?:(?<![\w-])--?[a-z][\w-]*)"
+    r"|(?:[\w.~-]*/[\w./~-]+)"
+    r"|(?:\w+(?:[._]\w+)+)"
+    r"|(?:\w*[a-z]\w*\d\w*|\w*\d\w*[a-z]\w*)(?:-\w+)*",
+    re.IGNORECASE,
+)
+_SPACES = re.compile(r"\s+")
+_EVIDENCE_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+| … ")
+# Scripts written without spaces: their words are compared as character pairs.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def _normal(text: str) -> str:
+    return _SPACES.sub(" ", fold(text)).strip()
+
+
+def _terms(text: str) -> list[str]:
+    """Content words (the retrievers' stemmed tokens); unspaced scripts as character pairs."""
+    terms: list[str] = []
+    for token in tokenize(text):
+        if len(token) > 2 and _UNSPACED.search(token):
+            terms.extend(token[i : i + 2] for i in range(len(token) - 1))
+        else:
+            terms.append(token)
+    return terms
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The passages one model was given, prepared once for checking many sentences."""
+
+    text: str  # folded, single-spaced
+    numbers: frozenset[str]
+    terms: frozenset[str]
+    # The terms of each passage sentence together with the next one's.
+    windows: tuple[frozenset[str], ...] = ()
+
+    @classmethod
+    def of(cls, passages: Iterable[str]) -> Evidence:
+        passages = list(passages)
+        joined = "\n".join(passages)
+        windows: list[frozenset[str]] = []
+        for passage in passages:
+            sentences = [frozenset(_terms(s)) for s in _EVIDENCE_SENTENCE.split(passage) if s.strip()]
+            windows += [a | b for a, b in zip(sentences, [*sentences[1:], frozenset()])]
+        return cls(
+            _normal(joined),
+            frozenset(_canonical_number(n) for n in _NUMBER.findall(joined)),
+            frozenset(_terms(joined)),
+            tuple(windows),
+        )
+
+    def local_share(self, terms: Sequence[str]) -> float:
+        """The largest share of `terms` found in one window of the passages."""
+        if not terms:
+            return 1.0
+        return max((sum(term in window for term in terms) / len(terms) for window in self.windows), default=0.0)
+
+
+def _canonical_number(number: str) -> str:
+    return number.replace(",", "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    supported: bool
+    reason: str = ""  # for the user, when not supported
+    missing: tuple[str, ...] = ()  # exact terms the passages never state
+    content_share: float = 1.0
+
+
+def exact_terms(sentence: str) -> list[str]:
+    """What a sentence states exactly: numbers, identifiers, paths, commands, quoted strings."""
+    text = _LIST_MARKER.sub("", CITATION.sub(" ", sentence))
+    found = [f"`{m}`" for m in _BACKTICKED.findall(text)]
+    found += [f'"{m}"' for m in _QUOTED.findall(text)]
+    bare = _QUOTED.sub(" ", _BACKTICKED.sub(" ", text))
+    found += [m.rstrip(".,:;") for m in _IDENTIFIER.findall(bare)]
+    found += _NUMBER.findall(bare)
+    return list(dict.fromkeys(term for term in found if term.strip("`\"")))
+
+
+def _stated(term: str, evidence: Evidence) -> bool:
+    inner = term.strip("`\"")
+    if _NUMBER.fullmatch(inner):
+        return _canonical_number(inner) in evidence.numbers
+    return _normal(inner) in evidence.text
+
+
+def is_abstention(answer: str) -> bool:
+    """Whether the answer says it cannot answer from the passages."""
+    return bool(_ABSTENTION.search(answer))
+
+
+_ABSTENTION = re.compile(
+    r"\b("
+    r"(do|does|did)( not|n't) (cover|contain|mention|say|provide|include|specify)"
+    r"|not (covered|mentioned|specified|stated|provided|available) in"
+    r"|no (information|mention|details?) (about|on|of|regarding)"
+    r"|(cannot|can't|can not|unable to) (answer|find|determine|tell)"
+    r"|(i )?(do not|don't) know"
+    r"|there is no (information|answer)"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> Verdict:
+    """Whether one sentence (or one line of a code block, `code=True`) is supported."""
+    if code:
+        line = _normal(sentence)
+        if not line or line in evidence.text:
+            return Verdict(True)
+        return Verdict(False, "this command is not in the passages", (sentence.strip(),))
+    if is_abstention(sentence):
+        return Verdict(True)
+    missing = tuple(term for term in exact_terms(sentence) if not _stated(term, evidence))
+    terms = _terms(CITATION.sub(" ", sentence))
+    share = sum(term in evidence.terms for term in terms) / len(terms) if terms else 1.0
+    if missing:
+        return Verdict(False, f"the passages never state {', '.join(missing[:3])}", missing, share)
+    if len(terms) >= MIN_CONTENT_WORDS and share < MIN_CONTENT_SHARE:
+        return Verdict(False, f"most of it is not in the passages ({share:.0%} of its words are)", (), share)
+    if len(terms) >= MIN_CONTENT_WORDS and evidence.local_share(terms) < MIN_LOCAL_SHARE:
+        return Verdict(False, "no passage says it: its words are scattered over different passages", (), share)
+    return Verdict(True, content_share=share)
+
+
+# --- sentences ----------------------------------------------------------------------
+
+# A sentence ends at . ! ? followed by a space, at a CJK full stop, or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?<=[。！？])|\n")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str  # as written, with the whitespace that followed it
+    code: bool = False  # a line inside a fenced code block
+    fence: bool = False  # a fence line itself (```bash)
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    """The answer cut into checkable units; joining their texts gives the answer back."""
+    splitter = SentenceSplitter()
+    return [*splitter.feed(text), *splitter.finish()]
+
+
+class SentenceSplitter:
+    """Finds finished sentences in streamed text; a sentence is finished when what follows it is seen."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._in_code = False
+
+    def feed(self, text: str) -> list[Sentence]:
+        self._pending += text
+        done: list[Sentence] = []
+        while match := _SENTENCE_END.search(self._pending):
+            if match.end() == len(self._pending) and not match.group().endswith("\n"):
+                break  # "2." might be "2.5": wait for the next piece
+            piece, self._pending = self._pending[: match.end()], self._pending[match.end() :]
+            done.append(self._unit(piece))
+        return done
+
+    def finish(self) -> list[Sentence]:
+        piece, self._pending = self._pending, ""
+        return [self._unit(piece)] if piece else []
+
+    @property
+    def pending(self) -> str:
+        return self._pending
+
+    def _unit(self, piece: str) -> Sentence:
+        if _FENCE.match(piece):
+            self._in_code = not self._in_code
+            return Sentence(piece, fence=True)
+        return Sentence(piece, code=self._in_code)
+
+
+# --- loops --------------------------------------------------------------------------
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(CITATION.sub(" ", text).lower())
+
+
+def first_repeat(found: Sequence[str], n: int = LOOP_NGRAM) -> int | None:
+    """Index of the word where a run of `n` words first occurs for the second time, or None."""
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(found) - n + 1):
+        gram = tuple(found[i : i + n])
+        if gram in seen:
+            return i + n - 1
+        seen.add(gram)
+    return None
+
+
+def is_repetitive(answer: str) -> bool:
+    """Whether an answer repeats a run of LOOP_NGRAM words: a model in a loop."""
+    return first_repeat(words(answer)) is not None
+
+
+# --- the guard while an answer streams ---------------------------------------------
+
+
+class GuardMode(str, Enum):
+    OFF = "off"  # show the answer as the model wrote it
+    MARK = "mark"  # mark unsupported sentences as cut, let the model go on
+    STOP = "stop"  # cut the first unsupported sentence and stop the model
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A sentence taken back from the answer, and why."""
+
+    text: str
+    reason: str
+    loop: bool = False
+
+
+@dataclass
+class GuardedText:
+    """An answer split into what stands and what was cut, in order."""
+
+    parts: list[str | Cut] = field(default_factory=list)
+
+    @property
+    def kept(self) -> str:
+        return "".join(part for part in self.parts if isinstance(part, str)).strip()
+
+    @property
+    def cuts(self) -> list[Cut]:
+        return [part for part in self.parts if isinstance(part, Cut)]
+
+    @property
+    def sentences(self) -> int:
+        return len(self.parts)
+
+
+class AnswerGuard:
+    """Checks an answer as it streams. `feed` returns the sentences cut by this piece of
+    text; `stopped` says that the model should stop (always after a loop; in `stop` mode
+    after any cut). Per token it only appends text and looks for a sentence end."""
+
+    def __init__(self, evidence: Evidence, mode: GuardMode = GuardMode.STOP) -> None:
+        self.evidence = evidence
+        self.mode = mode
+        self.result = GuardedText()
+        self.stopped = False
+        self._splitter = SentenceSplitter()
+        self._words: list[str] = []
+        self._grams: set[tuple[str, ...]] = set()
+        self._sentences: set[tuple[str, ...]] = set()
+
+    def feed(self, text: str) -> list[Cut]:
+        if self.stopped:
+            return []
+        return self._judge(self._splitter.feed(text))
+
+    def finish(self) -> list[Cut]:
+        """Judge the last, unfinished sentence (the model has stopped)."""
+        if self.stopped:
+            return []
+        return self._judge(self._splitter.finish())
+
+    def _judge(self, sentences: list[Sentence]) -> list[Cut]:
+        cuts = []
+        for sentence in sentences:
+            if self.stopped:
+                break
+            cut = self._cut(sentence)
+            if cut is None or self.mode is GuardMode.OFF:
+                self.result.parts.append(sentence.text)
+                continue
+            self.result.parts.append(cut)
+            cuts.append(cut)
+            self.stopped = cut.loop or self.mode is GuardMode.STOP
+        return cuts
+
+    def _cut(self, sentence: Sentence) -> Cut | None:
+        if sentence.fence or not sentence.text.strip():
+            return None
+        if self._repeats(words(sentence.text)):
+            return Cut(sentence.text, "the answer started repeating itself", loop=True)
+        verdict = check_sentence(sentence.text, self.evidence, code=sentence.code)
+        return None if verdict.supported else Cut(sentence.text, verdict.reason)
+
+    def _repeats(self, new_words: list[str]) -> bool:
+        """A run of LOOP_NGRAM words seen before, or a sentence of 3 words or more said again."""
+        said_again = len(new_words) >= 3 and tuple(new_words) in self._sentences
+        self._sentences.add(tuple(new_words))
+        self._words.extend(new_words)
+        start = max(0, len(self._words) - len(new_words) - LOOP_NGRAM + 1)
+        repeated = False
+        for i in range(start, len(self._words) - LOOP_NGRAM + 1):
+            gram = tuple(self._words[i : i + LOOP_NGRAM])
+            repeated = repeated or gram in self._grams
+            self._grams.add(gram)
+        return repeated or said_again
+
+
+def guard_text(answer: str, evidence: Evidence, mode: GuardMode = GuardMode.MARK) -> GuardedText:
+    """The guard's verdict on a finished answer (as if it had streamed)."""
+    guard = AnswerGuard(evidence, mode)
+    guard.feed(answer)
+    guard.finish()
+    return guard.result
+
+
+def support_share(answer: str, passages: Sequence[str]) -> float:
+    """Share of the answer's content words (stop words and citation markers left out)
+    that occur in at least one passage; 0 for an answer with no content word."""
+    claimed = _terms(CITATION.sub(" ", answer))
+    if not claimed:
+        return 0.0
+    known = Evidence.of(passages).terms
+    return sum(term in known for term in claimed) / len(claimed)
+
+
+def restates_question(answer: str, question: str) -> bool:
+    return new_information(answer, question) < MIN_NEW_INFORMATION
+
+
+def new_information(answer: str, question: str) -> float:
+    """Share of the answer's content words that the question did not already say; 1 for an
+    answer with no content word ("Yes.", "2.") or an exact term of its own."""
+    said = _terms(CITATION.sub(" ", answer))
+    asked = set(_terms(question))
+    if not said or any(_normal(term.strip('`"')) not in _normal(question) for term in exact_terms(answer)):
+        return 1.0
+    return sum(term not in asked for term in said) / len(said)

@@ -1,0 +1,372 @@
+"""One turn, once: the chat and every evaluation tool run this and nothing else.
+
+    TurnRequest ─► retrieve ─► out of scope? ─► select context for the budget
+      ─► small model, checked sentence by sentence as it streams
+      ─► route (length, token confidence, retrieval score, support)
+      ─► large model when routed, checked the same way
+      ─► the best supported answer, or quotes from the passages when none is
+    ─► events: Retrieved, Notice, AttemptStart, TokenEvent, SentenceCut, Answer,
+       Routed, TurnDone (last, with the phase timings and the final answer)
+
+See docs/architecture.md for where each step lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
+
+from answering.attempts import Answer, AttemptStart, stream_answer
+from answering.confidence import Signals, collect_signals
+from answering.context import Excerpt, best_sentences, estimate_tokens, select_context
+from answering.grounding import (
+    AnswerGuard, Cut, Evidence, GuardedText, GuardMode, is_abstention, restates_question,
+)
+from answering.prompt import GENERAL_PROMPT, build_messages, refine_messages, retrieval_query
+from answering.router import Decision, Mode, Reason, Thresholds, decide
+from models.base import Backend, ChatMessage, GenerationParams, TokenEvent, Usage
+from models.catalog import ModelSpec
+from models.costs import PhaseTimings
+from models.settings import Settings
+from rag.documents import Hit
+
+
+class Searchable(Protocol):
+    """A knowledge base: the shared corpus and a chat's uploads, or pasted text."""
+
+    def search(self, query: str, mode: str, k: int) -> list[Hit]: ...
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """Everything one answer depends on, chosen by the chat (or a tool) before it starts."""
+
+    question: str
+    knowledge: Searchable
+    slm: ModelSpec
+    llm: ModelSpec
+    fallback: ModelSpec | None = None  # answers when a server model fails
+    history: tuple[ChatMessage, ...] = ()
+    params: GenerationParams = GenerationParams()
+    router_mode: Mode = Mode.ESCALATE
+    retrieval_mode: str = "bm25"
+    top_k: int = 3
+    guard: GuardMode = GuardMode.STOP
+    # Answer from the model's own knowledge when the documents do not cover the question.
+    general_knowledge: bool = False
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """The pipeline's thresholds and budgets, read once from the settings."""
+
+    thresholds: Thresholds = Thresholds()
+    # Below this best retrieval score the documents do not cover the question.
+    min_retrieval_score: float = 0.3
+    # Tokens of passages each kind of model reads.
+    embedded_context_budget: int = 400
+    server_context_budget: int = 2000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TurnConfig:
+        return cls(
+            Thresholds(settings.router_min_answer_tokens, settings.router_min_token_prob,
+                       settings.router_min_retrieval_score),
+            settings.min_retrieval_score,
+            settings.embedded_context_budget,
+            settings.server_context_budget,
+        )
+
+    def budget(self, spec: ModelSpec) -> int:
+        return self.embedded_context_budget if spec.backend == "embedded" else self.server_context_budget
+
+
+# --- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """The hits found, and the numbered excerpts of them that the models will read."""
+
+    hits: list[Hit]
+    excerpts: list[Excerpt]
+
+    @property
+    def best_score(self) -> float:
+        return self.hits[0].score if self.hits else 0.0
+
+
+NoticeKind = Literal["out_of_scope", "general_knowledge", "unsupported"]
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: NoticeKind
+    text: str
+
+
+@dataclass(frozen=True)
+class SentenceCut:
+    """The guard took a sentence back from the answer streaming from `model`."""
+
+    model: ModelSpec
+    cut: Cut
+    stopped: bool  # the model was stopped
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The router's verdict on the small model's answer."""
+
+    decision: Decision
+    signals: Signals | None  # None when the small model was skipped (always-llm)
+    llm: ModelSpec
+
+
+Source = Literal["slm", "llm", "quotes", "out_of_scope", "general", "none"]
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    """What the user is left with: supported text, where it came from, and what was cut."""
+
+    text: str
+    source: Source
+    cuts: tuple[Cut, ...] = ()
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    timings: PhaseTimings
+    slm_answer: Answer | None
+    llm_answer: Answer | None
+    decision: Decision
+    final: FinalAnswer = FinalAnswer("", "none")
+    excerpts: tuple[Excerpt, ...] = ()
+
+
+TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceCut | Answer | Routed | TurnDone
+
+# A weakly supported small answer escalates: more than this share of its sentences cut.
+MAX_UNSUPPORTED_SHARE = 0.0
+QUOTES = 3  # sentences quoted when no model answer is supported
+
+
+@dataclass
+class _Turn:
+    request: TurnRequest
+    config: TurnConfig
+    backends: Mapping[str, Backend]
+    started: float = field(default_factory=time.perf_counter)
+    timings: PhaseTimings = field(default_factory=PhaseTimings)
+    excerpts: list[Excerpt] = field(default_factory=list)
+    evidence: Evidence = Evidence.of([])
+
+
+async def run_turn(
+    request: TurnRequest, backends: Mapping[str, Backend], config: TurnConfig = TurnConfig()
+) -> AsyncIterator[TurnEvent]:
+    """Answer one question; see the module's docstring for the events, in order."""
+    turn = _Turn(request, config, backends)
+    query = retrieval_query(request.question, request.history)
+    searched = time.perf_counter()
+    # BM25 over a big corpus blocks: every chat shares this event loop.
+    hits = await asyncio.to_thread(request.knowledge.search, query, request.retrieval_mode, request.top_k)
+    turn.timings.retrieval_s = time.perf_counter() - searched
+    best = hits[0].score if hits else 0.0
+
+    if best < config.min_retrieval_score:
+        yield Retrieved(hits, [])
+        async for event in _out_of_scope(turn, hits, best):
+            yield event
+        return
+
+    prepared = time.perf_counter()
+    models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
+    turn.excerpts = select_context(hits, query, min(config.budget(m) for m in models))
+    turn.evidence = Evidence.of(f"{e.label}\n{e.text}" for e in turn.excerpts)
+    turn.timings.prep_s = time.perf_counter() - prepared
+    yield Retrieved(hits, turn.excerpts)
+
+    def messages_for(spec: ModelSpec) -> list[ChatMessage]:
+        return build_messages(request.question, request.history, turn.excerpts, spec.context_window,
+                              request.params.max_tokens)
+
+    slm_answer: Answer | None = None
+    signals: Signals | None = None
+    mode = request.router_mode
+    if mode is Mode.ALWAYS_LLM:
+        decision = decide(Signals(answer_tokens=0, retrieval_score=best, abstained=False), mode, config.thresholds)
+    else:
+        async for event in _checked_answer(turn, request.slm, messages_for, request.params.with_logprobs(),
+                                           request.fallback):
+            if isinstance(event, Answer):
+                slm_answer = event
+            yield event
+        routed_at = time.perf_counter()
+        if slm_answer is None or slm_answer.error:
+            # The small model failed outright; its fallback already answered or explained.
+            decision = Decision(mode, escalate=False)
+        else:
+            signals = collect_signals(slm_answer.checked.kept if slm_answer.checked else slm_answer.text,
+                                      _completion_tokens(slm_answer), slm_answer.logprobs, best)
+            decision = _with_support(decide(signals, mode, config.thresholds), slm_answer, request.question)
+        turn.timings.router_s = time.perf_counter() - routed_at
+        if slm_answer is not None:
+            turn.timings.slm_ttft_s = slm_answer.ttft_s or 0.0
+            turn.timings.slm_generation_s = slm_answer.generation_s
+
+    llm_answer: Answer | None = None
+    yield Routed(decision, signals, request.llm)
+    if decision.escalate:
+        draft = slm_answer.checked.kept if slm_answer and slm_answer.checked and mode is Mode.DRAFT_REFINE else ""
+
+        def llm_messages(spec: ModelSpec) -> list[ChatMessage]:
+            return refine_messages(request.question, turn.excerpts, draft) if draft else messages_for(spec)
+
+        # If the large model fails, the small answer stands; with no small answer
+        # (always-llm), the embedded fallback answers instead.
+        fallback = request.fallback if slm_answer is None else None
+        async for event in _checked_answer(turn, request.llm, llm_messages, request.params, fallback):
+            if isinstance(event, Answer):
+                llm_answer = event
+                turn.timings.llm_ttft_s = event.ttft_s or 0.0
+                turn.timings.llm_generation_s = event.generation_s
+            yield event
+
+    final = _final(turn, slm_answer, llm_answer)
+    if final.source == "quotes":
+        yield Notice("unsupported", "No model answer could be checked against the documents; "
+                                    "here is what the closest passages say.")
+    turn.timings.total_s = time.perf_counter() - turn.started
+    yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts))
+
+
+async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float) -> AsyncIterator[TurnEvent]:
+    """The documents do not cover the question: say so, or answer from general knowledge if asked."""
+    request = turn.request
+    nothing = Decision(Mode.OFF, escalate=False)
+    if not request.general_knowledge:
+        text = (f"The documents do not cover this question (the best passage matched with score {best:.2f}, "
+                f"below {turn.config.min_retrieval_score:.2f}).")
+        yield Notice("out_of_scope", text)
+        turn.timings.total_s = time.perf_counter() - turn.started
+        yield TurnDone(turn.timings, None, None, nothing, FinalAnswer(text, "out_of_scope"))
+        return
+    yield Notice("general_knowledge", "The documents do not cover this question; this answer is from the "
+                                      "model's general knowledge, not from the documents.")
+    messages = [ChatMessage("system", GENERAL_PROMPT), *request.history, ChatMessage("user", request.question)]
+    answer: Answer | None = None
+    async for event in stream_answer(request.llm, lambda _: messages, request.params, turn.backends,
+                                     request.fallback):
+        answer = event if isinstance(event, Answer) else answer
+        yield event
+    turn.timings.total_s = time.perf_counter() - turn.started
+    text = answer.text.strip() if answer and not answer.error else ""
+    yield TurnDone(turn.timings, None, answer, nothing, FinalAnswer(text, "general"))
+
+
+async def _checked_answer(
+    turn: _Turn,
+    model: ModelSpec,
+    messages_for,
+    params: GenerationParams,
+    fallback: ModelSpec | None,
+) -> AsyncIterator[TurnEvent]:
+    """One model's answer with the guard reading along; the answer comes back with `.checked`."""
+    guard = AnswerGuard(turn.evidence, turn.request.guard)
+    current = model
+    attempt = stream_answer(model, messages_for, params, turn.backends, fallback)
+    started = first_token = None
+    answered = False
+    parts: list[str] = []
+    logprobs: list[float | None] = []
+    try:
+        async for event in attempt:
+            if isinstance(event, AttemptStart):
+                current, guard = event.model, AnswerGuard(turn.evidence, turn.request.guard)
+                started, first_token, parts, logprobs = time.perf_counter(), None, [], []
+                yield event
+            elif isinstance(event, TokenEvent):
+                first_token = first_token or time.perf_counter()
+                parts.append(event.text)
+                logprobs.append(event.logprob)
+                yield event
+                for cut in guard.feed(event.text):
+                    yield SentenceCut(current, cut, guard.stopped)
+                if guard.stopped:
+                    break
+            elif isinstance(event, Answer):
+                for cut in guard.finish() if not event.error else ():
+                    yield SentenceCut(current, cut, guard.stopped)
+                answered = True
+                yield replace(event, checked=guard.result, logprobs=tuple(logprobs))
+    finally:
+        await attempt.aclose()
+    if not answered:
+        now = time.perf_counter()
+        text = "".join(parts)
+        started = started or now
+        usage = Usage(sum(estimate_tokens(m.content) for m in messages_for(current)), len(parts), estimated=True)
+        yield Answer(current, text, "guard", usage, (first_token - started) if first_token else None, now - started,
+                     checked=guard.result, logprobs=tuple(logprobs))
+
+
+def _completion_tokens(answer: Answer) -> int:
+    return answer.usage.completion_tokens if answer.usage else len(answer.logprobs)
+
+
+def _with_support(decision: Decision, answer: Answer, question: str) -> Decision:
+    """Support as a routing signal: an answer with sentences cut, or one that only restates
+    the question, escalates."""
+    checked = answer.checked
+    if decision.mode is Mode.OFF or checked is None or not checked.sentences:
+        return decision
+    share = len(checked.cuts) / checked.sentences
+    if share > MAX_UNSUPPORTED_SHARE or not checked.kept:
+        reason = Reason(
+            "unsupported_share", share, MAX_UNSUPPORTED_SHARE,
+            f"{len(checked.cuts)} of {checked.sentences} sentences of the small model's answer are not in the "
+            "passages" if checked.cuts else "the small model's answer is empty",
+        )
+    elif restates_question(checked.kept, question) and not is_abstention(checked.kept):
+        reason = Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
+    else:
+        return decision
+    return replace(decision, escalate=True, reasons=(*decision.reasons, reason))
+
+
+def _usable(answer: Answer | None, question: str) -> GuardedText | None:
+    """The answer's supported text, if it says something the question did not."""
+    if answer is None or answer.error or answer.checked is None or not answer.checked.kept:
+        return None
+    kept = answer.checked.kept
+    if restates_question(kept, question) and not is_abstention(kept):
+        return None
+    return answer.checked
+
+
+def _final(turn: _Turn, slm: Answer | None, llm: Answer | None) -> FinalAnswer:
+    """The large model's supported answer, else the small one's, else quotes from the passages.
+
+    A model that says the documents do not cover the question, when retrieval found
+    relevant passages, gets the closest sentences quoted under its answer.
+    """
+    for answer, source in ((llm, "llm"), (slm, "slm")):
+        checked = _usable(answer, turn.request.question)
+        if checked is not None:
+            text = checked.kept
+            if is_abstention(text) and (quotes := quote_passages(turn.request.question, turn.excerpts)):
+                text += "\n\nThe closest passages say:\n\n" + quotes
+            return FinalAnswer(text, source, tuple(checked.cuts))  # type: ignore[arg-type]
+    cuts = tuple(cut for answer in (slm, llm) if answer and answer.checked for cut in answer.checked.cuts)
+    quotes = quote_passages(turn.request.question, turn.excerpts)
+    return FinalAnswer(quotes, "quotes", cuts) if quotes else FinalAnswer("", "none", cuts)
+
+
+def quote_passages(question: str, excerpts: Sequence[Excerpt], count: int = QUOTES) -> str:
+    """The excerpts' sentences that best match the question, quoted with their [n]."""
+    return "\n\n".join(f"> {unit.strip()} [{number}]" for unit, number in best_sentences(excerpts, question, count))

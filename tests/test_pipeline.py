@@ -1,0 +1,149 @@
+"""One turn through the pipeline with fake models: who answers, what is checked, what the user is left with."""
+
+from __future__ import annotations
+
+from answering.attempts import Answer
+from answering.grounding import GuardMode
+from answering.pipeline import Notice, Retrieved, Routed, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn
+from answering.router import Mode, Thresholds
+from models.base import BackendError, GenerationParams
+from models.catalog import ModelSpec
+from rag.documents import Document
+from rag.index import KnowledgeBase, SharedCorpus
+from tests.fakes import ScriptedBackend
+
+SMALL = ModelSpec("fake:small", "fake", "small", 4096)
+LARGE = ModelSpec("fake:large", "fake", "large", 4096)
+FALLBACK = ModelSpec("fake:fallback", "fake", "fallback", 4096)
+
+HANDBOOK = KnowledgeBase(SharedCorpus([
+    Document("ports", "Foundry Local", "foundry.md",
+             "# Foundry Local\n\nFoundry Local usually listens on port 5273.\n\n"
+             "Set FOUNDRY_LOCAL_ENDPOINT to the URL that the service prints."),
+    Document("sessions", "Sessions", "sessions.md",
+             "# Sessions\n\nA closed tab's session stays in memory for 120 seconds."),
+]), chunk_size=1500, chunk_overlap=0)
+
+CONFIG = TurnConfig(Thresholds(min_answer_tokens=0, min_low_token_prob=0.0, min_retrieval_score=0.0),
+                    min_retrieval_score=0.3)
+PORT_QUESTION = "On which port does Foundry Local listen?"
+
+
+async def turn(backend: ScriptedBackend, mode: Mode = Mode.ESCALATE, question: str = PORT_QUESTION,
+               **choices) -> list:
+    request = TurnRequest(question, HANDBOOK, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16),
+                          router_mode=mode, **choices)
+    return [event async for event in run_turn(request, {"fake": backend}, CONFIG)]
+
+
+def done(events: list) -> TurnDone:
+    assert isinstance(events[-1], TurnDone)
+    return events[-1]
+
+
+def failing_large_model(small: list[str]) -> ScriptedBackend:
+    return ScriptedBackend({
+        "small": small,
+        "large": BackendError("The model server broke off", "http://127.0.0.1:9/v1"),
+        "fallback": ["Foundry Local ", "listens on port 5273."],
+    })
+
+
+async def test_a_supported_small_answer_stands_without_escalation():
+    backend = ScriptedBackend({"small": ["Foundry Local ", "usually listens ", "on port 5273 [1]."]})
+
+    result = done(await turn(backend))
+
+    assert not result.decision.escalate
+    assert result.final.source == "slm" and result.final.text == "Foundry Local usually listens on port 5273 [1]."
+
+
+async def test_an_invented_number_is_cut_the_model_stopped_and_the_turn_escalates():
+    backend = ScriptedBackend({
+        "small": ["Foundry Local listens on port 8001. ", "Then ", "more ", "text."],
+        "large": ["Foundry Local ", "usually listens on port 5273 [1]."],
+    })
+
+    events = await turn(backend)
+
+    [cut] = [event for event in events if isinstance(event, SentenceCut)]
+    assert cut.model == SMALL and cut.stopped and "8001" in cut.cut.reason
+    assert "end small" not in backend.log  # the small model's stream was closed early
+    result = done(events)
+    assert result.slm_answer.finish_reason == "guard"
+    assert result.decision.escalate
+    assert any(reason.signal == "unsupported_share" for reason in result.decision.reasons)
+    assert result.final.source == "llm" and "5273" in result.final.text
+
+
+async def test_when_no_answer_is_supported_the_user_gets_quotes_from_the_passages():
+    backend = ScriptedBackend({
+        "small": ["It listens on port 8001."],
+        "large": ["It listens on port 9000."],
+    })
+
+    events = await turn(backend)
+
+    result = done(events)
+    assert result.final.source == "quotes"
+    assert "> Foundry Local usually listens on port 5273. [1]" in result.final.text
+    assert any(isinstance(e, Notice) and e.kind == "unsupported" for e in events)
+
+
+async def test_the_draft_and_the_escalated_answer_read_the_same_numbered_passages():
+    backend = ScriptedBackend({"small": ["It listens on port 8001."], "large": ["Port 5273 [1]."]})
+
+    events = await turn(backend, mode=Mode.DRAFT_REFINE)
+
+    [retrieved] = [e for e in events if isinstance(e, Retrieved)]
+    assert [e.number for e in retrieved.excerpts] == [1]
+    assert done(events).excerpts == tuple(retrieved.excerpts)
+
+
+async def test_a_question_the_documents_do_not_cover_gets_no_model_answer():
+    backend = ScriptedBackend({"small": ["Germany."], "large": ["The United States."]})
+
+    events = await turn(backend, question="Who won the 2018 football world cup?")
+
+    assert backend.log == []
+    assert any(isinstance(e, Notice) and e.kind == "out_of_scope" for e in events)
+    assert done(events).final.source == "out_of_scope"
+
+
+async def test_a_general_knowledge_answer_is_given_only_when_asked_and_is_labelled():
+    backend = ScriptedBackend({"small": ["Germany."], "large": ["France won it."]})
+
+    events = await turn(backend, question="Who won the 2018 football world cup?", general_knowledge=True)
+
+    assert any(isinstance(e, Notice) and e.kind == "general_knowledge" for e in events)
+    assert done(events).final.source == "general" and done(events).final.text == "France won it."
+
+
+async def test_with_the_guard_off_an_unsupported_answer_is_shown_as_written():
+    backend = ScriptedBackend({"small": ["It listens on port 8001."], "large": ["It listens on port 9000."]})
+
+    result = done(await turn(backend, mode=Mode.OFF, guard=GuardMode.OFF))
+
+    assert result.final.source == "slm" and result.final.text == "It listens on port 8001."
+
+
+async def test_a_failed_escalation_keeps_the_small_models_supported_answer():
+    backend = failing_large_model(["Port ", "5273 ", "[1]."])
+
+    result = done(await turn(backend, mode=Mode.ALWAYS_LLM))
+
+    assert result.slm_answer is None
+    assert isinstance(result.llm_answer, Answer) and result.llm_answer.model == FALLBACK
+    assert result.final.text == "Foundry Local listens on port 5273."
+
+
+async def test_a_failed_large_model_leaves_the_small_answer_standing():
+    backend = failing_large_model(["Foundry Local ", "listens on port 5273."])
+    request = TurnRequest(PORT_QUESTION, HANDBOOK, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16))
+    always_unsure = TurnConfig(Thresholds(min_answer_tokens=100), min_retrieval_score=0.3)
+
+    result = done([event async for event in run_turn(request, {"fake": backend}, always_unsure)])
+
+    assert result.decision.escalate and result.llm_answer.error
+    assert result.final.source == "slm" and result.final.text == "Foundry Local listens on port 5273."
+    assert "start fallback" not in backend.log
