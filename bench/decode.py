@@ -18,6 +18,11 @@ hits them alike. For each run:
 
 The target (the issue's): the backend keeps at least 95% of the raw median decode rate.
 
+The answer guard's cost: each backend run's tokens are fed again, one by one, to the
+answer guard (`answering.grounding.AnswerGuard` in `mark` mode, over the same passages)
+and timed; the report gives that time as a share of the run's decode time (target: at
+most 2%).
+
 Run:
 
     .venv/bin/python -m bench.decode                   # 5 runs of up to 200 tokens
@@ -52,6 +57,7 @@ from models.settings import PROJECT_ROOT, Settings
 from models.weights import smollm2_path
 from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
+from answering.grounding import AnswerGuard, Evidence, GuardMode
 from answering.prompt import build_messages
 
 TARGET_RATIO = 0.95
@@ -68,6 +74,7 @@ QUESTION = (
 )
 
 RAW, BACKEND, BACKEND_LOGPROBS = "raw", "backend", "backend+logprobs"
+GUARD_TARGET = 0.02
 VARIANTS = (RAW, BACKEND, BACKEND_LOGPROBS)
 
 
@@ -79,6 +86,8 @@ class Run:
     decode_tok_s: float | None  # None when the answer was shorter than MIN_TOKENS_FOR_RATE
     finish: str
     text: str
+    pieces: tuple[str, ...] = ()  # the streamed pieces, for replaying them through the guard
+    decode_s: float | None = None  # first to last token
 
 
 def _rate(tokens: int, first_at: float | None, last_at: float | None) -> float | None:
@@ -163,7 +172,8 @@ class AppBackend:
         tokens = end.usage.completion_tokens
         return Run(BACKEND_LOGPROBS if params.logprobs else BACKEND, tokens,
                    _since(started, first_at), _rate(tokens, first_at, last_at),
-                   end.finish_reason, "".join(parts))
+                   end.finish_reason, "".join(parts), tuple(parts),
+                   last_at - first_at if first_at is not None and last_at is not None else None)
 
 
 def _on_fresh_thread(work: Callable[[], Run]) -> Run:
@@ -186,6 +196,22 @@ def _on_fresh_thread(work: Callable[[], Run]) -> Run:
 
 def _since(start: float, moment: float | None) -> float | None:
     return None if moment is None else moment - start
+
+
+def guard_share(run: Run, evidence: Evidence, repeats: int = 20) -> float | None:
+    """The answer guard's time over this run's pieces, as a share of its decode time (best of
+    `repeats` replays: the guard's own cost, without the machine's noise)."""
+    if not run.decode_s:
+        return None
+    best = float("inf")
+    for _ in range(repeats):
+        guard = AnswerGuard(evidence, GuardMode.MARK)
+        started = time.perf_counter()
+        for piece in run.pieces:
+            guard.feed(piece)
+        guard.finish()
+        best = min(best, time.perf_counter() - started)
+    return best / run.decode_s
 
 
 def summarise(runs: list[Run]) -> dict:
@@ -266,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
     summary = {v: summarise([r for r in runs if r.variant == v]) for v in VARIANTS}
+    evidence = Evidence.of(f"{chunk.document.title}\n{chunk.text}" for chunk in chunk_documents(SEED_DOCUMENTS))
+    shares = [s for s in (guard_share(r, evidence) for r in runs if r.variant != RAW) if s is not None]
+    guard = {"median_share_of_decode": statistics.median(shares) if shares else None,
+             "max_share_of_decode": max(shares, default=None), "target": GUARD_TARGET}
+    if shares:
+        print(f"answer guard: {guard['median_share_of_decode']:.3%} of decode time (median, max "
+              f"{guard['max_share_of_decode']:.3%}; target at most {GUARD_TARGET:.0%})")
     ratios = {v: ratio(summary, v) for v in (BACKEND, BACKEND_LOGPROBS)}
     # The log-probability's own cost, against the same backend streaming without it.
     ratios["logprobs_vs_backend"] = ratio(summary, BACKEND_LOGPROBS, BACKEND)
@@ -288,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "summary": summary,
         "ratios": ratios,
+        "answer_guard": guard,
         "target_ratio": TARGET_RATIO,
         "passed": passed,
         "same_text": same_text,
-        "runs": [asdict(r) for r in runs],
+        "runs": [{k: v for k, v in asdict(r).items() if k != "pieces"} for r in runs],
     }, indent=2) + "\n")
     print(f"\nwrote {args.json}")
     return 1 if args.check and not passed else 0
