@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from answering.grounding import CITATION
 from rag.documents import Chunk, Hit
 from rag.text import tokenize
 
@@ -160,6 +161,21 @@ def best_sentences(excerpts: Sequence[Excerpt], query: str, count: int) -> list[
             break
         best.setdefault(split[h][i].strip(), excerpts[h].number)
     return list(best.items())
+
+
+def drawn_from_best(answer: str, question: str, excerpts: Sequence[Excerpt], count: int = 3) -> float:
+    """Share of the answer's own words (those the question did not say) found in the `count`
+    sentences of the excerpts that best match the question, each with the one after it:
+    whether the answer comes from where the question points. 1 when it adds no word."""
+    split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
+    near: set[str] = set()
+    for score, h, i in ranked_units(split, question)[:count]:
+        if score > 0:
+            for unit in split[h][i : i + 2]:
+                near.update(tokenize(unit))
+    asked = set(tokenize(question))
+    own = [term for term in tokenize(CITATION.sub(" ", answer)) if term not in asked]
+    return sum(term in near for term in own) / len(own) if own else 1.0
 
 
 def _joined(chunk_units: Sequence[str], picked: Sequence[int]) -> str:

@@ -34,7 +34,7 @@ MIN_CONTENT_WORDS = 3
 
 # An answer with a smaller share of words the question did not already say only restates
 # it ("The server's context window."): no answer at all (chosen on the handbook set).
-MIN_NEW_INFORMATION = 0.34
+MIN_NEW_INFORMATION = 0.5
 
 # An answer repeats itself when a run of this many words occurs twice.
 LOOP_NGRAM = 8

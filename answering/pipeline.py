@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 
 from answering.attempts import Answer, AttemptStart, stream_answer
 from answering.confidence import Signals, collect_signals
-from answering.context import Excerpt, best_sentences, estimate_tokens, select_context
+from answering.context import Excerpt, best_sentences, drawn_from_best, estimate_tokens, select_context
 from answering.grounding import (
     AnswerGuard, Cut, Evidence, GuardedText, GuardMode, is_abstention, restates_question,
 )
@@ -153,6 +153,10 @@ TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceCut | Answe
 # A weakly supported small answer escalates: more than this share of its sentences cut.
 MAX_UNSUPPORTED_SHARE = 0.0
 QUOTES = 3  # sentences quoted when no model answer is supported
+# Share of a model answer's own words that must come from the passage sentences that best
+# match the question (chosen on the handbook set): a supported sentence from elsewhere in
+# the passages usually answers another question.
+MIN_DRAWN_FROM_BEST = 0.85
 
 
 @dataclass
@@ -213,7 +217,7 @@ async def run_turn(
         else:
             signals = collect_signals(slm_answer.checked.kept if slm_answer.checked else slm_answer.text,
                                       _completion_tokens(slm_answer), slm_answer.logprobs, best)
-            decision = _with_support(decide(signals, mode, config.thresholds), slm_answer, request.question)
+            decision = _with_support(decide(signals, mode, config.thresholds), slm_answer, turn)
         turn.timings.router_s = time.perf_counter() - routed_at
         if slm_answer is not None:
             turn.timings.slm_ttft_s = slm_answer.ttft_s or 0.0
@@ -319,9 +323,9 @@ def _completion_tokens(answer: Answer) -> int:
     return answer.usage.completion_tokens if answer.usage else len(answer.logprobs)
 
 
-def _with_support(decision: Decision, answer: Answer, question: str) -> Decision:
-    """Support as a routing signal: an answer with sentences cut, or one that only restates
-    the question, escalates."""
+def _with_support(decision: Decision, answer: Answer, turn: _Turn) -> Decision:
+    """Support as a routing signal: an answer with sentences cut, one that only restates the
+    question, or one taken from passages the question does not point to, escalates."""
     checked = answer.checked
     if decision.mode is Mode.OFF or checked is None or not checked.sentences:
         return decision
@@ -332,21 +336,35 @@ def _with_support(decision: Decision, answer: Answer, question: str) -> Decision
             f"{len(checked.cuts)} of {checked.sentences} sentences of the small model's answer are not in the "
             "passages" if checked.cuts else "the small model's answer is empty",
         )
-    elif restates_question(checked.kept, question) and not is_abstention(checked.kept):
-        reason = Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
+    elif (problem := _not_an_answer(checked.kept, turn)) is not None:
+        reason = problem
     else:
         return decision
     return replace(decision, escalate=True, reasons=(*decision.reasons, reason))
 
 
-def _usable(answer: Answer | None, question: str) -> GuardedText | None:
-    """The answer's supported text, if it says something the question did not."""
+def _not_an_answer(text: str, turn: _Turn) -> Reason | None:
+    """Why supported text still does not answer the question, or None."""
+    if is_abstention(text):
+        return None
+    question = turn.request.question
+    if restates_question(text, question):
+        return Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
+    drawn = drawn_from_best(text, question, turn.excerpts)
+    if drawn < MIN_DRAWN_FROM_BEST:
+        return Reason("drawn_from_best", drawn, MIN_DRAWN_FROM_BEST,
+                      f"the answer does not come from the passages that match the question "
+                      f"({drawn:.0%} of its words do)")
+    return None
+
+
+def _usable(answer: Answer | None, turn: _Turn) -> GuardedText | None:
+    """The answer's supported text, if it answers the question."""
     if answer is None or answer.error or answer.checked is None or not answer.checked.kept:
         return None
-    kept = answer.checked.kept
-    if restates_question(kept, question) and not is_abstention(kept):
-        return None
-    return answer.checked
+    if turn.request.guard is GuardMode.OFF:  # shown as the model wrote it
+        return answer.checked
+    return answer.checked if _not_an_answer(answer.checked.kept, turn) is None else None
 
 
 def _final(turn: _Turn, slm: Answer | None, llm: Answer | None) -> FinalAnswer:
@@ -356,7 +374,7 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None) -> FinalAnswer:
     relevant passages, gets the closest sentences quoted under its answer.
     """
     for answer, source in ((llm, "llm"), (slm, "slm")):
-        checked = _usable(answer, turn.request.question)
+        checked = _usable(answer, turn)
         if checked is not None:
             text = checked.kept
             if is_abstention(text) and (quotes := quote_passages(turn.request.question, turn.excerpts)):

@@ -92,7 +92,7 @@ class TurnRecord:
     unsupported_shown: int  # sentences shown unmarked that the check does not support
     sentences_shown: int
     cuts: int
-    loops_shown: bool
+    loops_shown: bool  # a model answer that loops (quotes are the passages' own words)
     loops_raw: bool
     words: int
     escalated: bool
@@ -138,7 +138,7 @@ async def answer_one(
         told_out_of_scope=told,
         invented=not golds and from_model and not is_abstention(shown),
         unsupported_shown=unsupported, sentences_shown=len(shown_sentences), cuts=len(final.cuts),
-        loops_shown=is_repetitive(shown), loops_raw=any(is_repetitive(text) for text in raw),
+        loops_shown=from_model and is_repetitive(shown), loops_raw=any(is_repetitive(text) for text in raw),
         words=len(words(shown)), escalated=done.decision.escalate,
         best_score=max((e.hit.score for e in done.excerpts), default=0.0),
         ttft_s=first_token, total_s=done.timings.total_s,

@@ -43,7 +43,6 @@ import asyncio
 import json
 import math
 import random
-import re
 import sys
 import time
 from collections import Counter

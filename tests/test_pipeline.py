@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from answering.attempts import Answer
 from answering.grounding import GuardMode
-from answering.pipeline import Notice, Retrieved, Routed, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn
+from answering.pipeline import Notice, Retrieved, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.router import Mode, Thresholds
 from models.base import BackendError, GenerationParams
 from models.catalog import ModelSpec
@@ -147,3 +147,32 @@ async def test_a_failed_large_model_leaves_the_small_answer_standing():
     assert result.decision.escalate and result.llm_answer.error
     assert result.final.source == "slm" and result.final.text == "Foundry Local listens on port 5273."
     assert "start fallback" not in backend.log
+
+
+async def test_a_supported_answer_taken_from_a_passage_the_question_does_not_point_to_is_not_the_answer():
+    knowledge = KnowledgeBase(SharedCorpus([
+        Document("ports", "Foundry Local", "foundry.md",
+                 "Foundry Local usually listens on port 5273. Foundry Local prints its port with its status "
+                 "command. Foundry Local needs the port in the endpoint setting."),
+        Document("sessions", "Sessions", "sessions.md",
+                 "Port numbers are not kept in a session. A closed tab's session stays in memory for 120 seconds."),
+    ]), chunk_size=1500, chunk_overlap=0)
+    # Every word of the small answer is in the passages, but in the one about sessions.
+    backend = ScriptedBackend({"small": ["A closed tab's session stays in memory for 120 seconds."],
+                               "large": ["Foundry Local usually listens on port 5273 [1]."]})
+    request = TurnRequest(PORT_QUESTION, knowledge, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16))
+
+    result = done([event async for event in run_turn(request, {"fake": backend}, CONFIG)])
+
+    assert result.slm_answer.checked.cuts == []  # supported, sentence by sentence
+    assert [reason.signal for reason in result.decision.reasons] == ["drawn_from_best"]
+    assert result.final.source == "llm"
+
+
+async def test_an_answer_that_only_repeats_the_question_escalates():
+    backend = ScriptedBackend({"small": ["Foundry Local listens on a port."], "large": ["Port 5273 [1]."]})
+
+    result = done(await turn(backend))
+
+    assert any(reason.signal == "restates_question" for reason in result.decision.reasons)
+    assert result.final.source == "llm"
