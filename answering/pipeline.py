@@ -327,8 +327,8 @@ def _with_support(decision: Decision, answer: Answer, turn: _Turn) -> Decision:
     """Support as a routing signal: an answer with sentences cut, one that only restates the
     question, or one taken from passages the question does not point to, escalates."""
     checked = answer.checked
-    if decision.mode is Mode.OFF or checked is None or not checked.sentences:
-        return decision
+    if decision.mode is Mode.OFF or turn.request.guard is GuardMode.OFF or checked is None or not checked.sentences:
+        return decision  # with the guard off, answers are taken as the model wrote them
     share = len(checked.cuts) / checked.sentences
     if share > MAX_UNSUPPORTED_SHARE or not checked.kept:
         reason = Reason(
