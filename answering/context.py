@@ -17,10 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from answering.grounding import CITATION
+from answering.grounding import CITATION, Evidence, exact_terms
 from rag.documents import Chunk, Hit
 from rag.text import tokenize
 
+# A sentence matches the question nearly as well as the best one at this share of its score.
+NEAR_BEST = 0.75
 # Between two selected units that are not neighbours in the chunk.
 GAP = " … "
 # A sentence ends at . ! ? and a space before a capital, a digit or markup; not after a
@@ -112,7 +114,7 @@ def select_context(
     however long. Excerpts keep the hits' order and are numbered from 1.
     """
     split = [units(hit.chunk.text) for hit in hits]
-    scored = ranked_units(split, query)
+    scored = ranked_units(split, query, [passage_label(hit.chunk) for hit in hits])
     chosen: dict[int, set[int]] = {}
     room = budget_tokens
 
@@ -139,10 +141,15 @@ def select_context(
     ]
 
 
-def ranked_units(texts: Sequence[Sequence[str]], query: str) -> list[tuple[float, int, int]]:
+def ranked_units(
+    texts: Sequence[Sequence[str]], query: str, labels: Sequence[str] | None = None
+) -> list[tuple[float, int, int]]:
     """(score, text index, unit index) of every unit, best first: the summed rarity (among
-    these units) of the query terms a unit contains; ties go to the earlier text and unit."""
-    terms = [[set(tokenize(unit)) for unit in text_units] for text_units in texts]
+    these units) of the query terms a unit contains, or its text's label (the heading
+    path, which names what every unit under it is about) contains; ties go to the earlier
+    text and unit."""
+    headings = [set(tokenize(label)) for label in labels] if labels else [set() for _ in texts]
+    terms = [[set(tokenize(unit)) | headings[h] for unit in text_units] for h, text_units in enumerate(texts)]
     wanted = set(tokenize(query))
     frequency = Counter(term for text_terms in terms for unit in text_terms for term in unit & wanted)
     total = sum(len(text_units) for text_units in texts) or 1
@@ -156,7 +163,7 @@ def best_sentences(excerpts: Sequence[Excerpt], query: str, count: int) -> list[
     """The `count` units of the excerpts that best match the query, with their excerpt's number."""
     split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
     best: dict[str, int] = {}  # chunks overlap: the same sentence can be in two excerpts
-    for score, h, i in ranked_units(split, query):
+    for score, h, i in ranked_units(split, query, [excerpt.label for excerpt in excerpts]):
         if score <= 0 or len(best) == count:
             break
         best.setdefault(split[h][i].strip(), excerpts[h].number)
@@ -164,18 +171,22 @@ def best_sentences(excerpts: Sequence[Excerpt], query: str, count: int) -> list[
 
 
 def drawn_from_best(answer: str, question: str, excerpts: Sequence[Excerpt], count: int = 3) -> float:
-    """Share of the answer's own words (those the question did not say) found in the `count`
-    sentences of the excerpts that best match the question, each with the one after it:
-    whether the answer comes from where the question points. 1 when it adds no word."""
+    """Share of the answer's own words (those the question did not say) found in the passage
+    sentences that best match the question (at most `count`, each scoring at least
+    NEAR_BEST of the best one's score), each with the sentence after it: whether the answer
+    comes from where the question points. 1 when it adds no word."""
     split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
-    near: set[str] = set()
-    for score, h, i in ranked_units(split, question)[:count]:
-        if score > 0:
-            for unit in split[h][i : i + 2]:
-                near.update(tokenize(unit))
+    ranked = ranked_units(split, question, [excerpt.label for excerpt in excerpts])
+    near_units = [unit for score, h, i in ranked[:count] if score > 0 and score >= NEAR_BEST * ranked[0][0]
+                  for unit in split[h][i : i + 2]]
+    # What an answer states exactly (a number, a setting, a command) decides; else its words.
+    near = Evidence.of(near_units)
+    exact = [term for term in exact_terms(answer) if not Evidence.of([question]).states(term)]
+    if exact:
+        return sum(near.states(term) for term in exact) / len(exact)
     asked = set(tokenize(question))
     own = [term for term in tokenize(CITATION.sub(" ", answer)) if term not in asked]
-    return sum(term in near for term in own) / len(own) if own else 1.0
+    return sum(term in near.terms for term in own) / len(own) if own else 1.0
 
 
 def _joined(chunk_units: Sequence[str], picked: Sequence[int]) -> str:

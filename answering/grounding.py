@@ -99,6 +99,13 @@ class Evidence:
             tuple(windows),
         )
 
+    def states(self, term: str) -> bool:
+        """Whether an exact term (a number, an identifier, a quoted string) occurs here."""
+        inner = term.strip("`\"")
+        if _NUMBER.fullmatch(inner):
+            return _canonical_number(inner) in self.numbers
+        return _normal(inner) in self.text
+
     def local_share(self, terms: Sequence[str]) -> float:
         """The largest share of `terms` found in one window of the passages."""
         if not terms:
@@ -129,13 +136,6 @@ def exact_terms(sentence: str) -> list[str]:
     return list(dict.fromkeys(term for term in found if term.strip("`\"")))
 
 
-def _stated(term: str, evidence: Evidence) -> bool:
-    inner = term.strip("`\"")
-    if _NUMBER.fullmatch(inner):
-        return _canonical_number(inner) in evidence.numbers
-    return _normal(inner) in evidence.text
-
-
 def is_abstention(answer: str) -> bool:
     """Whether the answer says it cannot answer from the passages."""
     return bool(_ABSTENTION.search(answer))
@@ -163,7 +163,7 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
         return Verdict(False, "this command is not in the passages", (sentence.strip(),))
     if is_abstention(sentence):
         return Verdict(True)
-    missing = tuple(term for term in exact_terms(sentence) if not _stated(term, evidence))
+    missing = tuple(term for term in exact_terms(sentence) if not evidence.states(term))
     terms = _terms(CITATION.sub(" ", sentence))
     share = sum(term in evidence.terms for term in terms) / len(terms) if terms else 1.0
     if missing:
