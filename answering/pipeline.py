@@ -241,7 +241,7 @@ async def run_turn(
                 turn.timings.llm_generation_s = event.generation_s
             yield event
 
-    final = _final(turn, slm_answer, llm_answer)
+    final = _final(turn, slm_answer, llm_answer, decision)
     if final.source == "quotes":
         yield Notice("unsupported", "No model answer could be checked against the documents; "
                                     "here is what the closest passages say.")
@@ -367,13 +367,16 @@ def _usable(answer: Answer | None, turn: _Turn) -> GuardedText | None:
     return answer.checked if _not_an_answer(answer.checked.kept, turn) is None else None
 
 
-def _final(turn: _Turn, slm: Answer | None, llm: Answer | None) -> FinalAnswer:
+def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decision) -> FinalAnswer:
     """The large model's supported answer, else the small one's, else quotes from the passages.
 
-    A model that says the documents do not cover the question, when retrieval found
-    relevant passages, gets the closest sentences quoted under its answer.
+    A small answer the router sent on stands only if the large model failed outright:
+    when the large model answered but not from the passages, the router's doubt about
+    the small one holds too. A model that says the documents do not cover the question,
+    when retrieval found relevant passages, gets the closest sentences quoted under it.
     """
-    for answer, source in ((llm, "llm"), (slm, "slm")):
+    small_stands = not decision.escalate or llm is None or llm.error is not None
+    for answer, source in ((llm, "llm"), *([(slm, "slm")] if small_stands else [])):
         checked = _usable(answer, turn)
         if checked is not None:
             text = checked.kept

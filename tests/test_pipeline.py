@@ -176,3 +176,15 @@ async def test_an_answer_that_only_repeats_the_question_escalates():
 
     assert any(reason.signal == "restates_question" for reason in result.decision.reasons)
     assert result.final.source == "llm"
+
+
+async def test_a_small_answer_the_router_doubted_does_not_stand_when_the_large_answer_is_unsupported():
+    backend = ScriptedBackend({"small": ["Foundry Local ", "listens on port 5273."],
+                               "large": ["It listens on port 9000."]})
+    request = TurnRequest(PORT_QUESTION, HANDBOOK, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16))
+    always_unsure = TurnConfig(Thresholds(min_answer_tokens=100), min_retrieval_score=0.3)
+
+    result = done([event async for event in run_turn(request, {"fake": backend}, always_unsure)])
+
+    assert result.decision.escalate and result.llm_answer.checked.cuts
+    assert result.final.source == "quotes"

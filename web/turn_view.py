@@ -134,11 +134,7 @@ class TurnView:
             elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
         if final.text:
             self.reply.metadata = {ANSWER_METADATA_KEY: final.text}  # the resumed chat's history
-        notes = []
-        if final.source == "slm" and answer is not None and answer is done.llm_answer and llm_ok:
-            notes.append("*The large model's answer does not answer the question from the documents; "
-                         "the small model's answer above stands.*")
-        await self._close(self.reply, answer, [*notes, " · ".join(part for part in footer if part)], elements)
+        await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)
         return final.text
 
     def _source_elements(self) -> list:
