@@ -93,7 +93,10 @@ def units(text: str) -> list[str]:
             close()
         elif code or _STANDALONE.match(stripped):
             close()
-            found.append(stripped) if code or not _LIST_ITEM.match(stripped) else paragraph.append(stripped)
+            if code or not _LIST_ITEM.match(stripped):
+                found.append(stripped)
+            else:
+                paragraph.append(stripped)  # a list item: its wrapped lines follow
         else:
             paragraph.append(stripped)
     close()
@@ -159,11 +162,19 @@ def ranked_units(
     return sorted(scored, key=lambda entry: (-entry[0], entry[1], entry[2]))
 
 
+def _ranked_excerpts(
+    excerpts: Sequence[Excerpt], query: str
+) -> tuple[list[list[str]], list[tuple[float, int, int]]]:
+    """The excerpts' units, and `ranked_units` over them."""
+    split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
+    return split, ranked_units(split, query, [excerpt.label for excerpt in excerpts])
+
+
 def best_sentences(excerpts: Sequence[Excerpt], query: str, count: int) -> list[tuple[str, int]]:
     """The `count` units of the excerpts that best match the query, with their excerpt's number."""
-    split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
+    split, ranked = _ranked_excerpts(excerpts, query)
     best: dict[str, int] = {}  # chunks overlap: the same sentence can be in two excerpts
-    for score, h, i in ranked_units(split, query, [excerpt.label for excerpt in excerpts]):
+    for score, h, i in ranked:
         if score <= 0 or len(best) == count:
             break
         best.setdefault(split[h][i].strip(), excerpts[h].number)
@@ -175,13 +186,13 @@ def drawn_from_best(answer: str, question: str, excerpts: Sequence[Excerpt], cou
     sentences that best match the question (at most `count`, each scoring at least
     NEAR_BEST of the best one's score), each with the sentence after it: whether the answer
     comes from where the question points. 1 when it adds no word."""
-    split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
-    ranked = ranked_units(split, question, [excerpt.label for excerpt in excerpts])
+    split, ranked = _ranked_excerpts(excerpts, question)
     near_units = [unit for score, h, i in ranked[:count] if score > 0 and score >= NEAR_BEST * ranked[0][0]
                   for unit in split[h][i : i + 2]]
     # What an answer states exactly (a number, a setting, a command) decides; else its words.
     near = Evidence.of(near_units)
-    exact = [term for term in exact_terms(answer) if not Evidence.of([question]).states(term)]
+    asked_exactly = Evidence.of([question])
+    exact = [term for term in exact_terms(answer) if not asked_exactly.states(term)]
     if exact:
         return sum(near.states(term) for term in exact) / len(exact)
     asked = set(tokenize(question))
