@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # recent Intel server CPUs; a portable AVX2 build works everywhere we run.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install run test bench browser
+.PHONY: install run lint test bench browser
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -33,7 +33,13 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: install browser
+# Lint, format and type checks (configured in pyproject.toml); `make test` runs them first.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install browser lint
 	$(PYTHON) -m pytest
 
 bench: install

@@ -7,7 +7,7 @@ measure and recover the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from answering.grounding import GuardedText
@@ -58,7 +58,7 @@ async def stream_answer(
     params: GenerationParams,
     backends: Mapping[str, Backend],
     fallback: ModelSpec | None,
-) -> AsyncIterator[AnswerEvent]:
+) -> AsyncGenerator[AnswerEvent, None]:
     """Stream one answer: `AttemptStart`, tokens, then `Answer`, per model tried.
 
     If a server model fails, its partial text stays in its `Answer` (with the
@@ -90,7 +90,8 @@ async def _attempt(
         backend = backends.get(model.backend)
         if backend is None:
             raise BackendError(
-                f"No {model.backend} backend is configured", model.label,
+                f"No {model.backend} backend is configured",
+                model.label,
                 "Set MODEL_SERVER_URL to use server models.",
             )
         async for event in backend.stream_chat(model.model, messages, params):
@@ -101,13 +102,22 @@ async def _attempt(
                 yield event
             elif isinstance(event, StreamEnd):
                 yield Answer(
-                    model, "".join(parts), event.finish_reason, event.usage,
-                    _since(started, first_token_at), time.perf_counter() - started,
+                    model,
+                    "".join(parts),
+                    event.finish_reason,
+                    event.usage,
+                    _since(started, first_token_at),
+                    time.perf_counter() - started,
                 )
     except BackendError as error:
         yield Answer(
-            model, "".join(parts), "error", None,
-            _since(started, first_token_at), time.perf_counter() - started, error,
+            model,
+            "".join(parts),
+            "error",
+            None,
+            _since(started, first_token_at),
+            time.perf_counter() - started,
+            error,
         )
 
 

@@ -1,5 +1,11 @@
 """Side-by-side comparison of models on one prompt: the core shared by the CLI tools and the app's /compare page.
 
+Each model's answer is one turn of the chat's own pipeline (`answering.pipeline.run_turn`)
+with routing off: the same retrieval, context selection, prompt and support check as the
+chat, the compared model playing the small model alone (no escalation, no fallback).
+Pasted text is a small knowledge base of its own (`PastedContext`); with no context at
+all the turn is a general-knowledge answer, labelled so.
+
 The models answer one after the other, never together: on a two-core machine two
 models decoding at once would each run at about half speed, and the comparison
 would measure the contention rather than the models.
@@ -8,25 +14,27 @@ would measure the contention rather than the models.
 from __future__ import annotations
 
 import sys
-
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-from answering.attempts import Answer, AttemptStart, stream_answer
-from models.base import Backend, BackendError, ChatMessage, GenerationParams, TokenEvent
+from answering.attempts import Answer
+from answering.grounding import Cut, GuardMode
+from answering.pipeline import Searchable, TurnConfig, TurnDone, TurnEvent, TurnRequest, run_turn
+from answering.router import Decision, Mode
+from answering.timings import PhaseTimings, price_for
+from models.base import Backend, BackendError, GenerationParams, TokenEvent
 from models.catalog import Catalog, ModelSpec, build_catalog, match_server_model
-from models.costs import price_for
 from models.settings import Settings
 from rag.chunking import chunk_documents
-from rag.documents import Chunk, Document
-from answering.prompt import build_messages, fit_passages
+from rag.documents import Chunk, Document, Hit
+from rag.retrieval import Retriever, make_retriever
 
 PASTED_CONTEXT_TITLE = "Pasted context"
 # The metrics `deltas` compares, in table order.
 DELTA_METRICS = ("ttft_s", "total_s", "prompt_tokens", "completion_tokens", "tokens_per_s", "cost_usd")
-
-ComparisonEvent = AttemptStart | TokenEvent | Answer
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,13 @@ class ComparisonRow:
     cost_usd: float | None  # simulated, from Settings.model_prices
     finish_reason: str
     error: str | None
+    # What the support check left: the text the chat would show, where it came from
+    # (answering.pipeline.Source: "slm" is the model's own checked answer, "general" a
+    # general-knowledge one, "quotes" the passages quoted when no sentence stood), and
+    # the sentences it cut, with why.
+    final: str
+    source: str
+    cuts: tuple[Cut, ...]
 
 
 def resolve_models(
@@ -137,50 +152,122 @@ def _all_embedded(names: Sequence[str] | None, catalog: Catalog) -> bool:
         return False
 
 
-def context_passages(context_text: str, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
-    """Pasted reference text as passages, cut exactly as the app cuts its documents."""
-    if not context_text.strip():
-        return []
-    document = Document("pasted-context", PASTED_CONTEXT_TITLE, "pasted", context_text)
-    return chunk_documents([document], chunk_size, chunk_overlap)
+class PastedContext:
+    """Text pasted for one prompt, as a knowledge base of its own.
 
-
-def comparison_messages(
-    prompt: str, passages: Sequence[Chunk], max_tokens: int
-) -> Callable[[ModelSpec], list[ChatMessage]]:
-    """The prompt each model is given.
-
-    With passages: the app's grounded prompt, the passages fitted to that model's
-    context window. Without: the prompt alone, as one user message, so that the
-    models are compared on the prompt and nothing else.
+    Cut as the app cuts its documents and searched with the chat's retrievers, but
+    returned whole: every chunk, those the retriever ranks first, then the others in
+    order (score 0). The user gave the text on purpose, so the turn's context budget,
+    not top-k, decides how much of it the model reads (see `TurnRequest.given_context`).
     """
 
-    def messages_for(spec: ModelSpec) -> list[ChatMessage]:
-        if not passages:
-            return [ChatMessage("user", prompt)]
-        fitted = fit_passages(passages, prompt, spec.context_window, max_tokens)
-        return build_messages(prompt, [], fitted, spec.context_window, max_tokens)
+    def __init__(self, text: str, chunk_size: int, chunk_overlap: int) -> None:
+        self.text = text
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+        self._chunks: list[Chunk] | None = None
+        self._retrievers: dict[str, Retriever] = {}
+        self._lock = threading.Lock()
 
-    return messages_for
+    def search(self, query: str, mode: str, k: int) -> list[Hit]:
+        """Every chunk, best first; `k` is ignored. Blocking: the pipeline calls it in a worker thread."""
+        with self._lock:
+            if self._chunks is None:
+                document = Document("pasted-context", PASTED_CONTEXT_TITLE, "pasted", self.text)
+                self._chunks = (
+                    chunk_documents([document], self.chunk_size, self.chunk_overlap) if self.text.strip() else []
+                )
+            chunks = self._chunks
+            if chunks and mode not in self._retrievers:
+                self._retrievers[mode] = make_retriever(mode, chunks)
+        if not chunks:
+            return []
+        ranked = self._retrievers[mode].search(query, len(chunks))
+        found = {hit.chunk.position for hit in ranked}
+        rest = [chunk for chunk in chunks if chunk.position not in found]
+        return ranked + [Hit(chunk, 0.0, rank) for rank, chunk in enumerate(rest, start=len(ranked) + 1)]
+
+
+class NoKnowledge:
+    """No documents at all: a turn over it is out of scope, so a comparison with neither
+    pasted text nor the app's corpus is a general-knowledge turn."""
+
+    def search(self, query: str, mode: str, k: int) -> list[Hit]:
+        return []
+
+
+NO_KNOWLEDGE = NoKnowledge()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One prompt put to each model, and what the models answer over."""
+
+    prompt: str
+    knowledge: Searchable = NO_KNOWLEDGE
+    params: GenerationParams = GenerationParams()
+    guard: GuardMode = GuardMode.STOP
+    retrieval_mode: str = "bm25"
+    top_k: int = 3
+
+    @classmethod
+    def from_settings(
+        cls,
+        prompt: str,
+        settings: Settings,
+        params: GenerationParams,
+        knowledge: Searchable = NO_KNOWLEDGE,
+        guard: GuardMode | None = None,
+    ) -> Comparison:
+        """The prompt with the settings' retrieval and guard (`guard` overrides the latter)."""
+        return cls(
+            prompt,
+            knowledge,
+            params,
+            guard or GuardMode(settings.grounding_guard),
+            settings.retrieval_mode,
+            settings.top_k,
+        )
+
+    def request(self, model: ModelSpec) -> TurnRequest:
+        """The model's turn: it plays the small model with routing off, and answers from
+        general knowledge (labelled) where the knowledge does not cover the prompt."""
+        return TurnRequest(
+            self.prompt,
+            self.knowledge,
+            slm=model,
+            llm=model,
+            params=self.params,
+            router_mode=Mode.OFF,
+            retrieval_mode=self.retrieval_mode,
+            top_k=self.top_k,
+            guard=self.guard,
+            general_knowledge=True,
+            given_context=isinstance(self.knowledge, PastedContext),
+        )
 
 
 async def stream_comparison(
+    comparison: Comparison,
     models: Sequence[ModelSpec],
-    messages_for: Callable[[ModelSpec], list[ChatMessage]],
-    params: GenerationParams,
     backends: Mapping[str, Backend],
-) -> AsyncIterator[ComparisonEvent]:
-    """For each model in turn: `AttemptStart`, its tokens, then its `Answer`.
+    config: TurnConfig,
+) -> AsyncIterator[TurnEvent]:
+    """For each model in turn, the events of its pipeline turn, ending with its `TurnDone`.
 
-    No fallback: a model that fails yields its `Answer` with `.error` (and any
-    partial text), and the next model still answers.
+    Every model reads the same passages: those chosen for the smallest context budget of
+    the models compared. A model that fails, even with an unexpected exception, yields
+    its `Answer` with `.error` (and any partial text) and its `TurnDone`, and the next
+    model still answers.
     """
+    budget = min((config.budget(model) for model in models), default=config.server_context_budget)
+    shared = replace(config, embedded_context_budget=budget, server_context_budget=budget)
     for model in models:
         started = time.perf_counter()
         parts: list[str] = []
         answered = False
         try:
-            async for event in stream_answer(model, messages_for, params, backends, fallback=None):
+            async for event in run_turn(comparison.request(model), backends, shared):
                 if isinstance(event, TokenEvent):
                     parts.append(event.text)
                 answered = answered or isinstance(event, Answer)
@@ -189,10 +276,21 @@ async def stream_comparison(
             if answered:
                 raise
             failure = BackendError(f"The model failed unexpectedly: {error}", model.label)
-            yield Answer(model, "".join(parts), "error", None, None, time.perf_counter() - started, failure)
+            answer = Answer(model, "".join(parts), "error", None, None, time.perf_counter() - started, failure)
+            yield answer
+            yield TurnDone(PhaseTimings(total_s=answer.total_s), answer, None, Decision(Mode.OFF, escalate=False))
 
 
-def row_for(answer: Answer, prices: Mapping[str, tuple[float, float]]) -> ComparisonRow:
+def answer_of(done: TurnDone) -> Answer:
+    """The compared model's answer in its turn: grounded (as the small model) or general (as the large)."""
+    answer = done.slm_answer or done.llm_answer
+    if answer is None:  # a comparison turn answers from general knowledge rather than not at all
+        raise ValueError("the comparison turn ended without its model's answer")
+    return answer
+
+
+def row_for(done: TurnDone, prices: Mapping[str, tuple[float, float]]) -> ComparisonRow:
+    answer = answer_of(done)
     usage = answer.usage
     price = price_for(answer.model.model, prices)
     return ComparisonRow(
@@ -208,10 +306,13 @@ def row_for(answer: Answer, prices: Mapping[str, tuple[float, float]]) -> Compar
         cost_usd=price.cost_usd(usage) if price and usage else None,
         finish_reason=answer.finish_reason,
         error=str(answer.error) if answer.error else None,
+        final=done.final.text,
+        source=done.final.source,
+        cuts=done.final.cuts,
     )
 
 
-def deltas(rows: Sequence[ComparisonRow]) -> dict:
+def deltas(rows: Sequence[ComparisonRow]) -> dict[str, Any]:
     """The second row against the first (the baseline).
 
     Returns {"baseline": label, "compared": label, <metric>: {"difference": b - a,
@@ -222,16 +323,15 @@ def deltas(rows: Sequence[ComparisonRow]) -> dict:
     first = rows[0] if rows else None
     second = rows[1] if len(rows) > 1 else None
     comparable = first is not None and second is not None and not first.error and not second.error
-    result: dict = {
+    result: dict[str, Any] = {
         "baseline": first.model if first else None,
         "compared": second.model if second else None,
     }
     for metric in DELTA_METRICS:
-        a = getattr(first, metric) if comparable else None
-        b = getattr(second, metric) if comparable else None
-        both = a is not None and b is not None
-        result[metric] = {
-            "difference": b - a if both else None,
-            "ratio": b / a if both and a != 0 else None,
-        }
+        a: float | None = getattr(first, metric) if comparable else None
+        b: float | None = getattr(second, metric) if comparable else None
+        if a is None or b is None:
+            result[metric] = {"difference": None, "ratio": None}
+        else:
+            result[metric] = {"difference": b - a, "ratio": b / a if a != 0 else None}
     return result

@@ -17,7 +17,6 @@ from answering.grounding import is_abstention
 LOW_QUANTILE = 0.1
 
 
-
 @dataclass(frozen=True)
 class Signals:
     answer_tokens: int
@@ -31,8 +30,6 @@ class Signals:
     @property
     def has_token_probs(self) -> bool:
         return self.low_token_prob is not None
-
-
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -108,13 +108,17 @@ def select_context(
     query: str,
     budget_tokens: int,
     count_tokens: Callable[[str], int] = estimate_tokens,
+    *,
+    fill: bool = False,
 ) -> list[Excerpt]:
     """The units of the hits that best match the query, with their neighbours, within the budget.
 
     Units are chosen best first (the sum of the rarity of the query terms they
     contain; among equals, the better-ranked chunk first), each with the unit
     before and after it when the budget allows. The best unit is always given,
-    however long. Excerpts keep the hits' order and are numbered from 1.
+    however long. With `fill` (text the user pasted on purpose), the units that
+    match no query term fill the rest of the budget, in the hits' order. Excerpts
+    keep the hits' order and are numbered from 1.
     """
     split = [units(hit.chunk.text) for hit in hits]
     scored = ranked_units(split, query, [passage_label(hit.chunk) for hit in hits])
@@ -132,7 +136,7 @@ def select_context(
         chosen.setdefault(h, set()).add(i)
         return True
 
-    best = [(h, i) for score, h, i in scored if score > 0]
+    best = [(h, i) for score, h, i in scored if score > 0 or fill]
     for rank, (h, i) in enumerate(best or [(0, 0)] if split and split[0] else []):
         if not take(h, i, force=rank == 0):
             continue
@@ -157,14 +161,15 @@ def ranked_units(
     frequency = Counter(term for text_terms in terms for unit in text_terms for term in unit & wanted)
     total = sum(len(text_units) for text_units in texts) or 1
     weight = {term: math.log(1 + total / frequency[term]) for term in frequency}
-    scored = [(sum(weight[t] for t in unit & wanted), h, i)
-              for h, text_terms in enumerate(terms) for i, unit in enumerate(text_terms)]
+    scored = [
+        (sum(weight[t] for t in unit & wanted), h, i)
+        for h, text_terms in enumerate(terms)
+        for i, unit in enumerate(text_terms)
+    ]
     return sorted(scored, key=lambda entry: (-entry[0], entry[1], entry[2]))
 
 
-def _ranked_excerpts(
-    excerpts: Sequence[Excerpt], query: str
-) -> tuple[list[list[str]], list[tuple[float, int, int]]]:
+def _ranked_excerpts(excerpts: Sequence[Excerpt], query: str) -> tuple[list[list[str]], list[tuple[float, int, int]]]:
     """The excerpts' units, and `ranked_units` over them."""
     split = [units(excerpt.text.replace(GAP, "\n")) for excerpt in excerpts]
     return split, ranked_units(split, query, [excerpt.label for excerpt in excerpts])
@@ -185,10 +190,17 @@ def drawn_from_best(answer: str, question: str, excerpts: Sequence[Excerpt], cou
     """Share of the answer's own words (those the question did not say) found in the passage
     sentences that best match the question (at most `count`, each scoring at least
     NEAR_BEST of the best one's score), each with the sentence after it: whether the answer
-    comes from where the question points. 1 when it adds no word."""
+    comes from where the question points. 1 when it adds no word, and when the question
+    points nowhere (no passage sentence shares a term with it: "Summarise this.")."""
     split, ranked = _ranked_excerpts(excerpts, question)
-    near_units = [unit for score, h, i in ranked[:count] if score > 0 and score >= NEAR_BEST * ranked[0][0]
-                  for unit in split[h][i : i + 2]]
+    if not ranked or ranked[0][0] <= 0:
+        return 1.0
+    near_units = [
+        unit
+        for score, h, i in ranked[:count]
+        if score > 0 and score >= NEAR_BEST * ranked[0][0]
+        for unit in split[h][i : i + 2]
+    ]
     # What an answer states exactly (a number, a setting, a command) decides; else its words.
     near = Evidence.of(near_units)
     asked_exactly = Evidence.of([question])

@@ -91,7 +91,7 @@ class Evidence:
         windows: list[frozenset[str]] = []
         for passage in passages:
             sentences = [frozenset(_terms(s)) for s in _EVIDENCE_SENTENCE.split(passage) if s.strip()]
-            windows += [a | b for a, b in zip(sentences, [*sentences[1:], frozenset()])]
+            windows += [a | b for a, b in zip(sentences, [*sentences[1:], frozenset()], strict=False)]
         return cls(
             _normal(joined),
             frozenset(_canonical_number(n) for n in _NUMBER.findall(joined)),
@@ -101,7 +101,7 @@ class Evidence:
 
     def states(self, term: str) -> bool:
         """Whether an exact term (a number, an identifier, a quoted string) occurs here."""
-        inner = term.strip("`\"")
+        inner = term.strip('`"')
         if _NUMBER.fullmatch(inner):
             return _canonical_number(inner) in self.numbers
         return _normal(inner) in self.text
@@ -133,7 +133,7 @@ def exact_terms(sentence: str) -> list[str]:
     bare = _QUOTED.sub(" ", _BACKTICKED.sub(" ", text))
     found += [m.rstrip(".,:;") for m in _IDENTIFIER.findall(bare)]
     found += _NUMBER.findall(bare)
-    return list(dict.fromkeys(term for term in found if term.strip("`\"")))
+    return list(dict.fromkeys(term for term in found if term.strip('`"')))
 
 
 def is_abstention(answer: str) -> bool:

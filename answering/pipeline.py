@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -23,13 +23,19 @@ from answering.attempts import Answer, AttemptStart, stream_answer
 from answering.confidence import Signals, collect_signals
 from answering.context import Excerpt, best_sentences, drawn_from_best, estimate_tokens, select_context
 from answering.grounding import (
-    AnswerGuard, Cut, Evidence, GuardedText, GuardMode, is_abstention, restates_question,
+    AnswerGuard,
+    Cut,
+    Evidence,
+    GuardedText,
+    GuardMode,
+    is_abstention,
+    restates_question,
 )
 from answering.prompt import GENERAL_PROMPT, build_messages, refine_messages, retrieval_query
 from answering.router import Decision, Mode, Reason, Thresholds, decide
+from answering.timings import PhaseTimings
 from models.base import Backend, ChatMessage, GenerationParams, TokenEvent, Usage
 from models.catalog import ModelSpec
-from models.costs import PhaseTimings
 from models.settings import Settings
 from rag.documents import Hit
 
@@ -57,6 +63,10 @@ class TurnRequest:
     guard: GuardMode = GuardMode.STOP
     # Answer from the model's own knowledge when the documents do not cover the question.
     general_knowledge: bool = False
+    # The knowledge is text the user gave for this question (the /compare page's context box,
+    # `evaluation.compare --context-file`): it is never out of scope, and as much of it as the
+    # budget holds is given, the sentences that best match the question first.
+    given_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,9 @@ class TurnConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnConfig:
         return cls(
-            Thresholds(settings.router_min_answer_tokens, settings.router_min_token_prob,
-                       settings.router_min_retrieval_score),
+            Thresholds(
+                settings.router_min_answer_tokens, settings.router_min_token_prob, settings.router_min_retrieval_score
+            ),
             settings.min_retrieval_score,
             settings.embedded_context_budget,
             settings.server_context_budget,
@@ -172,7 +183,7 @@ class _Turn:
 
 async def run_turn(
     request: TurnRequest, backends: Mapping[str, Backend], config: TurnConfig = TurnConfig()
-) -> AsyncIterator[TurnEvent]:
+) -> AsyncGenerator[TurnEvent, None]:
     """Answer one question; see the module's docstring for the events, in order."""
     turn = _Turn(request, config, backends)
     query = retrieval_query(request.question, request.history)
@@ -182,7 +193,10 @@ async def run_turn(
     turn.timings.retrieval_s = time.perf_counter() - searched
     best = hits[0].score if hits else 0.0
 
-    if best < config.min_retrieval_score:
+    weak = best < config.min_retrieval_score and not request.given_context  # pasted text is never out of scope
+    # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
+    nothing = not hits and request.general_knowledge
+    if weak or nothing:
         yield Retrieved(hits, [])
         async for event in _out_of_scope(turn, hits, best):
             yield event
@@ -190,14 +204,15 @@ async def run_turn(
 
     prepared = time.perf_counter()
     models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
-    turn.excerpts = select_context(hits, query, min(config.budget(m) for m in models))
+    turn.excerpts = select_context(hits, query, min(config.budget(m) for m in models), fill=request.given_context)
     turn.evidence = Evidence.of(f"{e.label}\n{e.text}" for e in turn.excerpts)
     turn.timings.prep_s = time.perf_counter() - prepared
     yield Retrieved(hits, turn.excerpts)
 
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
-        return build_messages(request.question, request.history, turn.excerpts, spec.context_window,
-                              request.params.max_tokens)
+        return build_messages(
+            request.question, request.history, turn.excerpts, spec.context_window, request.params.max_tokens
+        )
 
     slm_answer: Answer | None = None
     signals: Signals | None = None
@@ -205,8 +220,9 @@ async def run_turn(
     if mode is Mode.ALWAYS_LLM:
         decision = decide(Signals(answer_tokens=0, retrieval_score=best, abstained=False), mode, config.thresholds)
     else:
-        async for event in _checked_answer(turn, request.slm, messages_for, request.params.with_logprobs(),
-                                           request.fallback):
+        async for event in _checked_answer(
+            turn, request.slm, messages_for, request.params.with_logprobs(), request.fallback
+        ):
             if isinstance(event, Answer):
                 slm_answer = event
             yield event
@@ -215,8 +231,12 @@ async def run_turn(
             # The small model failed outright; its fallback already answered or explained.
             decision = Decision(mode, escalate=False)
         else:
-            signals = collect_signals(slm_answer.checked.kept if slm_answer.checked else slm_answer.text,
-                                      _completion_tokens(slm_answer), slm_answer.logprobs, best)
+            signals = collect_signals(
+                slm_answer.checked.kept if slm_answer.checked else slm_answer.text,
+                _completion_tokens(slm_answer),
+                slm_answer.logprobs,
+                best,
+            )
             decision = _with_support(decide(signals, mode, config.thresholds), slm_answer, turn)
         turn.timings.router_s = time.perf_counter() - routed_at
         if slm_answer is not None:
@@ -243,8 +263,10 @@ async def run_turn(
 
     final = _final(turn, slm_answer, llm_answer, decision)
     if final.source == "quotes":
-        yield Notice("unsupported", "No model answer could be checked against the documents; "
-                                    "here is what the closest passages say.")
+        yield Notice(
+            "unsupported",
+            "No model answer could be checked against the documents; here is what the closest passages say.",
+        )
     turn.timings.total_s = time.perf_counter() - turn.started
     yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts))
 
@@ -254,18 +276,22 @@ async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float) -> AsyncItera
     request = turn.request
     nothing = Decision(Mode.OFF, escalate=False)
     if not request.general_knowledge:
-        text = (f"The documents do not cover this question (the best passage matched with score {best:.2f}, "
-                f"below {turn.config.min_retrieval_score:.2f}).")
+        text = (
+            f"The documents do not cover this question (the best passage matched with score {best:.2f}, "
+            f"below {turn.config.min_retrieval_score:.2f})."
+        )
         yield Notice("out_of_scope", text)
         turn.timings.total_s = time.perf_counter() - turn.started
         yield TurnDone(turn.timings, None, None, nothing, FinalAnswer(text, "out_of_scope"))
         return
-    yield Notice("general_knowledge", "The documents do not cover this question; this answer is from the "
-                                      "model's general knowledge, not from the documents.")
+    yield Notice(
+        "general_knowledge",
+        "The documents do not cover this question; this answer is from the "
+        "model's general knowledge, not from the documents.",
+    )
     messages = [ChatMessage("system", GENERAL_PROMPT), *request.history, ChatMessage("user", request.question)]
     answer: Answer | None = None
-    async for event in stream_answer(request.llm, lambda _: messages, request.params, turn.backends,
-                                     request.fallback):
+    async for event in stream_answer(request.llm, lambda _: messages, request.params, turn.backends, request.fallback):
         answer = event if isinstance(event, Answer) else answer
         yield event
     turn.timings.total_s = time.perf_counter() - turn.started
@@ -276,7 +302,7 @@ async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float) -> AsyncItera
 async def _checked_answer(
     turn: _Turn,
     model: ModelSpec,
-    messages_for,
+    messages_for: Callable[[ModelSpec], list[ChatMessage]],
     params: GenerationParams,
     fallback: ModelSpec | None,
 ) -> AsyncIterator[TurnEvent]:
@@ -315,8 +341,16 @@ async def _checked_answer(
         text = "".join(parts)
         started = started or now
         usage = Usage(sum(estimate_tokens(m.content) for m in messages_for(current)), len(parts), estimated=True)
-        yield Answer(current, text, "guard", usage, (first_token - started) if first_token else None, now - started,
-                     checked=guard.result, logprobs=tuple(logprobs))
+        yield Answer(
+            current,
+            text,
+            "guard",
+            usage,
+            (first_token - started) if first_token else None,
+            now - started,
+            checked=guard.result,
+            logprobs=tuple(logprobs),
+        )
 
 
 def _completion_tokens(answer: Answer) -> int:
@@ -332,9 +366,12 @@ def _with_support(decision: Decision, answer: Answer, turn: _Turn) -> Decision:
     share = len(checked.cuts) / checked.sentences
     if share > MAX_UNSUPPORTED_SHARE or not checked.kept:
         reason = Reason(
-            "unsupported_share", share, MAX_UNSUPPORTED_SHARE,
-            f"{len(checked.cuts)} of {checked.sentences} sentences of the small model's answer are not in the "
-            "passages" if checked.cuts else "the small model's answer is empty",
+            "unsupported_share",
+            share,
+            MAX_UNSUPPORTED_SHARE,
+            f"{len(checked.cuts)} of {checked.sentences} sentences of the small model's answer are not in the passages"
+            if checked.cuts
+            else "the small model's answer is empty",
         )
     elif (problem := _not_an_answer(checked.kept, turn)) is not None:
         reason = problem
@@ -352,9 +389,12 @@ def _not_an_answer(text: str, turn: _Turn) -> Reason | None:
         return Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
     drawn = drawn_from_best(text, question, turn.excerpts)
     if drawn < MIN_DRAWN_FROM_BEST:
-        return Reason("drawn_from_best", drawn, MIN_DRAWN_FROM_BEST,
-                      f"the answer does not come from the passages that match the question "
-                      f"({drawn:.0%} of its words do)")
+        return Reason(
+            "drawn_from_best",
+            drawn,
+            MIN_DRAWN_FROM_BEST,
+            f"the answer does not come from the passages that match the question ({drawn:.0%} of its words do)",
+        )
     return None
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from models.base import ChatMessage
 from answering.context import Excerpt, estimate_tokens, passage_label
+from models.base import ChatMessage
 from rag.documents import Chunk
 from rag.text import tokenize
 
@@ -35,11 +35,9 @@ REFINE_PROMPT = (
 _PER_MESSAGE_OVERHEAD = 8
 
 
-
 # A follow-up such as "and what about vLLM?" says too little to retrieve on its own.
 _FOLLOW_UP_OPENERS = ("and ", "what about", "how about", "also", "what if", "why not")
 _FEW_CONTENT_WORDS = 4
-
 
 
 def numbered_passages(passages: Sequence[Passage]) -> str:
@@ -75,29 +73,6 @@ def retrieval_query(question: str, history: Sequence[ChatMessage]) -> str:
     if previous and (opener or len(tokenize(question)) < _FEW_CONTENT_WORDS):
         return f"{previous} {question}"
     return question
-
-
-def fit_passages(
-    passages: Sequence[Chunk],
-    question: str,
-    context_window: int,
-    max_tokens: int,
-    count_tokens: Callable[[str], int] = estimate_tokens,
-) -> list[Chunk]:
-    """The best-ranked passages that fit beside the question and the answer's reserve.
-
-    Called before the passages are numbered and shown, so that the sources the user
-    sees are exactly the ones the model was given. At least half the room left is
-    kept for the conversation.
-    """
-    room = (context_window - max_tokens - count_tokens(SYSTEM_PROMPT + question)) // 2
-    fitted: list[Chunk] = []
-    for chunk in passages:
-        room -= count_tokens(passage_label(chunk) + chunk.text) + _PER_MESSAGE_OVERHEAD
-        if room < 0:
-            break
-        fitted.append(chunk)
-    return fitted
 
 
 def build_messages(

@@ -6,6 +6,7 @@ threshold, so that the chat can say exactly why a turn was escalated.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -75,30 +76,36 @@ def decide(signals: Signals, mode: Mode, thresholds: Thresholds) -> Decision:
     if mode is Mode.OFF:
         return Decision(mode, escalate=False)
     if mode is Mode.ALWAYS_LLM:
-        return Decision(mode, escalate=True, reasons=(
-            Reason("mode", 1.0, 1.0, "the router is set to always use the large model"),
-        ))
+        return Decision(
+            mode, escalate=True, reasons=(Reason("mode", 1.0, 1.0, "the router is set to always use the large model"),)
+        )
     reasons = list(_weak_signals(signals, thresholds))
     return Decision(mode, escalate=bool(reasons), reasons=tuple(reasons))
 
 
-def _weak_signals(signals: Signals, thresholds: Thresholds):
+def _weak_signals(signals: Signals, thresholds: Thresholds) -> Iterator[Reason]:
     if signals.answer_tokens < thresholds.min_answer_tokens:
         yield Reason(
-            "answer_tokens", signals.answer_tokens, thresholds.min_answer_tokens,
+            "answer_tokens",
+            signals.answer_tokens,
+            thresholds.min_answer_tokens,
             f"the answer is short ({signals.answer_tokens} tokens < {thresholds.min_answer_tokens})",
         )
     if signals.abstained:
         yield Reason("abstained", 1.0, 0.0, "the small model said the passages do not answer the question")
     if signals.low_token_prob is not None and signals.low_token_prob < thresholds.min_low_token_prob:
         yield Reason(
-            "low_token_prob", signals.low_token_prob, thresholds.min_low_token_prob,
+            "low_token_prob",
+            signals.low_token_prob,
+            thresholds.min_low_token_prob,
             f"the small model was unsure of its words (10th-percentile token probability "
             f"{signals.low_token_prob:.2f} < {thresholds.min_low_token_prob:.2f})",
         )
     if signals.retrieval_score < thresholds.min_retrieval_score:
         yield Reason(
-            "retrieval_score", signals.retrieval_score, thresholds.min_retrieval_score,
+            "retrieval_score",
+            signals.retrieval_score,
+            thresholds.min_retrieval_score,
             f"the best passage matched weakly (score {signals.retrieval_score:.2f} < "
             f"{thresholds.min_retrieval_score:.2f})",
         )

@@ -43,22 +43,24 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import llama_cpp
+from llama_cpp.llama_types import CreateChatCompletionStreamResponse
 
-from models.factory import make_backends
+from answering.grounding import AnswerGuard, Evidence, GuardMode
+from answering.prompt import build_messages
 from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent
 from models.catalog import EMBEDDED_SLM
-from models.embedded import EmbeddedBackend
+from models.embedded import EmbeddedBackend, llama_message
+from models.factory import make_backends
 from models.settings import PROJECT_ROOT, Settings
 from models.weights import smollm2_path
 from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
-from answering.grounding import AnswerGuard, Evidence, GuardMode
-from answering.prompt import build_messages
 
 TARGET_RATIO = 0.95
 LOGPROB_TARGET = 0.90  # the router's signal may cost at most 10% of decode speed
@@ -116,25 +118,33 @@ class RawLlama:
         # Llama reuses the KV cache of a matching prompt prefix; every run would then
         # skip prompt evaluation, unlike a new question in the app. Start cold instead.
         self.llama.reset()
-        as_dicts = [{"role": m.role, "content": m.content} for m in messages]
+        as_dicts = [llama_message(m) for m in messages]
         tokens, first_at, last_at, finish, parts = 0, None, None, "length", []
         started = time.perf_counter()
-        for chunk in self.llama.create_chat_completion(
-            messages=as_dicts, stream=True, max_tokens=max_tokens, temperature=0,
-            # The same sampling penalty the app's backend applies.
-            repeat_penalty=self.repeat_penalty,
-        ):
+        # With stream=True the answer is an iterator of chunks (the return type covers both).
+        stream = cast(
+            "Iterator[CreateChatCompletionStreamResponse]",
+            self.llama.create_chat_completion(
+                messages=as_dicts,
+                stream=True,
+                max_tokens=max_tokens,
+                temperature=0,
+                # The same sampling penalty the app's backend applies.
+                repeat_penalty=self.repeat_penalty,
+            ),
+        )
+        for chunk in stream:
             now = time.perf_counter()
             choice = chunk["choices"][0]
             content = choice["delta"].get("content")
-            if content:  # the first chunk carries only the role, the last only finish_reason
+            # The first chunk carries only the role, the last only finish_reason.
+            if isinstance(content, str) and content:
                 tokens += 1
                 first_at = now if first_at is None else first_at
                 last_at = now
                 parts.append(content)
             finish = choice["finish_reason"] or finish
-        return Run(RAW, tokens, _since(started, first_at), _rate(tokens, first_at, last_at),
-                   finish, "".join(parts))
+        return Run(RAW, tokens, _since(started, first_at), _rate(tokens, first_at, last_at), finish, "".join(parts))
 
 
 class AppBackend:
@@ -170,10 +180,16 @@ class AppBackend:
         assert end is not None
         # Tokens actually decoded, not events: held-back text can merge tokens into one event.
         tokens = end.usage.completion_tokens
-        return Run(BACKEND_LOGPROBS if params.logprobs else BACKEND, tokens,
-                   _since(started, first_at), _rate(tokens, first_at, last_at),
-                   end.finish_reason, "".join(parts), tuple(parts),
-                   last_at - first_at if first_at is not None and last_at is not None else None)
+        return Run(
+            BACKEND_LOGPROBS if params.logprobs else BACKEND,
+            tokens,
+            _since(started, first_at),
+            _rate(tokens, first_at, last_at),
+            end.finish_reason,
+            "".join(parts),
+            tuple(parts),
+            last_at - first_at if first_at is not None and last_at is not None else None,
+        )
 
 
 def _on_fresh_thread(work: Callable[[], Run]) -> Run:
@@ -242,14 +258,20 @@ def print_table(summary: dict, ratios: dict, passed: bool, same_text: bool) -> N
         s = summary[variant]
         spread = f"({num(s['decode_tok_s_min'], '.1f')} - {num(s['decode_tok_s_max'], '.1f')})"
         ttft_ms = None if s["ttft_s_median"] is None else s["ttft_s_median"] * 1000
-        print(f"{variant:<18} {num(s['decode_tok_s_median'], '.1f'):>12} {spread:>17} "
-              f"{num(ttft_ms, '.0f'):>9} {num(s['tokens_median'], '.0f'):>7}")
+        print(
+            f"{variant:<18} {num(s['decode_tok_s_median'], '.1f'):>12} {spread:>17} "
+            f"{num(ttft_ms, '.0f'):>9} {num(s['tokens_median'], '.0f'):>7}"
+        )
     print()
-    print(f"backend / raw            {num(ratios[BACKEND], '.3f')}  "
-          f"{'PASS' if passed else 'FAIL'} (target >= {TARGET_RATIO})")
+    print(
+        f"backend / raw            {num(ratios[BACKEND], '.3f')}  "
+        f"{'PASS' if passed else 'FAIL'} (target >= {TARGET_RATIO})"
+    )
     print(f"backend+logprobs / raw   {num(ratios[BACKEND_LOGPROBS], '.3f')}")
-    print(f"backend+logprobs / backend {num(ratios['logprobs_vs_backend'], '.3f')}  "
-          f"(the log-probability's cost; target >= {LOGPROB_TARGET})")
+    print(
+        f"backend+logprobs / backend {num(ratios['logprobs_vs_backend'], '.3f')}  "
+        f"(the log-probability's cost; target >= {LOGPROB_TARGET})"
+    )
     if not same_text:
         # Greedy decoding of one prompt should give one answer; if not, the sides differ
         # in more than their plumbing (prompt rendering, sampler) and the ratio is suspect.
@@ -265,9 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    messages = build_messages(QUESTION, [], chunk_documents(SEED_DOCUMENTS), settings.embedded_context_window, args.max_tokens)
-    print(f"SmolLM2-135M ({smollm2_path().name}), n_ctx={settings.embedded_context_window}, "
-          f"threads={settings.embedded_threads}, max_tokens={args.max_tokens}, runs={args.runs}")
+    messages = build_messages(
+        QUESTION, [], chunk_documents(SEED_DOCUMENTS), settings.embedded_context_window, args.max_tokens
+    )
+    print(
+        f"SmolLM2-135M ({smollm2_path().name}), n_ctx={settings.embedded_context_window}, "
+        f"threads={settings.embedded_threads}, max_tokens={args.max_tokens}, runs={args.runs}"
+    )
 
     loop = asyncio.new_event_loop()
     try:
@@ -285,48 +311,62 @@ def main(argv: list[str] | None = None) -> int:
             for variant in VARIANTS:
                 run = run_variant[variant]()
                 runs.append(run)
-                print(f"  run {number} {variant:<17} {run.tokens:>4} tokens  "
-                      f"{'n/a' if run.decode_tok_s is None else f'{run.decode_tok_s:6.1f}'} tok/s  "
-                      f"TTFT {'n/a' if run.ttft_s is None else f'{run.ttft_s * 1000:5.0f}'} ms")
+                print(
+                    f"  run {number} {variant:<17} {run.tokens:>4} tokens  "
+                    f"{'n/a' if run.decode_tok_s is None else f'{run.decode_tok_s:6.1f}'} tok/s  "
+                    f"TTFT {'n/a' if run.ttft_s is None else f'{run.ttft_s * 1000:5.0f}'} ms"
+                )
     finally:
         loop.close()
 
     summary = {v: summarise([r for r in runs if r.variant == v]) for v in VARIANTS}
     evidence = Evidence.of(f"{chunk.document.title}\n{chunk.text}" for chunk in chunk_documents(SEED_DOCUMENTS))
     shares = [s for s in (guard_share(r, evidence) for r in runs if r.variant != RAW) if s is not None]
-    guard = {"median_share_of_decode": statistics.median(shares) if shares else None,
-             "max_share_of_decode": max(shares, default=None), "target": GUARD_TARGET}
+    guard = {
+        "median_share_of_decode": statistics.median(shares) if shares else None,
+        "max_share_of_decode": max(shares, default=None),
+        "target": GUARD_TARGET,
+    }
     if shares:
-        print(f"answer guard: {guard['median_share_of_decode']:.3%} of decode time (median, max "
-              f"{guard['max_share_of_decode']:.3%}; target at most {GUARD_TARGET:.0%})")
+        print(
+            f"answer guard: {guard['median_share_of_decode']:.3%} of decode time (median, max "
+            f"{guard['max_share_of_decode']:.3%}; target at most {GUARD_TARGET:.0%})"
+        )
     ratios = {v: ratio(summary, v) for v in (BACKEND, BACKEND_LOGPROBS)}
     # The log-probability's own cost, against the same backend streaming without it.
     ratios["logprobs_vs_backend"] = ratio(summary, BACKEND_LOGPROBS, BACKEND)
-    passed = ratios[BACKEND] is not None and ratios[BACKEND] >= TARGET_RATIO
+    backend_ratio = ratios[BACKEND]
+    passed = backend_ratio is not None and backend_ratio >= TARGET_RATIO
     same_text = len({r.text for r in runs}) == 1
     print_table(summary, ratios, passed, same_text)
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "model_file": str(smollm2_path()),
-        "n_ctx": settings.embedded_context_window,
-        "threads": settings.embedded_threads,
-        "max_tokens": args.max_tokens,
-        "question": QUESTION,
-        "environment": {
-            "llama_cpp_python": llama_cpp.__version__,
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-        },
-        "summary": summary,
-        "ratios": ratios,
-        "answer_guard": guard,
-        "target_ratio": TARGET_RATIO,
-        "passed": passed,
-        "same_text": same_text,
-        "runs": [{k: v for k, v in asdict(r).items() if k != "pieces"} for r in runs],
-    }, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {
+                "model_file": str(smollm2_path()),
+                "n_ctx": settings.embedded_context_window,
+                "threads": settings.embedded_threads,
+                "max_tokens": args.max_tokens,
+                "question": QUESTION,
+                "environment": {
+                    "llama_cpp_python": llama_cpp.__version__,
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "machine": platform.machine(),
+                },
+                "summary": summary,
+                "ratios": ratios,
+                "answer_guard": guard,
+                "target_ratio": TARGET_RATIO,
+                "passed": passed,
+                "same_text": same_text,
+                "runs": [{k: v for k, v in asdict(r).items() if k != "pieces"} for r in runs],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwrote {args.json}")
     return 1 if args.check and not passed else 0
 

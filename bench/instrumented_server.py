@@ -33,9 +33,15 @@ import sys
 import threading
 import time
 import types
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:  # imported at run time only after Chainlit, as `chainlit run` does (see main)
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 SAMPLE_S = 0.010
 CULPRIT_S = 0.050  # stalls at least this long get the threads' stacks recorded
@@ -90,8 +96,10 @@ class LoopLagMonitor:
         # can start and its callback would append to the deque mid-iteration. Copying allocates
         # only the new deque, before any item is read.
         pauses = [(gen, a, b) for gen, a, b in self.gc_pauses.copy() if b > start and a < end]
-        return {"gc_ms": sum((b - a) * 1000 for _, a, b in pauses),
-                "gc_generations": sorted({gen for gen, _, _ in pauses})}
+        return {
+            "gc_ms": sum((b - a) * 1000 for _, a, b in pauses),
+            "gc_generations": sorted({gen for gen, _, _ in pauses}),
+        }
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,8 +113,13 @@ class LoopLagMonitor:
             self.timer_heap_max = max(self.timer_heap_max, len(getattr(loop, "_scheduled", ())))
             captured = self._captured.pop(before, None)
             if lag >= CULPRIT_S:
-                self.stalls.append({"lag_ms": lag * 1000, "threads": captured["threads"] if captured else None,
-                                    **self._gc_during(before, time.perf_counter())})
+                self.stalls.append(
+                    {
+                        "lag_ms": lag * 1000,
+                        "threads": captured["threads"] if captured else None,
+                        **self._gc_during(before, time.perf_counter()),
+                    }
+                )
                 self.stalls = sorted(self.stalls, key=lambda stall: -stall["lag_ms"])[:MAX_STALLS]
             self._captured.clear()
 
@@ -120,16 +133,26 @@ class LoopLagMonitor:
     def report(self, reset: bool) -> dict:
         lags_ms = sorted(lag * 1000 for lag in self.lags_s)
         stalls = self.stalls
-        collections_seen = {"counts": self.gc_counts, "worst_ms": self.gc_worst_ms,
-                            "full_collection_objects_max": self.gc_full_scan_max}
+        collections_seen = {
+            "counts": self.gc_counts,
+            "worst_ms": self.gc_worst_ms,
+            "full_collection_objects_max": self.gc_full_scan_max,
+        }
         timer_heap_max = self.timer_heap_max
         if reset:
             self.lags_s, self.stalls = array.array("d"), []
             self.timer_heap_max = 0
             self.gc_counts, self.gc_worst_ms, self.gc_full_scan_max = [0, 0, 0], [0.0, 0.0, 0.0], 0
         if not lags_ms:
-            return {"samples": 0, "max_ms": None, "p99_ms": None, "p50_ms": None, "stalls": stalls,
-                    "gc": collections_seen, "timer_heap_max": timer_heap_max}
+            return {
+                "samples": 0,
+                "max_ms": None,
+                "p99_ms": None,
+                "p50_ms": None,
+                "stalls": stalls,
+                "gc": collections_seen,
+                "timer_heap_max": timer_heap_max,
+            }
         return {
             "gc": collections_seen,
             "timer_heap_max": timer_heap_max,
@@ -145,12 +168,13 @@ def _thread_stacks(loop_thread: int) -> dict[str, list[str]]:
     """The innermost frames of every thread; the event loop's thread is called "event-loop"."""
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     stacks = {}
-    for ident, frame in sys._current_frames().items():
+    for ident, innermost in sys._current_frames().items():
         if ident == threading.get_ident():
             continue
         # By hand, not with traceback: it registers every file with linecache, memory the
         # benchmark would then report as the app's.
-        frames = []
+        frames: list[str] = []
+        frame: types.FrameType | None = innermost
         while frame is not None and len(frames) < STACK_DEPTH:
             frames.append(f"{_short_path(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}")
             frame = frame.f_back
@@ -231,8 +255,11 @@ def _report_cycles() -> None:
     sections = {
         "objects by type": (_type_name(obj) for obj in kept),
         "classes": (f"{obj.__module__}.{obj.__qualname__}" for obj in kept if isinstance(obj, type)),
-        "frames": (f"{_short_path(obj.f_code.co_filename)}:{obj.f_code.co_name}"
-                   for obj in kept if isinstance(obj, types.FrameType)),
+        "frames": (
+            f"{_short_path(obj.f_code.co_filename)}:{obj.f_code.co_name}"
+            for obj in kept
+            if isinstance(obj, types.FrameType)
+        ),
     }
     with open(out, "w") as report:
         report.write(f"{len(kept)} objects freed by the garbage collector between the two readings\n")
@@ -249,11 +276,11 @@ class BenchRoutes:
     later is not reliably matched ahead of it.
     """
 
-    def __init__(self, app, monitor: LoopLagMonitor) -> None:
+    def __init__(self, app: ASGIApp, monitor: LoopLagMonitor) -> None:
         self.app = app
         self.monitor = monitor
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from starlette.requests import Request
         from starlette.responses import JSONResponse
 
@@ -297,7 +324,9 @@ def _small_objects_by_target(objects: list) -> dict[str, int]:
 
 
 def _largest_containers(objects: list, count: int = 8) -> list[str]:
-    sized = [(len(obj), obj) for obj in objects if type(obj) in (dict, list, set, collections.deque, collections.OrderedDict)]
+    sized = [
+        (len(obj), obj) for obj in objects if type(obj) in (dict, list, set, collections.deque, collections.OrderedDict)
+    ]
     sized.sort(key=lambda pair: -pair[0])
     described = []
     for size, obj in sized[:count]:
@@ -309,7 +338,8 @@ def _largest_containers(objects: list, count: int = 8) -> list[str]:
 def _rss_parts() -> dict | None:
     """Resident memory split as Linux counts it: anonymous (heaps, stacks) and file-backed (code, mapped files)."""
     try:
-        lines = open("/proc/self/status").read().splitlines()
+        with open("/proc/self/status") as status:
+            lines = status.read().splitlines()
     except OSError:
         return None
     parts = {}
@@ -343,13 +373,29 @@ def _pymalloc_info() -> dict | None:
     if "arenas allocated current" not in numbers:
         return None
     mb = 2**20
-    return {"arenas_mb": numbers["arenas allocated current"] * 1.0, "in_use_mb": numbers["bytes in allocated blocks"] / mb,
-            "free_in_arenas_mb": numbers["bytes in available blocks"] / mb}
+    return {
+        "arenas_mb": numbers["arenas allocated current"] * 1.0,
+        "in_use_mb": numbers["bytes in allocated blocks"] / mb,
+        "free_in_arenas_mb": numbers["bytes in available blocks"] / mb,
+    }
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _malloc_info() -> dict | None:
@@ -361,8 +407,12 @@ def _malloc_info() -> dict | None:
     mallinfo2.restype = _MallInfo2
     info = mallinfo2()
     mb = 2**20
-    return {"heap_mb": info.arena / mb, "in_use_mb": info.uordblks / mb, "free_kept_mb": info.fordblks / mb,
-            "mmapped_mb": info.hblkhd / mb}
+    return {
+        "heap_mb": info.arena / mb,
+        "in_use_mb": info.uordblks / mb,
+        "free_kept_mb": info.fordblks / mb,
+        "mmapped_mb": info.hblkhd / mb,
+    }
 
 
 def _malloc_trim() -> None:
@@ -370,13 +420,13 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def install(app) -> LoopLagMonitor:
+def install(app: FastAPI) -> LoopLagMonitor:
     """Start the monitor with the app's lifespan and answer the two routes."""
     monitor = LoopLagMonitor()
     original_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(served_app):
+    async def lifespan(served_app: FastAPI) -> AsyncIterator[Any]:
         task = asyncio.create_task(monitor.run(), name="bench-loop-lag")
         try:
             async with original_lifespan(served_app) as state:

@@ -56,10 +56,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -117,8 +118,18 @@ class LoadConfig:
     generator_niceness: int = 10
 
 
-QUICK = LoadConfig(sessions=3, questions=1, churn=5, tokens=8, embedded_sessions=1, embedded_max_tokens=16,
-                   upload_sessions=1, upload_kb=20, settle_s=1.0, session_timeout_s=None)
+QUICK = LoadConfig(
+    sessions=3,
+    questions=1,
+    churn=5,
+    tokens=8,
+    embedded_sessions=1,
+    embedded_max_tokens=16,
+    upload_sessions=1,
+    upload_kb=20,
+    settle_s=1.0,
+    session_timeout_s=None,
+)
 
 
 @dataclass
@@ -160,14 +171,20 @@ class TimedClient(ChainlitClient):
         self.http.timeout = httpx.Timeout(BROWSER_CONNECT_TIMEOUT_S)
 
         @self._sio.on("*")
-        async def record(event, data=None):
+        async def record(event: str, data: Any = None) -> None:  # any JSON value
             data = data if isinstance(data, dict) else {"value": data}
             streamed = event in ("stream_start", "stream_token")
-            if streamed and self.first_word_at is None and FIRST_WORD in (data.get("output") or data.get("token") or ""):
+            if (
+                streamed
+                and self.first_word_at is None
+                and FIRST_WORD in (data.get("output") or data.get("token") or "")
+            ):
                 self.first_word_at = time.perf_counter()
             self._events.put_nowait((event, data))
 
-    async def timed_ask(self, text: str, file_ids: tuple[str, ...] = (), timeout_s: float = 180) -> tuple[Turn, float | None]:
+    async def timed_ask(
+        self, text: str, file_ids: tuple[str, ...] = (), timeout_s: float = 180
+    ) -> tuple[Turn, float | None]:
         self.first_word_at = None
         sent = time.perf_counter()
         turn = await self.ask(text, file_ids, timeout_s=timeout_s)
@@ -210,9 +227,11 @@ def _ratio(app: dict, backend: dict, key: str) -> float | None:
 
 # --- documents to upload -------------------------------------------------------------
 
-_WORDS = ("budget quarterly revenue forecast team hiring roadmap latency storage network customer "
-          "contract renewal incident review security audit training release schedule vendor "
-          "migration capacity planning support backlog metrics dashboard onboarding policy").split()
+_WORDS = (
+    "budget quarterly revenue forecast team hiring roadmap latency storage network customer "
+    "contract renewal incident review security audit training release schedule vendor "
+    "migration capacity planning support backlog metrics dashboard onboarding policy"
+).split()
 
 
 def report_text(kilobytes: int, seed: int) -> str:
@@ -245,14 +264,26 @@ def report_pdf(kilobytes: int, seed: int) -> bytes:
 
 # --- the servers ---------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def scripted_server(config: LoadConfig, folder: Path) -> Iterator[str]:
     """The scripted model server in its own process, so that the clients' load does not slow it."""
     port = free_port()
     below_app = ["nice", "-n", str(config.generator_niceness)] if config.generator_niceness else []
-    command = [*below_app, sys.executable, "-m", "bench.scripted_server", "--port", str(port),
-               "--ttft-ms", str(config.backend_ttft_ms), "--tokens", str(config.tokens),
-               "--tok-s", str(config.backend_tok_s)]
+    command = [
+        *below_app,
+        sys.executable,
+        "-m",
+        "bench.scripted_server",
+        "--port",
+        str(port),
+        "--ttft-ms",
+        str(config.backend_ttft_ms),
+        "--tokens",
+        str(config.tokens),
+        "--tok-s",
+        str(config.backend_tok_s),
+    ]
     base = f"http://127.0.0.1:{port}/v1"
     up = False
     try:
@@ -262,8 +293,9 @@ def scripted_server(config: LoadConfig, folder: Path) -> Iterator[str]:
     except (RuntimeError, TimeoutError) as error:
         if up:  # the benchmark's own failure, not the server's start
             raise
-        raise Unavailable(f"the scripted model server did not start ({_first_line(error)}); "
-                          f"log: {folder / 'scripted.log'}") from error
+        raise Unavailable(
+            f"the scripted model server did not start ({_first_line(error)}); log: {folder / 'scripted.log'}"
+        ) from error
 
 
 @contextlib.contextmanager
@@ -274,18 +306,34 @@ def app_server(config: LoadConfig, model_server: str, folder: Path) -> Iterator[
     shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
     shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
     port = free_port()
-    command = [sys.executable, "-m", "bench.instrumented_server", "run", "app.py",
-               "--headless", "--host", "127.0.0.1", "--port", str(port)]
-    env = clean_environment({
-        # Its own chat database and login secret: never the developer's.
-        "CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(folder / "data"),
-        "MODEL_SERVER_URL": model_server, "SLM_MODEL": SLM_ID, "LLM_MODEL": LLM_ID, "ROUTER_MODE": "off",
-        # Every question streams an answer (the scripted words are checked, as any answer is,
-        # but a question far from the documents would get no model at all).
-        "MIN_RETRIEVAL_SCORE": "0",
-        **({"SESSION_TIMEOUT_S": str(config.session_timeout_s)} if config.session_timeout_s is not None else {}),
-        **dict(config.server_env),
-    })
+    command = [
+        sys.executable,
+        "-m",
+        "bench.instrumented_server",
+        "run",
+        "app.py",
+        "--headless",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = clean_environment(
+        {
+            # Its own chat database and login secret: never the developer's.
+            "CHAINLIT_APP_ROOT": str(app_root),
+            "DATA_DIR": str(folder / "data"),
+            "MODEL_SERVER_URL": model_server,
+            "SLM_MODEL": SLM_ID,
+            "LLM_MODEL": LLM_ID,
+            "ROUTER_MODE": "off",
+            # Every question streams an answer (the scripted words are checked, as any answer is,
+            # but a question far from the documents would get no model at all).
+            "MIN_RETRIEVAL_SCORE": "0",
+            **({"SESSION_TIMEOUT_S": str(config.session_timeout_s)} if config.session_timeout_s is not None else {}),
+            **dict(config.server_env),
+        }
+    )
     base = f"http://127.0.0.1:{port}"
     log = folder / "app.log"
     up = False
@@ -304,6 +352,7 @@ def _first_line(error: BaseException) -> str:
 
 
 # --- the benchmark -------------------------------------------------------------------
+
 
 class Benchmark:
     def __init__(self, config: LoadConfig, app_url: str, model_url: str) -> None:
@@ -342,13 +391,20 @@ class Benchmark:
         response.raise_for_status()
         return response.json()
 
-    async def with_loop_lag(self, work) -> dict:
+    async def with_loop_lag(self, work: Awaitable[object]) -> dict:
         await self.loop_lag(reset=True)
         await work
         return await self.loop_lag(reset=True)
 
-    async def session(self, phase: str, kind: str, questions: int, progress: tqdm | None,
-                      settings: dict | None = None, uploads: tuple[tuple[str, bytes, str], ...] = ()) -> None:
+    async def session(
+        self,
+        phase: str,
+        kind: str,
+        questions: int,
+        progress: tqdm | None,
+        settings: dict | None = None,
+        uploads: tuple[tuple[str, bytes, str], ...] = (),
+    ) -> None:
         """One chat session: connect, (change settings, upload,) ask, leave; every turn recorded."""
         client = TimedClient(self.app_url)
         try:
@@ -380,8 +436,9 @@ class Benchmark:
         response = await self.http.get(f"{self.model_url.removesuffix('/v1')}/bench/last-request")
         self.app_request = response.json()
         if not self.app_request:
-            raise Unavailable("the app never called the scripted model server; "
-                              "is MODEL_SERVER_URL reaching it? (see the app log)")
+            raise Unavailable(
+                "the app never called the scripted model server; is MODEL_SERVER_URL reaching it? (see the app log)"
+            )
 
     async def churn(self) -> dict:
         config = self.config
@@ -406,6 +463,7 @@ class Benchmark:
         await self.loop_lag(reset=True)
         gate = asyncio.Semaphore(config.sessions)
         with tqdm(total=config.churn, desc="churn", unit="session", leave=False) as progress:
+
             async def one() -> None:
                 async with gate:
                     await self.session("churn", "churn", 1, progress)
@@ -424,12 +482,18 @@ class Benchmark:
         end = self.server.memory_info().rss
         mb = 2**20
         return {
-            "start_mb": start / mb, "peak_mb": peak / mb, "after_churn_mb": after_churn / mb, "end_mb": end / mb,
-            "end_minus_start_mb": (end - start) / mb, "end_over_start": end / start,
+            "start_mb": start / mb,
+            "peak_mb": peak / mb,
+            "after_churn_mb": after_churn / mb,
+            "end_mb": end / mb,
+            "end_minus_start_mb": (end - start) / mb,
+            "end_over_start": end / start,
             "retained_kb_per_session": (end - start) / 1024 / config.churn,
             "near_start": end <= start * (1 + MEMORY_TOLERANCE),
             "tolerance": MEMORY_TOLERANCE,
-            "server_before": before, "server_after": after, "loop_lag": lag,
+            "server_before": before,
+            "server_after": after,
+            "loop_lag": lag,
             "objects_grown_by_type": grown,
             # Bytes in Python objects at their highest during the churn: above the start, the
             # sessions in flight and, mostly, garbage waiting for a full collection.
@@ -444,7 +508,10 @@ class Benchmark:
     async def baseline(self) -> None:
         """The backend's own TTFT: the app's request, straight to the model server, same concurrency."""
         url = f"{self.model_url}/chat/completions"
-        with tqdm(total=self.config.sessions * self.config.questions, desc="baseline", unit="req", leave=False) as progress:
+        with tqdm(
+            total=self.config.sessions * self.config.questions, desc="baseline", unit="req", leave=False
+        ) as progress:
+
             async def client() -> None:
                 async with httpx.AsyncClient(timeout=60) as http:
                     # Untimed: opens the connection, as the app's client has one open after the warm-up.
@@ -466,14 +533,16 @@ class Benchmark:
                         first = time.perf_counter()
         except httpx.HTTPError as error:
             return TurnRecord("baseline", "direct", None, f"{type(error).__name__}: {error}"[:200])
-        return TurnRecord("baseline", "direct", None if first is None else first - sent,
-                          None if first else "no first word")
+        return TurnRecord(
+            "baseline", "direct", None if first is None else first - sent, None if first else "no first word"
+        )
 
     async def app_load(self, phase: str) -> None:
         config = self.config
         with tqdm(total=config.sessions * config.questions, desc=phase, unit="turn", leave=False) as progress:
-            await asyncio.gather(*(self.session(phase, "scripted", config.questions, progress)
-                                   for _ in range(config.sessions)))
+            await asyncio.gather(
+                *(self.session(phase, "scripted", config.questions, progress) for _ in range(config.sessions))
+            )
 
     def decode_settings(self) -> dict:
         return {"slm": EMBEDDED_SLM_KEY, "max_tokens": self.config.embedded_max_tokens, "temperature": 0}
@@ -489,7 +558,7 @@ class Benchmark:
         scripted_done = asyncio.Event()
         decode_settings = self.decode_settings()
 
-        async def until_done(**session) -> None:
+        async def until_done(**session: Any) -> None:
             # At least once, then again for as long as the scripted sessions run.
             while True:
                 await self.session("mixed", questions=1, progress=None, **session)
@@ -529,17 +598,20 @@ class Benchmark:
             "errors": {"count": len(errors), "by_phase": by_phase, "messages": distinct[:10]},
             "turns": counts,
             "ttft_ms": {
-                "backend": backend, "app": app, "app_mixed_load": mixed,
+                "backend": backend,
+                "app": app,
+                "app_mixed_load": mixed,
                 "added": {key: _difference(app, backend, key) for key in ("median", "p95")},
                 "ratio": {key: _ratio(app, backend, key) for key in ("median", "p95")},
             },
             # Opening a session: sign-in, socket, on_chat_start (connect to its first task_end).
-            "connect_ms": {phase: summary([t.ttft_s * 1000 for t in records.turns
-                                           if t.phase == phase and t.kind == "connect"])
-                           for phase in ("churn", "app", "mixed")},
+            "connect_ms": {phase: summary(records.ttfts_ms(phase, "connect")) for phase in ("churn", "app", "mixed")},
             "loop_lag_ms": lags,
-            "stall": {"worst_ms": worst_mixed, "target_ms": STALL_TARGET_MS,
-                      "ok": worst_mixed is not None and worst_mixed < STALL_TARGET_MS},
+            "stall": {
+                "worst_ms": worst_mixed,
+                "target_ms": STALL_TARGET_MS,
+                "ok": worst_mixed is not None and worst_mixed < STALL_TARGET_MS,
+            },
             "memory": memory,
             "uploads_kb": getattr(self, "upload_sizes_kb", None),
         }
@@ -551,80 +623,116 @@ def print_report(result: dict) -> None:
 
     c = result["config"]
     t = result["ttft_ms"]
-    print(f"\nLoad: {c['sessions']} sessions x {c['questions']} questions, churn {c['churn']}; scripted model "
-          f"TTFT {c['backend_ttft_ms']:g} ms, {c['tokens']} tokens at {c['backend_tok_s']:g} tok/s; "
-          f"mixed load adds {c['embedded_sessions']} embedded-decode and {c['upload_sessions']} upload sessions")
+    print(
+        f"\nLoad: {c['sessions']} sessions x {c['questions']} questions, churn {c['churn']}; scripted model "
+        f"TTFT {c['backend_ttft_ms']:g} ms, {c['tokens']} tokens at {c['backend_tok_s']:g} tok/s; "
+        f"mixed load adds {c['embedded_sessions']} embedded-decode and {c['upload_sessions']} upload sessions"
+    )
     env = result["environment"]
-    print(f"machine: {env['cpus']} CPUs, load average {env['load_average_1m_before']:.1f} before and "
-          f"{env['load_average_1m_after']:.1f} after (other processes compete for the same cores)")
+    print(
+        f"machine: {env['cpus']} CPUs, load average {env['load_average_1m_before']:.1f} before and "
+        f"{env['load_average_1m_after']:.1f} after (other processes compete for the same cores)"
+    )
     if c["generator_niceness"]:
         print(f"clients and scripted model at nice +{c['generator_niceness']}, below the app")
     print(f"\n{'time to first token (ms)':<32} {'n':>5} {'median':>8} {'p95':>8}")
-    for label, key in (("backend, direct", "backend"), ("app, over Socket.IO", "app"),
-                       ("app, during mixed load", "app_mixed_load")):
+    for label, key in (
+        ("backend, direct", "backend"),
+        ("app, over Socket.IO", "app"),
+        ("app, during mixed load", "app_mixed_load"),
+    ):
         print(f"{label:<32} {t[key]['n']:>5} {ms(t[key]['median']):>8} {ms(t[key]['p95']):>8}")
     added, ratio = t["added"], t["ratio"]
     print(f"{'app-added (app - backend)':<32} {'':>5} {ms(added['median']):>8} {ms(added['p95']):>8}")
-    print(f"{'ratio (app / backend)':<32} {'':>5} "
-          f"{'n/a' if ratio['median'] is None else format(ratio['median'], '.2f'):>8} "
-          f"{'n/a' if ratio['p95'] is None else format(ratio['p95'], '.2f'):>8}")
+    print(
+        f"{'ratio (app / backend)':<32} {'':>5} "
+        f"{'n/a' if ratio['median'] is None else format(ratio['median'], '.2f'):>8} "
+        f"{'n/a' if ratio['p95'] is None else format(ratio['p95'], '.2f'):>8}"
+    )
     print(f"\n{'opening a session (ms)':<32} {'n':>5} {'median':>8} {'p95':>8}")
     for phase, connect in result["connect_ms"].items():
         print(f"{phase:<32} {connect['n']:>5} {ms(connect['median']):>8} {ms(connect['p95']):>8}")
 
     print(f"\n{'event-loop lag (ms)':<32} {'samples':>7} {'p50':>8} {'p99':>8} {'max':>8}")
-    for label, key in (("churn", "churn"), ("app load (scripted)", "app"),
-                       ("mixed (decode + uploads)", "mixed")):
+    for label, key in (("churn", "churn"), ("app load (scripted)", "app"), ("mixed (decode + uploads)", "mixed")):
         lag = result["loop_lag_ms"][key]
         print(f"{label:<32} {lag['samples']:>7} {ms(lag['p50_ms']):>8} {ms(lag['p99_ms']):>8} {ms(lag['max_ms']):>8}")
     stall = result["stall"]
-    print(f"worst stall under mixed load: {ms(stall['worst_ms'])} ms  "
-          f"{'PASS' if stall['ok'] else 'FAIL'} (target < {stall['target_ms']:g} ms)")
+    print(
+        f"worst stall under mixed load: {ms(stall['worst_ms'])} ms  "
+        f"{'PASS' if stall['ok'] else 'FAIL'} (target < {stall['target_ms']:g} ms)"
+    )
 
     for stall in result["loop_lag_ms"]["mixed"].get("stalls", [])[:3]:
         print(f"  stall {stall['lag_ms']:.0f} ms [{stall_cause(stall)}]; {_where(stall['threads'])}")
     collected = result["loop_lag_ms"]["mixed"].get("gc")
     if collected:
-        print("  garbage collections in the mixed phase (generation 0/1/2): "
-              + "/".join(str(n) for n in collected["counts"]) + ", longest "
-              + "/".join(f"{ms:.1f}" for ms in collected["worst_ms"]) + " ms; "
-              + f"up to {collected.get('full_collection_objects_max', 0)} objects scanned by a full one; "
-              + f"at most {result['loop_lag_ms']['mixed'].get('timer_heap_max', 0)} timers in the loop's heap")
+        print(
+            "  garbage collections in the mixed phase (generation 0/1/2): "
+            + "/".join(str(n) for n in collected["counts"])
+            + ", longest "
+            + "/".join(f"{ms:.1f}" for ms in collected["worst_ms"])
+            + " ms; "
+            + f"up to {collected.get('full_collection_objects_max', 0)} objects scanned by a full one; "
+            + f"at most {result['loop_lag_ms']['mixed'].get('timer_heap_max', 0)} timers in the loop's heap"
+        )
 
     m = result["memory"]
-    print(f"\nserver RSS (MB), {c['churn']} sessions opened and closed"
-          f"{' with clear_session' if c['clear_sessions'] else ''}:")
-    print(f"  start {m['start_mb']:.1f}  peak {m['peak_mb']:.1f}  end {m['end_mb']:.1f}  "
-          f"end-start {m['end_minus_start_mb']:+.1f} ({m['retained_kb_per_session']:.1f} KB/session)  "
-          f"end/start {m['end_over_start']:.3f}  "
-          f"{'PASS' if m['near_start'] else 'FAIL'} (within {m['tolerance']:.0%} of start)")
-    held = ("chainlit_sessions", "user_sessions", "chat_contexts", "knowledge_bases", "asyncio_tasks", "threads",
-            "python_objects")
+    print(
+        f"\nserver RSS (MB), {c['churn']} sessions opened and closed"
+        f"{' with clear_session' if c['clear_sessions'] else ''}:"
+    )
+    print(
+        f"  start {m['start_mb']:.1f}  peak {m['peak_mb']:.1f}  end {m['end_mb']:.1f}  "
+        f"end-start {m['end_minus_start_mb']:+.1f} ({m['retained_kb_per_session']:.1f} KB/session)  "
+        f"end/start {m['end_over_start']:.3f}  "
+        f"{'PASS' if m['near_start'] else 'FAIL'} (within {m['tolerance']:.0%} of start)"
+    )
+    held = (
+        "chainlit_sessions",
+        "user_sessions",
+        "chat_contexts",
+        "knowledge_bases",
+        "asyncio_tasks",
+        "threads",
+        "python_objects",
+    )
     before, after = m["server_before"], m["server_after"]
-    print(f"  after gc and settling, before malloc_trim: {after['rss_before_trim_mb']:.1f} MB "
-          f"(start {before['rss_before_trim_mb']:.1f}); the end figure is after malloc_trim")
-    print("  held by the server, before -> after: "
-          + ", ".join(f"{key} {before[key]} -> {after[key]}" for key in held))
+    print(
+        f"  after gc and settling, before malloc_trim: {after['rss_before_trim_mb']:.1f} MB "
+        f"(start {before['rss_before_trim_mb']:.1f}); the end figure is after malloc_trim"
+    )
+    print("  held by the server, before -> after: " + ", ".join(f"{key} {before[key]} -> {after[key]}" for key in held))
 
     peak = m.get("python_in_use_peak_mb")
     breakdowns = (
-        ("C allocator", "malloc", (f"; Python's allocated blocks {before['python_allocated_blocks']} -> "
-                                   f"{after['python_allocated_blocks']}")),
+        (
+            "C allocator",
+            "malloc",
+            (f"; Python's allocated blocks {before['python_allocated_blocks']} -> {after['python_allocated_blocks']}"),
+        ),
         ("resident", "rss_parts_mb", ""),
         ("Python's allocator", "pymalloc", f"; in use at most {peak:.1f} during the churn" if peak else ""),
     )
     for label, key, more in breakdowns:
         if before.get(key) and after.get(key):
-            print(f"  {label} (MB), before -> after: " + ", ".join(
-                f"{name.removesuffix('_mb')} {before[key][name]:.1f} -> {after[key][name]:.1f}"
-                for name in before[key]) + more)
+            print(
+                f"  {label} (MB), before -> after: "
+                + ", ".join(
+                    f"{name.removesuffix('_mb')} {before[key][name]:.1f} -> {after[key][name]:.1f}"
+                    for name in before[key]
+                )
+                + more
+            )
     grown = list(m["objects_grown_by_type"].items())[:6]
     if grown:
         print("  most grown object types: " + ", ".join(f"{name} +{count}" for name, count in grown))
 
     errors = result["errors"]
-    print(f"\nerrors: {errors['count']}  {'PASS' if errors['count'] == 0 else 'FAIL'}"
-          + (f"  ({', '.join(f'{k} {v}' for k, v in errors['by_phase'].items())})" if errors["by_phase"] else ""))
+    print(
+        f"\nerrors: {errors['count']}  {'PASS' if errors['count'] == 0 else 'FAIL'}"
+        + (f"  ({', '.join(f'{k} {v}' for k, v in errors['by_phase'].items())})" if errors["by_phase"] else "")
+    )
     for message in errors["messages"][:3]:
         print(f"  {message}")
 
@@ -650,15 +758,17 @@ def _where(threads: dict[str, list[str]] | None) -> str:
     if not threads:
         return "no stack captured (the GIL was held throughout, e.g. by one long C call)"
     loop = threads.get("event-loop", ["?"])
-    others = [f"{name}: {stack[-1]}" for name, stack in threads.items()
-              if name != "event-loop" and stack and not _idle(stack[-1])]
+    others = [
+        f"{name}: {stack[-1]}"
+        for name, stack in threads.items()
+        if name != "event-loop" and stack and not _idle(stack[-1])
+    ]
     return f"event loop at {loop[-1]}" + (f"; busy: {'; '.join(others)}" if others else "")
 
 
 def _idle(frame: str) -> bool:
     # Where a thread waits for work: a pool worker's queue, aiosqlite's request queue.
-    waiting = ("threading.py", "queue.py", "selectors.py", "_watch", "thread.py:81 _worker",
-               "aiosqlite/core.py:59 ")
+    waiting = ("threading.py", "queue.py", "selectors.py", "_watch", "thread.py:81 _worker", "aiosqlite/core.py:59 ")
     return any(word in frame for word in waiting)
 
 
@@ -667,35 +777,81 @@ def parse_args(argv: list[str] | None) -> tuple[LoadConfig, argparse.Namespace]:
     d = LoadConfig()
     parser.add_argument("--sessions", type=int, help=f"concurrent sessions (default {d.sessions})")
     parser.add_argument("--questions", type=int, help=f"questions per session (default {d.questions})")
-    parser.add_argument("--churn", type=int, help=f"sessions opened and closed for the memory reading (default {d.churn})")
-    parser.add_argument("--backend-ttft-ms", type=float, help=f"scripted model's time to first token (default {d.backend_ttft_ms:g})")
+    parser.add_argument(
+        "--churn", type=int, help=f"sessions opened and closed for the memory reading (default {d.churn})"
+    )
+    parser.add_argument(
+        "--backend-ttft-ms", type=float, help=f"scripted model's time to first token (default {d.backend_ttft_ms:g})"
+    )
     parser.add_argument("--tokens", type=int, help=f"tokens per scripted answer (default {d.tokens})")
-    parser.add_argument("--backend-tok-s", type=float, help=f"scripted model's token rate (default {d.backend_tok_s:g})")
-    parser.add_argument("--embedded-sessions", type=int, help=f"sessions decoding with the embedded SLM during the mixed phase (default {d.embedded_sessions})")
-    parser.add_argument("--embedded-max-tokens", type=int, help=f"max tokens of those answers (default {d.embedded_max_tokens})")
-    parser.add_argument("--upload-sessions", type=int, help=f"sessions uploading files during the mixed phase (default {d.upload_sessions})")
-    parser.add_argument("--upload-kb", type=int, help=f"size of each uploaded report, text and PDF (default {d.upload_kb})")
-    parser.add_argument("--settle-s", type=float, help=f"pause after the churn before the last memory reading (default {d.settle_s:g})")
-    parser.add_argument("--clear-sessions", action="store_true", default=None,
-                        help="clients emit clear_session before leaving (the page's 'New chat') instead of just closing")
-    parser.add_argument("--session-timeout", dest="session_timeout_s", type=int,
-                        help="the app's SESSION_TIMEOUT_S: how long a closed tab's session is kept (s)")
-    parser.add_argument("--server-env", action="append", metavar="NAME=VALUE", default=[],
-                        help="an extra setting for the app server, e.g. EMBEDDED_THREADS=1 (repeatable)")
-    parser.add_argument("--cycles", type=Path, metavar="FILE",
-                        help="write what the garbage collector freed during the churn to FILE, by type: the "
-                             "objects that sessions leave in reference cycles (the memory figures of such a run "
-                             "are not comparable: the collector keeps all it finds until the end)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 sessions x 1 question, churn 5, small files")
+    parser.add_argument(
+        "--backend-tok-s", type=float, help=f"scripted model's token rate (default {d.backend_tok_s:g})"
+    )
+    parser.add_argument(
+        "--embedded-sessions",
+        type=int,
+        help=f"sessions decoding with the embedded SLM during the mixed phase (default {d.embedded_sessions})",
+    )
+    parser.add_argument(
+        "--embedded-max-tokens", type=int, help=f"max tokens of those answers (default {d.embedded_max_tokens})"
+    )
+    parser.add_argument(
+        "--upload-sessions",
+        type=int,
+        help=f"sessions uploading files during the mixed phase (default {d.upload_sessions})",
+    )
+    parser.add_argument(
+        "--upload-kb", type=int, help=f"size of each uploaded report, text and PDF (default {d.upload_kb})"
+    )
+    parser.add_argument(
+        "--settle-s", type=float, help=f"pause after the churn before the last memory reading (default {d.settle_s:g})"
+    )
+    parser.add_argument(
+        "--clear-sessions",
+        action="store_true",
+        default=None,
+        help="clients emit clear_session before leaving (the page's 'New chat') instead of just closing",
+    )
+    parser.add_argument(
+        "--session-timeout",
+        dest="session_timeout_s",
+        type=int,
+        help="the app's SESSION_TIMEOUT_S: how long a closed tab's session is kept (s)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        metavar="NAME=VALUE",
+        default=[],
+        help="an extra setting for the app server, e.g. EMBEDDED_THREADS=1 (repeatable)",
+    )
+    parser.add_argument(
+        "--cycles",
+        type=Path,
+        metavar="FILE",
+        help="write what the garbage collector freed during the churn to FILE, by type: the "
+        "objects that sessions leave in reference cycles (the memory figures of such a run "
+        "are not comparable: the collector keeps all it finds until the end)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 3 sessions x 1 question, churn 5, small files"
+    )
     parser.add_argument("--json", type=Path, help="output file (default bench/results/load-<timestamp>.json)")
-    parser.add_argument("--generator-nice", dest="generator_niceness", type=int,
-                        help=f"run the clients and the scripted model this much below the app's CPU priority "
-                             f"(default {d.generator_niceness}; 0 to compete with it on equal terms)")
+    parser.add_argument(
+        "--generator-nice",
+        dest="generator_niceness",
+        type=int,
+        help=f"run the clients and the scripted model this much below the app's CPU priority "
+        f"(default {d.generator_niceness}; 0 to compete with it on equal terms)",
+    )
     parser.add_argument("--strict", action="store_true", help="also exit 1 when the stall or memory target is missed")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else LoadConfig()
-    given = {name: getattr(args, name) for name in asdict(base)
-             if name != "server_env" and getattr(args, name, None) is not None}
+    given = {
+        name: getattr(args, name)
+        for name in asdict(base)
+        if name != "server_env" and getattr(args, name, None) is not None
+    }
     pairs = [item.partition("=") for item in args.server_env]
     if any(not name or not equals for name, equals, _ in pairs):
         parser.error("--server-env takes NAME=VALUE")
@@ -742,10 +898,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": stamp,
         "duration_s": time.perf_counter() - started,
-        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                        "chainlit": _version("chainlit"), "machine": platform.machine(),
-                        # The figures are only as quiet as the machine: other work shows here.
-                        "load_average_1m_before": load_before[0], "load_average_1m_after": os.getloadavg()[0]},
+        "environment": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "chainlit": _version("chainlit"),
+            "machine": platform.machine(),
+            # The figures are only as quiet as the machine: other work shows here.
+            "load_average_1m_before": load_before[0],
+            "load_average_1m_after": os.getloadavg()[0],
+        },
         **result,
     }
     print_report(result)
@@ -753,8 +914,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out} ({result['duration_s']:.0f} s)")
     if args.cycles:
-        print(f"wrote {args.cycles}: the objects the churn's sessions left in reference cycles "
-              "(this run's memory figures are not comparable: the collector kept them all)")
+        print(
+            f"wrote {args.cycles}: the objects the churn's sessions left in reference cycles "
+            "(this run's memory figures are not comparable: the collector kept them all)"
+        )
     if result["errors"]["count"]:
         return 1
     if args.strict and not (result["stall"]["ok"] and result["memory"]["near_start"]):

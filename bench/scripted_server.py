@@ -44,7 +44,10 @@ LAST_REQUEST = web.AppKey("last_request", dict)
 
 def _chunk(model: str, delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
     body = {
-        "id": "scripted", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+        "id": "scripted",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
         "usage": usage,
     }
@@ -66,13 +69,22 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     prompt_tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4 + 1
     await asyncio.sleep(script.ttft_s)
     if not body.get("stream"):
-        return web.json_response({
-            "id": "scripted", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                      "total_tokens": prompt_tokens + len(words)},
-        })
+        return web.json_response(
+            {
+                "id": "scripted",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "stop"}
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(words),
+                    "total_tokens": prompt_tokens + len(words),
+                },
+            }
+        )
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     # Paced against the clock, not by sleeping a fixed gap per token, so that a busy
@@ -82,11 +94,16 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         due = started + number / script.tokens_per_s
         if (delay := due - time.perf_counter()) > 0:
             await asyncio.sleep(delay)
-        await response.write(_chunk(model, {"role": "assistant", "content": word} if number == 0 else {"content": word}))
+        await response.write(
+            _chunk(model, {"role": "assistant", "content": word} if number == 0 else {"content": word})
+        )
     await response.write(_chunk(model, {}, finish="stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
-                 "total_tokens": prompt_tokens + len(words)}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words),
+            "total_tokens": prompt_tokens + len(words),
+        }
         await response.write(_chunk(model, {}, usage=usage))
     await response.write(b"data: [DONE]\n\n")
     return response

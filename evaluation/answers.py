@@ -42,7 +42,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from answering.attempts import Answer
-from answering.grounding import Evidence, GuardMode, check_sentence, is_abstention, is_repetitive, split_sentences, words
+from answering.grounding import (
+    Evidence,
+    GuardMode,
+    check_sentence,
+    is_abstention,
+    is_repetitive,
+    split_sentences,
+    words,
+)
 from answering.pipeline import TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.router import Mode
 from evaluation.retrieval import load_set
@@ -106,13 +114,26 @@ class TurnRecord:
 
 
 async def answer_one(
-    question: dict, knowledge: KnowledgeBase, catalog: Catalog, backends: Mapping[str, Backend],
-    settings: Settings, mode: Mode, guard: GuardMode, max_tokens: int,
+    question: dict,
+    knowledge: KnowledgeBase,
+    catalog: Catalog,
+    backends: Mapping[str, Backend],
+    settings: Settings,
+    mode: Mode,
+    guard: GuardMode,
+    max_tokens: int,
 ) -> TurnRecord:
     request = TurnRequest(
-        question=question["question"], knowledge=knowledge, slm=catalog.slm, llm=catalog.llm,
-        fallback=catalog.embedded_fallback, params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
-        router_mode=mode, retrieval_mode=settings.retrieval_mode, top_k=settings.top_k, guard=guard,
+        question=question["question"],
+        knowledge=knowledge,
+        slm=catalog.slm,
+        llm=catalog.llm,
+        fallback=catalog.embedded_fallback,
+        params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
+        router_mode=mode,
+        retrieval_mode=settings.retrieval_mode,
+        top_k=settings.top_k,
+        guard=guard,
     )
     started = time.perf_counter()
     first_token: float | None = None
@@ -132,16 +153,24 @@ async def answer_one(
     raw = [a.text for a in (done.slm_answer, done.llm_answer) if isinstance(a, Answer)]
     told = final.source == "out_of_scope" or (from_model and is_abstention(shown))
     return TurnRecord(
-        id=str(question["id"]), question=question["question"], answerable=bool(golds), shown=shown,
+        id=str(question["id"]),
+        question=question["question"],
+        answerable=bool(golds),
+        shown=shown,
         source=final.source,
         fact_seen=fact_seen(shown, golds, question.get("pattern")) if golds else None,
         told_out_of_scope=told,
         invented=not golds and from_model and not is_abstention(shown),
-        unsupported_shown=unsupported, sentences_shown=len(shown_sentences), cuts=len(final.cuts),
-        loops_shown=from_model and is_repetitive(shown), loops_raw=any(is_repetitive(text) for text in raw),
-        words=len(words(shown)), escalated=done.decision.escalate,
+        unsupported_shown=unsupported,
+        sentences_shown=len(shown_sentences),
+        cuts=len(final.cuts),
+        loops_shown=from_model and is_repetitive(shown),
+        loops_raw=any(is_repetitive(text) for text in raw),
+        words=len(words(shown)),
+        escalated=done.decision.escalate,
         best_score=max((e.hit.score for e in done.excerpts), default=0.0),
-        ttft_s=first_token, total_s=done.timings.total_s,
+        ttft_s=first_token,
+        total_s=done.timings.total_s,
         slm_text=done.slm_answer.text if done.slm_answer else None,
         llm_text=done.llm_answer.text if done.llm_answer else None,
         reasons=[reason.explanation for reason in done.decision.reasons],
@@ -197,11 +226,15 @@ def _s(value: float | None) -> str:
 def format_table(report: dict) -> str:
     s = report["summary"]
     rows = [
-        ("answerable questions whose fact the user sees",
-         f"{_pct(s['fact_seen'])} ({s['fact_seen_from_model']} from a model, {s['fact_seen_from_quotes']} quoted, "
-         f"of {s['answerable']}; {s['answerable_refused']} told out of scope)"),
-        ("unanswerable questions told so",
-         f"{_pct(s['out_of_scope_told'])} of {s['unanswerable']} ({s['out_of_scope_invented']} invented answers)"),
+        (
+            "answerable questions whose fact the user sees",
+            f"{_pct(s['fact_seen'])} ({s['fact_seen_from_model']} from a model, {s['fact_seen_from_quotes']} quoted, "
+            f"of {s['answerable']}; {s['answerable_refused']} told out of scope)",
+        ),
+        (
+            "unanswerable questions told so",
+            f"{_pct(s['out_of_scope_told'])} of {s['unanswerable']} ({s['out_of_scope_invented']} invented answers)",
+        ),
         ("unsupported sentences shown unmarked", f"{s['unsupported_shown']} of {s['sentences_shown']}"),
         ("answers that loop (shown / raw model text)", f"{s['loops_shown']} / {s['loops_raw']}"),
         ("words per answer (mean)", f"{s['words_per_answer']:.1f}" if s["words_per_answer"] is not None else "n/a"),
@@ -210,8 +243,10 @@ def format_table(report: dict) -> str:
         ("escalation rate", _pct(s["escalation_rate"])),
         ("final answer from", ", ".join(f"{k} {v}" for k, v in s["sources"].items())),
     ]
-    head = (f"{report['set']}: {report['questions']} questions, router {report['router_mode']}, "
-            f"guard {report['guard']}, {report['slm']} → {report['llm']}")
+    head = (
+        f"{report['set']}: {report['questions']} questions, router {report['router_mode']}, "
+        f"guard {report['guard']}, {report['slm']} → {report['llm']}"
+    )
     width = max(len(name) for name, _ in rows)
     return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
 
@@ -227,8 +262,15 @@ def load_questions(folder: Path, settings: Settings) -> tuple[SharedCorpus, list
 
 
 async def evaluate(
-    folder: Path, settings: Settings, limit: int, seed: int, mode: Mode, guard: GuardMode, max_tokens: int,
-    backends: Mapping[str, Backend] | None = None, progress: bool = True,
+    folder: Path,
+    settings: Settings,
+    limit: int,
+    seed: int,
+    mode: Mode,
+    guard: GuardMode,
+    max_tokens: int,
+    backends: Mapping[str, Backend] | None = None,
+    progress: bool = True,
 ) -> dict:
     corpus, questions = load_questions(folder, settings)
     questions = sample_questions(questions, limit or None, seed)
@@ -237,17 +279,25 @@ async def evaluate(
     knowledge = KnowledgeBase(corpus, settings.chunk_size, settings.chunk_overlap)
     # Load the models before timing anything.
     for spec in (catalog.slm, catalog.llm):
-        async for _ in backends[spec.backend].stream_chat(spec.model, [ChatMessage("user", "Hi")],
-                                                          GenerationParams(max_tokens=1, temperature=0.0)):
+        async for _ in backends[spec.backend].stream_chat(
+            spec.model, [ChatMessage("user", "Hi")], GenerationParams(max_tokens=1, temperature=0.0)
+        ):
             pass
     started = time.perf_counter()
     records = []
     for question in tqdm(questions, desc="turns", unit="question", file=sys.stderr, disable=not progress):
         records.append(await answer_one(question, knowledge, catalog, backends, settings, mode, guard, max_tokens))
     return {
-        "set": folder.resolve().name, "questions": len(records), "router_mode": mode.value, "guard": guard.value,
-        "slm": catalog.slm.key, "llm": catalog.llm.key, "max_tokens": max_tokens, "temperature": 0.0,
-        "retrieval_mode": settings.retrieval_mode, "top_k": settings.top_k,
+        "set": folder.resolve().name,
+        "questions": len(records),
+        "router_mode": mode.value,
+        "guard": guard.value,
+        "slm": catalog.slm.key,
+        "llm": catalog.llm.key,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "retrieval_mode": settings.retrieval_mode,
+        "top_k": settings.top_k,
         "min_retrieval_score": settings.min_retrieval_score,
         "context_budget": {"embedded": settings.embedded_context_budget, "server": settings.server_context_budget},
         "seconds": round(time.perf_counter() - started, 1),
@@ -268,11 +318,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
     if not (args.set_folder / "questions.jsonl").is_file():
-        print(f"error: {args.set_folder} has no questions.jsonl: pass a set folder such as evaluation/handbook",
-              file=sys.stderr)
+        print(
+            f"error: {args.set_folder} has no questions.jsonl: pass a set folder such as evaluation/handbook",
+            file=sys.stderr,
+        )
         return 2
-    report = asyncio.run(evaluate(args.set_folder, settings, args.limit, args.seed, Mode(args.router_mode),
-                                  GuardMode(args.guard), args.max_tokens))
+    report = asyncio.run(
+        evaluate(
+            args.set_folder,
+            settings,
+            args.limit,
+            args.seed,
+            Mode(args.router_mode),
+            GuardMode(args.guard),
+            args.max_tokens,
+        )
+    )
     path = args.json or RESULTS_DIR / f"turns-{report['set']}-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -4,10 +4,17 @@
     .venv/bin/python -m evaluation.compare "How do I set the server URL?" --rag --models slm,llm --json out.json
     COMPARE_PROMPT="Summarise this" .venv/bin/python -m evaluation.compare --context-file notes.md
 
-The models answer one after the other (see answering/comparison.py). Embedded models are
-loaded before the timed answers, and their load time is reported on its own, so that
-time to first token measures answering, not reading a GGUF file. Exit code 2 with a
-one-line message when a model is unknown, the server cannot be reached, or a model fails.
+Each model answers through the chat's own pipeline with routing off (see
+answering/comparison.py): with `--rag`, over the app's corpus as the chat does (a
+question it does not cover gets a labelled general-knowledge answer); with
+`--context-file`, over that text alone, all of it that the context budget holds; with
+neither, from general knowledge. Grounded answers are checked sentence by sentence as
+in the chat (`--guard`), and the table counts the sentences cut.
+
+The models answer one after the other. Embedded models are loaded before the timed
+answers, and their load time is reported on its own, so that time to first token
+measures answering, not reading a GGUF file. Exit code 2 with a one-line message when
+a model is unknown, the server cannot be reached, or a model fails.
 """
 
 from __future__ import annotations
@@ -18,54 +25,85 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from answering.attempts import Answer, AttemptStart
-from models.factory import make_backends
-from models.base import GenerationParams, TokenEvent
-from models.catalog import ModelSpec
 from answering.comparison import (
+    NO_KNOWLEDGE,
+    PASTED_CONTEXT_TITLE,
     CommandFailure,
+    Comparison,
     ComparisonRow,
-    comparison_messages,
-    context_passages,
+    PastedContext,
     deltas,
     models_for_command,
     row_for,
     stream_comparison,
 )
+from answering.context import Excerpt
+from answering.grounding import GuardMode
+from answering.pipeline import Notice, Retrieved, Searchable, SentenceCut, TurnConfig, TurnDone
+from models.base import Backend, GenerationParams, TokenEvent
+from models.catalog import ModelSpec
 from models.embedded import EmbeddedBackend
+from models.factory import make_backends
 from models.settings import Settings
-from rag.documents import SEED_DOCUMENTS, Chunk, Document
+from rag.documents import Document
 from rag.index import KnowledgeBase, SharedCorpus
-from rag.loading import load_folder
-from answering.prompt import fit_passages, passage_label, retrieval_query
+from rag.loading import corpus_documents
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m evaluation.compare", description=__doc__.split("\n")[0],
+        prog="python -m evaluation.compare",
+        description=(__doc__ or "").split("\n")[0],
     )
-    parser.add_argument("prompt", nargs="?", default=os.environ.get("COMPARE_PROMPT"),
-                        help="the prompt (default: the COMPARE_PROMPT environment variable)")
-    parser.add_argument("--models", default=None,
-                        help="comma-separated models: slm, llm, catalog keys, ids or aliases "
-                             "(default: the SLM and the LLM from the settings)")
+    parser.add_argument(
+        "prompt",
+        nargs="?",
+        default=os.environ.get("COMPARE_PROMPT"),
+        help="the prompt (default: the COMPARE_PROMPT environment variable)",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated models: slm, llm, catalog keys, ids or aliases "
+        "(default: the SLM and the LLM from the settings)",
+    )
     parser.add_argument("--max-tokens", type=int, default=None, help="longest answer (default: MAX_TOKENS)")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: TEMPERATURE)")
-    parser.add_argument("--rag", action="store_true",
-                        help="answer over the app's corpus (built-in documents + CORPUS_DIR) as the chat does")
-    parser.add_argument("--context-file", type=Path, default=None,
-                        help="reference text given to the models as passages (with --rag: added to the "
-                             "searched documents, like a file attached in the chat)")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
-                        help="write the result as JSON to PATH, or to stdout without PATH "
-                             "(the human-readable output then goes to stderr)")
+    parser.add_argument(
+        "--rag",
+        action="store_true",
+        help="answer over the app's corpus (built-in documents + CORPUS_DIR) as the chat does",
+    )
+    parser.add_argument(
+        "--context-file",
+        type=Path,
+        default=None,
+        help="reference text the models answer over (with --rag: added to the searched "
+        "documents, like a file attached in the chat)",
+    )
+    parser.add_argument(
+        "--guard",
+        choices=[mode.value for mode in GuardMode],
+        default=None,
+        help="what the support check does with an unsupported sentence, as in the chat (default: GROUNDING_GUARD)",
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="write the result as JSON to PATH, or to stdout without PATH "
+        "(the human-readable output then goes to stderr)",
+    )
     return parser.parse_args(argv)
 
 
@@ -88,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2 if failed else 0
 
 
-async def _compare(args: argparse.Namespace) -> dict:
+async def _compare(args: argparse.Namespace) -> dict[str, Any]:
     out: TextIO = sys.stderr if args.json == "-" else sys.stdout
     prompt = (args.prompt or "").strip()
     if not prompt:
@@ -106,41 +144,59 @@ async def _compare(args: argparse.Namespace) -> dict:
 
     backends = make_backends(settings)
     names = args.models.split(",") if args.models else None
-    catalog, models = await models_for_command(settings, backends, names)
+    _, models = await models_for_command(settings, backends, names)
 
-    sources: list[dict] = []
     if args.rag:
-        chunks, sources = await _retrieve(settings, prompt, context_text)
-        best = sources[0]["score"] if sources else 0.0
-        if best < settings.min_retrieval_score:
-            print(f"note: the documents do not seem to cover this question (best match score {best:.2f}, "
-                  f"threshold {settings.min_retrieval_score:.2f})", file=out)
+        # Indexing is blocking work, kept off the event loop as in the app.
+        knowledge: Searchable = await asyncio.to_thread(_corpus, settings, context_text)
+    elif context_text.strip():
+        knowledge = PastedContext(context_text, settings.chunk_size, settings.chunk_overlap)
     else:
-        chunks = context_passages(context_text, settings.chunk_size, settings.chunk_overlap)
-    # Every model gets the same passages: those that fit the smallest window, as in the chat.
-    window = min(spec.context_window for spec in models)
-    passages = fit_passages(chunks, prompt, window, max_tokens)
-    sources = sources[: len(passages)] if args.rag else [_source(chunk, None) for chunk in passages]
-    for number, source in enumerate(sources, start=1):
-        score = f" (score {source['score']:.2f})" if source["score"] is not None else ""
-        print(f"[{number}] {source['label']}{score}", file=out)
+        knowledge = NO_KNOWLEDGE
+        print("note: no context and no --rag: each model answers from its general knowledge", file=out)
 
     load_s = await _preload(models, backends, out)
     params = GenerationParams(max_tokens=max_tokens, temperature=temperature)
+    guard = GuardMode(args.guard) if args.guard else None
+    comparison = Comparison.from_settings(prompt, settings, params, knowledge, guard)
     rows: list[ComparisonRow] = []
-    async for event in stream_comparison(models, comparison_messages(prompt, passages, max_tokens), params, backends):
-        if isinstance(event, AttemptStart):
+    passages: list[dict[str, Any]] | None = None
+    noted: set[str] = set()
+    async for event in stream_comparison(comparison, models, backends, TurnConfig.from_settings(settings)):
+        if isinstance(event, Retrieved) and passages is None:
+            # Every model reads the same excerpts (those for the smallest budget): listed once.
+            passages = [_passage(excerpt) for excerpt in event.excerpts]
+            for number, passage in enumerate(passages, start=1):
+                print(f"[{number}] {passage['label']} (score {passage['score']:.2f})", file=out)
+        elif isinstance(event, Notice) and event.kind != "unsupported" and event.text not in noted:
+            # The same for every model (general knowledge): said once. A model's unsupported answer
+            # is said under it, with the quotes.
+            noted.add(event.text)
+            print(f"note: {event.text}", file=out)
+        elif isinstance(event, AttemptStart):
             print(f"\n── {event.model.label} ──", file=out, flush=True)
         elif isinstance(event, TokenEvent):
             out.write(event.text)
             out.flush()
+        elif isinstance(event, SentenceCut):
+            print(f" ✂ [cut: {event.cut.reason}]", file=out, end="", flush=True)
         elif isinstance(event, Answer):
             if event.error:
                 print(f"\n⚠️ {event.error}", file=out, end="")
             elif event.finish_reason == "length":
                 print(" […max tokens]", file=out, end="")
             print(file=out)
-            rows.append(row_for(event, settings.model_prices))
+        elif isinstance(event, TurnDone):
+            row = row_for(event, settings.model_prices)
+            if row.error:
+                pass
+            elif row.source == "quotes":
+                print(f"the answer does not stand; the chat would quote the passages instead:\n{row.final}", file=out)
+            elif row.source == "none":
+                print("the answer does not stand; the chat would show nothing of it", file=out)
+            elif row.cuts:
+                print(f"the chat keeps: {row.final}", file=out)
+            rows.append(row)
     compared = deltas(rows)
     print(file=out)
     print(format_table(rows, compared), file=out, flush=True)
@@ -152,7 +208,8 @@ async def _compare(args: argparse.Namespace) -> dict:
         "rag": args.rag,
         "retrieval_mode": settings.retrieval_mode if args.rag else None,
         "context_file": str(args.context_file) if args.context_file else None,
-        "passages": sources,
+        "guard": comparison.guard.value,
+        "passages": passages or [],
         "load_s": load_s,
         "rows": [asdict(row) for row in rows],
         "deltas": compared,
@@ -168,26 +225,22 @@ def _read_context(path: Path | None) -> str:
         raise CommandFailure(f"cannot read --context-file {path}: {error.strerror}") from None
 
 
-async def _retrieve(settings: Settings, prompt: str, context_text: str) -> tuple[list[Chunk], list[dict]]:
-    """The chat's retrieval: the app's corpus, the pasted text as an upload, the settings' mode and top-k."""
-
-    def search() -> list:
-        corpus = SharedCorpus([*SEED_DOCUMENTS, *load_folder(settings.corpus_dir)])
-        knowledge = KnowledgeBase(corpus, settings.chunk_size, settings.chunk_overlap)
-        if context_text.strip():
-            knowledge.add(Document("pasted-context", "Pasted context", "pasted", context_text))
-        return knowledge.search(retrieval_query(prompt, []), settings.retrieval_mode, settings.top_k)
-
-    # Indexing and BM25 scoring are blocking work, kept off the event loop as in the app.
-    hits = await asyncio.to_thread(search)
-    return [hit.chunk for hit in hits], [_source(hit.chunk, hit.score) for hit in hits]
+def _corpus(settings: Settings, context_text: str) -> KnowledgeBase:
+    """The chat's knowledge base: the app's corpus, with the pasted text as an upload."""
+    corpus = SharedCorpus(corpus_documents(settings.corpus_dir))
+    knowledge = KnowledgeBase(corpus, settings.chunk_size, settings.chunk_overlap)
+    if context_text.strip():
+        knowledge.add(Document("pasted-context", PASTED_CONTEXT_TITLE, "pasted", context_text))
+    return knowledge
 
 
-def _source(chunk: Chunk, score: float | None) -> dict:
-    return {"label": passage_label(chunk), "source": chunk.document.source, "score": score}
+def _passage(excerpt: Excerpt) -> dict[str, Any]:
+    """A passage the models read: its label, its document's source, its retrieval score and its text."""
+    chunk = excerpt.hit.chunk
+    return {"label": excerpt.label, "source": chunk.document.source, "score": excerpt.hit.score, "text": excerpt.text}
 
 
-async def _preload(models: Sequence[ModelSpec], backends: dict, out: TextIO) -> dict[str, float]:
+async def _preload(models: Sequence[ModelSpec], backends: Mapping[str, Backend], out: TextIO) -> dict[str, float]:
     """Load embedded models before the timed answers; seconds per model key."""
     seconds: dict[str, float] = {}
     for spec in models:
@@ -207,35 +260,44 @@ async def _preload(models: Sequence[ModelSpec], backends: dict, out: TextIO) -> 
 
 # --- the table ------------------------------------------------------------------------
 
-HEADERS = ("Model", "TTFT", "Total", "Tokens in", "Tokens out", "Tok/s", "Sim. cost")
+HEADERS = ("Model", "TTFT", "Total", "Tokens in", "Tokens out", "Tok/s", "Sim. cost", "Cut")
 
 
-def format_table(rows: Sequence[ComparisonRow], compared: dict) -> str:
-    lines = [[
-        row.model,
-        _num(row.ttft_s, "{:.2f} s"),
-        _num(row.total_s, "{:.2f} s"),
-        _tokens(row.prompt_tokens, row.tokens_estimated),
-        _tokens(row.completion_tokens, row.tokens_estimated),
-        _num(row.tokens_per_s, "{:.1f}"),
-        _num(row.cost_usd, "${:.7f}"),
-    ] + (["failed"] if row.error else []) for row in rows]
+def format_table(rows: Sequence[ComparisonRow], compared: dict[str, Any]) -> str:
+    """The rows, and the second against the first; "Cut" counts the sentences the support
+    check took back ("–" for a general-knowledge answer: nothing to check it against)."""
+    lines = [
+        [
+            row.model,
+            _num(row.ttft_s, "{:.2f} s"),
+            _num(row.total_s, "{:.2f} s"),
+            _tokens(row.prompt_tokens, row.tokens_estimated),
+            _tokens(row.completion_tokens, row.tokens_estimated),
+            _num(row.tokens_per_s, "{:.1f}"),
+            _num(row.cost_usd, "${:.7f}"),
+            "–" if row.source == "general" else str(len(row.cuts)),
+        ]
+        + (["failed"] if row.error else [])
+        for row in rows
+    ]
     if len(rows) >= 2:
-        lines.append([
-            "Δ 2nd vs 1st",
-            _delta(compared["ttft_s"], "{:+.2f} s"),
-            _delta(compared["total_s"], "{:+.2f} s"),
-            _delta(compared["prompt_tokens"], "{:+d}"),
-            _delta(compared["completion_tokens"], "{:+d}"),
-            _delta(compared["tokens_per_s"], "{:+.1f}"),
-            _delta(compared["cost_usd"], "{:+.7f}"),
-        ])
+        lines.append(
+            [
+                "Δ 2nd vs 1st",
+                _delta(compared["ttft_s"], "{:+.2f} s"),
+                _delta(compared["total_s"], "{:+.2f} s"),
+                _delta(compared["prompt_tokens"], "{:+d}"),
+                _delta(compared["completion_tokens"], "{:+d}"),
+                _delta(compared["tokens_per_s"], "{:+.1f}"),
+                _delta(compared["cost_usd"], "{:+.7f}"),
+            ]
+        )
     widths = [max(len(str(cells[i])) for cells in [HEADERS, *lines] if i < len(cells)) for i in range(len(HEADERS))]
 
     def render(cells: Sequence[str]) -> str:
         head = f"{cells[0]:<{widths[0]}}"
-        rest = [f"{cell:>{width}}" for cell, width in zip(cells[1:len(HEADERS)], widths[1:])]
-        return "  ".join([head, *rest, *cells[len(HEADERS):]]).rstrip()
+        rest = [f"{cell:>{width}}" for cell, width in zip(cells[1 : len(HEADERS)], widths[1:], strict=False)]
+        return "  ".join([head, *rest, *cells[len(HEADERS) :]]).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([render(HEADERS), rule, *(render(cells) for cells in lines)])
@@ -249,7 +311,7 @@ def _tokens(value: int | None, estimated: bool) -> str:
     return "–" if value is None else f"{'~' if estimated else ''}{value}"
 
 
-def _delta(entry: dict, fmt: str) -> str:
+def _delta(entry: dict[str, Any], fmt: str) -> str:
     if entry["difference"] is None:
         return "–"
     ratio = f" (×{entry['ratio']:.2f})" if entry["ratio"] is not None else ""

@@ -41,8 +41,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from answering.timings import Price, price_for
 from models.catalog import build_catalog
-from models.costs import Price, price_for
 from models.settings import Settings
 
 QUESTIONS = 1000
@@ -111,8 +111,18 @@ def scenario(name: str, figures: ModelFigures, price: Price | None, local: bool 
     usd = token_cost(figures.prompt_tokens, figures.completion_tokens, price)
     cpu = figures.cpu_s if local else None
     gpu = figures.gpu_s if local else None
-    return Scenario(name, figures.prompt_tokens, figures.completion_tokens, usd, per_thousand(usd),
-                    cpu, per_thousand(cpu), gpu, per_thousand(gpu), figures.latency_s if local else None)
+    return Scenario(
+        name,
+        figures.prompt_tokens,
+        figures.completion_tokens,
+        usd,
+        per_thousand(usd),
+        cpu,
+        per_thousand(cpu),
+        gpu,
+        per_thousand(gpu),
+        figures.latency_s if local else None,
+    )
 
 
 def hybrid_scenario(slm: Scenario, llm: Scenario, escalation_rate: float) -> Scenario:
@@ -120,8 +130,18 @@ def hybrid_scenario(slm: Scenario, llm: Scenario, escalation_rate: float) -> Sce
         return hybrid_value(getattr(slm, name), getattr(llm, name), escalation_rate)
 
     usd, cpu, gpu = mix("usd_per_question"), mix("cpu_s_per_question"), mix("gpu_s_per_question")
-    return Scenario(f"hybrid ({escalation_rate:.0%} escalated)", mix("prompt_tokens"), mix("completion_tokens"),
-                    usd, per_thousand(usd), cpu, per_thousand(cpu), gpu, per_thousand(gpu), mix("latency_s"))
+    return Scenario(
+        f"hybrid ({escalation_rate:.0%} escalated)",
+        mix("prompt_tokens"),
+        mix("completion_tokens"),
+        usd,
+        per_thousand(usd),
+        cpu,
+        per_thousand(cpu),
+        gpu,
+        per_thousand(gpu),
+        mix("latency_s"),
+    )
 
 
 # --- reading the results ------------------------------------------------------------
@@ -137,8 +157,14 @@ def read_figures(report: Mapping) -> dict[str, ModelFigures]:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     return {
-        key: ModelFigures(key, number(row, "prompt_tokens"), number(row, "completion_tokens"),
-                          number(row, "latency_s"), number(row, "cpu_s"), number(row, "gpu_s"))
+        key: ModelFigures(
+            key,
+            number(row, "prompt_tokens"),
+            number(row, "completion_tokens"),
+            number(row, "latency_s"),
+            number(row, "cpu_s"),
+            number(row, "gpu_s"),
+        )
         for key, row in table.items()
     }
 
@@ -150,7 +176,8 @@ def choose_roles(
     for given in (slm, llm):
         if given is not None and given not in keys:
             raise Unusable(f"model {given!r} is not in the results: choose one of {', '.join(keys)}")
-    roles = report.get("roles") if isinstance(report.get("roles"), Mapping) else {}
+    given_roles = report.get("roles")
+    roles: Mapping[str, str] = given_roles if isinstance(given_roles, Mapping) else {}
     server_ids = [key.split(":", 1)[1] for key in keys if key.startswith("server:")]
     catalog = build_catalog(settings, server_ids if settings.model_server_url else None)
     defaults: list[tuple[str | None, str | None]] = [
@@ -159,7 +186,7 @@ def choose_roles(
         (keys[0], keys[1] if len(keys) > 1 else None),
     ]
     for default_slm, default_llm in defaults:
-        if default_slm in keys and (default_llm in keys or default_llm is None):
+        if default_slm is not None and default_slm in keys and (default_llm in keys or default_llm is None):
             chosen_slm = slm or default_slm
             chosen_llm = llm or (default_llm if default_llm != chosen_slm else None)
             if chosen_llm == chosen_slm:
@@ -169,15 +196,17 @@ def choose_roles(
 
 
 def model_id(key: str) -> str:
-    """"embedded:smollm2-135m" -> "smollm2-135m": prices are listed by model id or alias."""
+    """ "embedded:smollm2-135m" -> "smollm2-135m": prices are listed by model id or alias."""
     return key.split(":", 1)[1] if ":" in key else key
 
 
 def price_of(key: str, prices: Mapping[str, tuple[float, float]]) -> Price:
     price = price_for(model_id(key), prices)
     if price is None:
-        raise Unusable(f"no price for {key} in MODEL_PRICES (listed: {', '.join(prices) or 'none'}); "
-                       f'add one, e.g. MODEL_PRICES=\'{{"{model_id(key)}": [0.05, 0.20]}}\'')
+        raise Unusable(
+            f"no price for {key} in MODEL_PRICES (listed: {', '.join(prices) or 'none'}); "
+            f"add one, e.g. MODEL_PRICES='{{\"{model_id(key)}\": [0.05, 0.20]}}'"
+        )
     return price
 
 
@@ -214,7 +243,9 @@ def simulate(
         "questions": QUESTIONS,
         "roles": {"slm": slm_key, "llm": llm_key},
         "escalation_rate": rate,
-        "escalation_rate_source": "option" if escalation_rate is not None else ("results" if rate is not None else None),
+        "escalation_rate_source": "option"
+        if escalation_rate is not None
+        else ("results" if rate is not None else None),
         "prices_usd_per_million": prices,
         "api": {"name": api_name, **asdict(api_price), "tokens_from": api_source.key},
         "scenarios": [asdict(s) for s in scenarios],
@@ -229,30 +260,39 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(result: dict) -> str:
-    lines = [(
-        f"{'per question / per 1,000 questions':38} {'tokens in':>9} {'out':>6} {'USD/q':>10} {'USD/1k':>9} "
-        f"{'CPU-s/q':>8} {'CPU-h/1k':>9} {'latency s':>9}"
-    )]
+    lines = [
+        (
+            f"{'per question / per 1,000 questions':38} {'tokens in':>9} {'out':>6} {'USD/q':>10} {'USD/1k':>9} "
+            f"{'CPU-s/q':>8} {'CPU-h/1k':>9} {'latency s':>9}"
+        )
+    ]
     for row in result["scenarios"]:
         cpu_hours = None if row["cpu_s_per_1000"] is None else row["cpu_s_per_1000"] / 3600
         lines.append(
             f"{row['name'][:38]:38} {_fmt(row['prompt_tokens'], '.0f'):>9} {_fmt(row['completion_tokens'], '.0f'):>6} "
             f"{_fmt(row['usd_per_question'], '.7f'):>10} {_fmt(row['usd_per_1000'], '.4f'):>9} "
-            f"{_fmt(row['cpu_s_per_question'], '.2f'):>8} {_fmt(cpu_hours, '.3f'):>9} {_fmt(row['latency_s'], '.2f'):>9}"
+            f"{_fmt(row['cpu_s_per_question'], '.2f'):>8} {_fmt(cpu_hours, '.3f'):>9} "
+            f"{_fmt(row['latency_s'], '.2f'):>9}"
         )
         if row["gpu_s_per_question"] is not None:
             lines.append(f"{'':38} GPU-s {row['gpu_s_per_question']:.2f}/q, {row['gpu_s_per_1000']:.0f}/1k")
     api = result["api"]
-    notes = ["prices USD per million tokens in/out: "
-             + ", ".join(f"{key} {p['input_per_million']}/{p['output_per_million']}"
-                         for key, p in result["prices_usd_per_million"].items())
-             + f", {api['name']} {api['input_per_million']}/{api['output_per_million']} "
-               f"(on {api['tokens_from']}'s token counts)"]
+    notes = [
+        "prices USD per million tokens in/out: "
+        + ", ".join(
+            f"{key} {p['input_per_million']}/{p['output_per_million']}"
+            for key, p in result["prices_usd_per_million"].items()
+        )
+        + f", {api['name']} {api['input_per_million']}/{api['output_per_million']} "
+        f"(on {api['tokens_from']}'s token counts)"
+    ]
     if result["roles"]["llm"] and result["escalation_rate"] is None:
         notes.append("no escalation rate in the results: pass --escalation-rate X for the hybrid")
     elif result["escalation_rate"] is not None:
-        notes.append(f"escalation rate {result['escalation_rate']:.0%} (from the {result['escalation_rate_source']}); "
-                     "hybrid = SLM + rate x LLM; latency is the median per answer")
+        notes.append(
+            f"escalation rate {result['escalation_rate']:.0%} (from the {result['escalation_rate_source']}); "
+            "hybrid = SLM + rate x LLM; latency is the median per answer"
+        )
     return "\n".join([*lines, *notes])
 
 
@@ -261,15 +301,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, help="a evaluation.speed or evaluation.model_scores JSON")
     parser.add_argument("--slm", default=None, help="the model key playing the SLM")
     parser.add_argument("--llm", default=None, help="the model key playing the LLM")
-    parser.add_argument("--escalation-rate", type=float, default=None,
-                        help="share of questions the LLM also answers (default: the results')")
+    parser.add_argument(
+        "--escalation-rate",
+        type=float,
+        default=None,
+        help="share of questions the LLM also answers (default: the results')",
+    )
     parser.add_argument("--api-name", default=DEFAULT_API_NAME, help=f"hosted API's name (default {DEFAULT_API_NAME})")
-    parser.add_argument("--api-input-price", type=float, default=DEFAULT_API_INPUT_PRICE,
-                        help=f"USD per million input tokens (default {DEFAULT_API_INPUT_PRICE})")
-    parser.add_argument("--api-output-price", type=float, default=DEFAULT_API_OUTPUT_PRICE,
-                        help=f"USD per million output tokens (default {DEFAULT_API_OUTPUT_PRICE})")
-    parser.add_argument("--api-tokens", choices=("llm", "slm"), default="llm",
-                        help="whose token counts the API is charged on (default llm)")
+    parser.add_argument(
+        "--api-input-price",
+        type=float,
+        default=DEFAULT_API_INPUT_PRICE,
+        help=f"USD per million input tokens (default {DEFAULT_API_INPUT_PRICE})",
+    )
+    parser.add_argument(
+        "--api-output-price",
+        type=float,
+        default=DEFAULT_API_OUTPUT_PRICE,
+        help=f"USD per million output tokens (default {DEFAULT_API_OUTPUT_PRICE})",
+    )
+    parser.add_argument(
+        "--api-tokens",
+        choices=("llm", "slm"),
+        default="llm",
+        help="whose token counts the API is charged on (default llm)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -284,8 +340,16 @@ def main(argv: list[str] | None = None) -> int:
             raise Unusable(f"{args.results} does not hold a JSON object")
         if args.api_input_price < 0 or args.api_output_price < 0:
             raise Unusable("API prices cannot be negative")
-        result = simulate(report, Settings(), args.slm, args.llm, args.escalation_rate, args.api_name,
-                          Price(args.api_input_price, args.api_output_price), args.api_tokens)
+        result = simulate(
+            report,
+            Settings(),
+            args.slm,
+            args.llm,
+            args.escalation_rate,
+            args.api_name,
+            Price(args.api_input_price, args.api_output_price),
+            args.api_tokens,
+        )
     except Unusable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -24,9 +24,9 @@ rubric's scores count for that answer and the fallback is counted.
 
 With two models or more, the first plays the SLM and the second the LLM (the default
 order), and the report adds the escalation rate: the share of the SLM's answers the
-app's router (`answering.router.decide` in escalate mode, on the signals of
-`answering.confidence.collect_signals`, with the thresholds from the settings) would
-have handed to the LLM; and the hybrid's scores (the LLM's where it escalates).
+pipeline's router, in escalate mode with the thresholds from the settings, hands to the
+LLM (the turn stops at the decision: the LLM's answer is the one scored on its own); and
+the hybrid's scores (the LLM's where it escalates).
 
 The table goes to stdout; the JSON (default bench/results/answers-<set>-<time>.json)
 holds every answer with its scores, plus `per_question`, the per-model means that
@@ -54,20 +54,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from answering.attempts import Answer, Generation, generate
+from answering.comparison import CommandFailure, models_for_command, resolve_models
+from answering.context import Excerpt
+from answering.grounding import GuardMode
+from answering.pipeline import Retrieved, Routed, TurnConfig, TurnRequest, run_turn
+from answering.router import Decision, Mode
 from evaluation import rubric
-from answering.attempts import Generation, generate
-from models.factory import make_backends
+from evaluation.retrieval import load_set
+from evaluation.router import DEFAULT_MAX_TOKENS, sample_questions
 from models.base import Backend, ChatMessage, GenerationParams
 from models.catalog import ModelSpec
-from answering.comparison import CommandFailure, models_for_command, resolve_models
-from answering.confidence import collect_signals
-from evaluation.router import DEFAULT_MAX_TOKENS, sample_questions
-from answering.router import Mode, Thresholds, decide
+from models.factory import make_backends
 from models.settings import PROJECT_ROOT, Settings
-from evaluation.retrieval import load_set
 from rag.index import KnowledgeBase, SharedCorpus
-from answering.grounding import GuardMode
-from answering.pipeline import TurnConfig, TurnDone, TurnRequest, run_turn
 
 DEFAULT_LIMIT = 20
 DEFAULT_JUDGE_MAX_TOKENS = 64
@@ -138,30 +138,24 @@ async def run(
 ) -> list[AnswerRecord]:
     """Answer every question with every model (models one after the other, so that their
     timings do not disturb each other) and score each answer."""
-    thresholds = Thresholds(
-        settings.router_min_answer_tokens, settings.router_min_token_prob, settings.router_min_retrieval_score
-    )
     slm = models[0] if len(models) >= 2 else None
     await warm_up([*models, *([judge] if judge else [])], backends)
     # Every model answers from the same passages: those chosen for the smallest budget.
     config = TurnConfig.from_settings(settings)
     narrowest = min(models, key=config.budget)
     records: list[AnswerRecord] = []
-    bar = tqdm(total=len(questions) * len(models), desc="answers", unit="answer", file=sys.stderr,
-               disable=not progress)
+    bar = tqdm(total=len(questions) * len(models), desc="answers", unit="answer", file=sys.stderr, disable=not progress)
     for question in questions:
         for spec in models:
             bar.set_postfix_str(spec.model)
             # The app asks its SLM for token probabilities: the router reads them.
             params = GenerationParams(max_tokens=max_tokens, temperature=0.0, logprobs=spec is slm)
-            result, best, passages = await _one_model_turn(question["question"], spec, knowledge, settings, params,
-                                                           backends, narrowest)
+            mode = Mode.ESCALATE if spec is slm else Mode.OFF
+            result, best, passages, decision = await _one_model_turn(
+                question["question"], spec, knowledge, settings, params, backends, narrowest, mode
+            )
             records.append(await _record(question, spec, result, best, passages, judge, backends, judge_max_tokens))
             if spec is slm and not result.answer.error:
-                usage = result.answer.usage
-                signals = collect_signals(result.answer.text, usage.completion_tokens if usage else
-                                          len(result.logprobs), result.logprobs, best)
-                decision = decide(signals, Mode.ESCALATE, thresholds)
                 records[-1].escalate = decision.escalate
                 records[-1].escalation_reasons = [reason.explanation for reason in decision.reasons]
             bar.update()
@@ -170,30 +164,60 @@ async def run(
 
 
 async def _one_model_turn(
-    question: str, spec: ModelSpec, knowledge: KnowledgeBase, settings: Settings, params: GenerationParams,
-    backends: Mapping[str, Backend], narrowest: ModelSpec,
-) -> tuple[Generation, float, list[str]]:
+    question: str,
+    spec: ModelSpec,
+    knowledge: KnowledgeBase,
+    settings: Settings,
+    params: GenerationParams,
+    backends: Mapping[str, Backend],
+    narrowest: ModelSpec,
+    mode: Mode = Mode.OFF,
+) -> tuple[Generation, float, list[str], Decision]:
     """One model's own answer, through the app's pipeline with the router and the guard off:
     the same retrieval, context selection and prompt as the chat. Every model reads the
     passages chosen for the smallest budget of the models compared (`narrowest`)."""
-    request = TurnRequest(question, knowledge, slm=spec, llm=narrowest, router_mode=Mode.OFF, guard=GuardMode.OFF,
-                          params=params, retrieval_mode=settings.retrieval_mode, top_k=settings.top_k)
+    request = TurnRequest(
+        question,
+        knowledge,
+        slm=spec,
+        llm=narrowest,
+        router_mode=mode,
+        guard=GuardMode.OFF,
+        params=params,
+        retrieval_mode=settings.retrieval_mode,
+        top_k=settings.top_k,
+    )
     config = replace(TurnConfig.from_settings(settings), min_retrieval_score=0.0)
     cpu_started = time.process_time()
-    done = [event async for event in run_turn(request, backends, config)][-1]
+    excerpts: list[Excerpt] = []
+    answer: Answer | None = None
+    decision: Decision | None = None
+    turn = run_turn(request, backends, config)
+    try:
+        async for event in turn:
+            if isinstance(event, Retrieved):
+                excerpts = event.excerpts
+            elif isinstance(event, Answer):
+                answer = event
+            elif isinstance(event, Routed):
+                decision = event.decision
+                break  # the router's decision is all this turn is for; the LLM is scored on its own
+    finally:
+        await turn.aclose()
     cpu = time.process_time() - cpu_started if spec.backend == "embedded" else None
-    assert isinstance(done, TurnDone) and done.slm_answer is not None
-    best = max((excerpt.hit.score for excerpt in done.excerpts), default=0.0)
-    passages = [f"{excerpt.label}\n{excerpt.text}" for excerpt in done.excerpts]
-    return Generation(done.slm_answer, list(done.slm_answer.logprobs), cpu), best, passages
+    assert answer is not None and decision is not None
+    best = max((excerpt.hit.score for excerpt in excerpts), default=0.0)
+    passages = [f"{excerpt.label}\n{excerpt.text}" for excerpt in excerpts]
+    return Generation(answer, list(answer.logprobs), cpu), best, passages, decision
 
 
 async def warm_up(models: Sequence[ModelSpec], backends: Mapping[str, Backend]) -> None:
     """One tiny untimed request per model: loads embedded weights, and fails early
     (`CommandFailure`) when a model is missing or its server unreachable."""
     for spec in models:
-        result = await generate(spec, [ChatMessage("user", "Hello")], GenerationParams(max_tokens=1, temperature=0.0),
-                                backends)
+        result = await generate(
+            spec, [ChatMessage("user", "Hello")], GenerationParams(max_tokens=1, temperature=0.0), backends
+        )
         if result.answer.error:
             raise CommandFailure(f"{spec.key} cannot answer: {result.answer.error}")
 
@@ -233,8 +257,9 @@ async def _record(
         scores=detail.scores.as_dict,
     )
     if judge is not None:
-        judged, reply = await judge_scores(judge, backends, question["question"], answer.text, passages, golds,
-                                           judge_max_tokens)
+        judged, reply = await judge_scores(
+            judge, backends, question["question"], answer.text, passages, golds, judge_max_tokens
+        )
         record.judge_reply = reply
         if judged is None:
             record.judge_fallback = True
@@ -270,14 +295,16 @@ def model_summary(records: Sequence[AnswerRecord]) -> dict:
     """Mean of each criterion and of latency and tokens, answers, errors, judge fallbacks."""
     answered = [r for r in records if not r.error]
     summary = {name: _mean([r.scores[name] for r in records]) for name in rubric.CRITERIA}
-    summary.update({
-        "answers": len(records),
-        "errors": len(records) - len(answered),
-        "latency_s": _mean([r.latency_s for r in answered]),
-        "prompt_tokens": _mean([r.prompt_tokens for r in answered if r.prompt_tokens is not None]),
-        "completion_tokens": _mean([r.completion_tokens for r in answered if r.completion_tokens is not None]),
-        "judge_fallbacks": sum(r.judge_fallback for r in records),
-    })
+    summary.update(
+        {
+            "answers": len(records),
+            "errors": len(records) - len(answered),
+            "latency_s": _mean([r.latency_s for r in answered]),
+            "prompt_tokens": _mean([r.prompt_tokens for r in answered if r.prompt_tokens is not None]),
+            "completion_tokens": _mean([r.completion_tokens for r in answered if r.completion_tokens is not None]),
+            "judge_fallbacks": sum(r.judge_fallback for r in records),
+        }
+    )
     return summary
 
 
@@ -323,11 +350,15 @@ def format_table(report: dict) -> str:
     """The per-model summary table, for humans."""
     scorer = f"the judge {report['judge']} (rubric where its reply was unreadable)" if report["judge"] else "the rubric"
     lines = [
-        (f"{report['set']}: {report['questions']} questions ({report['answerable']} answerable), "
-         f"{report['retrieval_mode']} top-{report['top_k']}, max {report['max_tokens']} tokens, "
-         f"temperature 0, scored 1-5 by {scorer}"),
-        (f"{'model':28} {'grounded':>8} {'correct':>8} {'concise':>8} {'latency s':>10} "
-         f"{'tokens in':>10} {'tokens out':>10} {'errors':>7}"),
+        (
+            f"{report['set']}: {report['questions']} questions ({report['answerable']} answerable), "
+            f"{report['retrieval_mode']} top-{report['top_k']}, max {report['max_tokens']} tokens, "
+            f"temperature 0, scored 1-5 by {scorer}"
+        ),
+        (
+            f"{'model':28} {'grounded':>8} {'correct':>8} {'concise':>8} {'latency s':>10} "
+            f"{'tokens in':>10} {'tokens out':>10} {'errors':>7}"
+        ),
     ]
     for key, row in report["summary"].items():
         label = report["models"][key]
@@ -378,8 +409,9 @@ async def _main_async(args: argparse.Namespace, settings: Settings) -> dict:
     folder: Path = args.set_folder
     missing = [name for name in ("docs.jsonl", "questions.jsonl") if not (folder / name).is_file()]
     if missing:
-        raise CommandFailure(f"{folder} is not a QA set folder (no {' or '.join(missing)}): "
-                          f"pass one such as ../shared/eval/clapnq")
+        raise CommandFailure(
+            f"{folder} is not a QA set folder (no {' or '.join(missing)}): pass one such as ../shared/eval/clapnq"
+        )
     documents, questions = load_set(folder)
     ids = read_question_ids(args.questions_file) if args.questions_file else None
     questions = pick_questions(questions, args.limit, args.seed, ids)
@@ -395,11 +427,14 @@ async def _main_async(args: argparse.Namespace, settings: Settings) -> dict:
     models = list({spec.key: spec for spec in chosen}.values())  # each model once, in order
 
     knowledge = KnowledgeBase(SharedCorpus(documents), settings.chunk_size, settings.chunk_overlap)
-    print(f"{folder.resolve().name}: {len(documents)} documents, {len(questions)} questions, "
-          f"models {', '.join(spec.key for spec in models)}", file=sys.stderr, flush=True)
+    print(
+        f"{folder.resolve().name}: {len(documents)} documents, {len(questions)} questions, "
+        f"models {', '.join(spec.key for spec in models)}",
+        file=sys.stderr,
+        flush=True,
+    )
     started = time.perf_counter()
-    records = await run(settings, knowledge, questions, models, backends, args.max_tokens, judge,
-                        args.judge_max_tokens)
+    records = await run(settings, knowledge, questions, models, backends, args.max_tokens, judge, args.judge_max_tokens)
     meta = {
         "set": folder.resolve().name,
         "questions": len(questions),
@@ -427,21 +462,37 @@ def main(argv: list[str] | None = None) -> int:
         description="Score each model's answers on a QA set (groundedness, correctness, conciseness, 1-5)."
     )
     parser.add_argument("set_folder", type=Path, help="a set in the neutral format, e.g. ../shared/eval/clapnq")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                        help=f"a reproducible sample of N questions (default {DEFAULT_LIMIT}; 0: all)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        help=f"a reproducible sample of N questions (default {DEFAULT_LIMIT}; 0: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
-    parser.add_argument("--questions-file", type=Path, default=None,
-                        help="question ids to answer, one a line (instead of the sample)")
-    parser.add_argument("--models", default=None,
-                        help="comma-separated models (slm, llm, catalog keys, ids, aliases); "
-                             "default: the settings' SLM and LLM")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
-                        help=f"answer length limit (default {DEFAULT_MAX_TOKENS})")
+    parser.add_argument(
+        "--questions-file", type=Path, default=None, help="question ids to answer, one a line (instead of the sample)"
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated models (slm, llm, catalog keys, ids, aliases); default: the settings' SLM and LLM",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=f"answer length limit (default {DEFAULT_MAX_TOKENS})"
+    )
     parser.add_argument("--judge", default=None, help="score with this model as the judge instead of the rubric")
-    parser.add_argument("--judge-max-tokens", type=int, default=DEFAULT_JUDGE_MAX_TOKENS,
-                        help=f"length limit of the judge's reply (default {DEFAULT_JUDGE_MAX_TOKENS})")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="where to write the JSON (default bench/results/answers-<set>-<time>.json)")
+    parser.add_argument(
+        "--judge-max-tokens",
+        type=int,
+        default=DEFAULT_JUDGE_MAX_TOKENS,
+        help=f"length limit of the judge's reply (default {DEFAULT_JUDGE_MAX_TOKENS})",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the JSON (default bench/results/answers-<set>-<time>.json)",
+    )
     args = parser.parse_args(argv)
     if args.limit < 0 or args.max_tokens < 1 or args.judge_max_tokens < 1:
         print("--limit must be at least 0, --max-tokens and --judge-max-tokens at least 1", file=sys.stderr)

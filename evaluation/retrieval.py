@@ -31,8 +31,7 @@ _CHUNKS_SEARCHED = 100
 def load_set(folder: Path) -> tuple[list[Document], list[dict]]:
     with (folder / "docs.jsonl").open(encoding="utf-8") as lines:
         documents = [
-            Document(row["id"], row.get("title", ""), folder.name, row["text"])
-            for row in map(json.loads, lines)
+            Document(row["id"], row.get("title", ""), folder.name, row["text"]) for row in map(json.loads, lines)
         ]
     with (folder / "questions.jsonl").open(encoding="utf-8") as lines:
         questions = [json.loads(line) for line in lines]
@@ -43,8 +42,12 @@ def evaluate(folder: Path, chunk_size: int, chunk_overlap: int, modes: list[str]
     documents, questions = load_set(folder)
     chunks = chunk_documents(documents, chunk_size, chunk_overlap)
     report: dict = {
-        "set": folder.name, "documents": len(documents), "chunks": len(chunks),
-        "questions": len(questions), "chunk_size": chunk_size, "chunk_overlap": chunk_overlap,
+        "set": folder.name,
+        "documents": len(documents),
+        "chunks": len(chunks),
+        "questions": len(questions),
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
     }
     for mode in modes:
         retriever = make_retriever(mode, chunks)
@@ -97,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{report['set']}: {report['documents']} documents, {report['chunks']} chunks "
-          f"(size {report['chunk_size']}, overlap {report['chunk_overlap']}), {report['questions']} questions")
+    print(
+        f"{report['set']}: {report['documents']} documents, {report['chunks']} chunks "
+        f"(size {report['chunk_size']}, overlap {report['chunk_overlap']}), {report['questions']} questions"
+    )
     columns = ["recall@1", "recall@5", "recall@10", "mrr", "answer_hit@5", "ms_per_query"]
     print(f"{'retriever':10}" + "".join(f"{c:>14}" for c in columns))
     for mode in modes:

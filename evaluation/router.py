@@ -4,32 +4,39 @@ Run from the project root (tune on clapnq only, see ../shared/eval/README.md):
 
     .venv/bin/python -m evaluation.router ../shared/eval/clapnq --limit 40 --json
     .venv/bin/python -m evaluation.router <set-folder> [--limit N] [--seed S]
-                                               [--max-tokens M] [--json] [--png PATH]
+                                               [--max-tokens M] [--guard G] [--json] [--png PATH]
 
 For every question of the set (or a reproducible sample of `--limit` of them that
-keeps the set's share of unanswerable questions) it:
+keeps the set's share of unanswerable questions) it runs the chat's own turn pipeline
+(`answering.pipeline.run_turn`: retrieval with the settings' chunking, retriever and
+top-k, the out-of-scope rule, context selection, the grounded prompt and the support
+check) at temperature 0 with the catalog's SLM and LLM, three times:
 
-1. retrieves passages exactly as the app does (same chunking, retriever and top-k
-   from `Settings`) and builds the same grounded prompt;
-2. answers with the SLM (temperature 0, with token log-probabilities) and with the
-   LLM (temperature 0), the two models of the catalog: the embedded ones, or a
-   configured server's;
-3. scores each answer against the gold: SQuAD-style token F1 (best over the gold
+1. router `off`: the SLM alone; `always-llm`: the LLM alone; `escalate`: the router
+   decides (its `Routed` event: the decision, its reasons and the SLM's signals);
+2. each turn's final answer (`TurnDone.final`: what the user is left with, after the
+   support check; quotes from the passages when no sentence stands; the out-of-scope
+   notice) is scored against the gold: SQuAD-style token F1 (best over the gold
    answers) when the question is answerable, and 1/0 for "did it say the documents
    do not cover it" when it is not;
-4. computes the router's signals and `confidence` for the SLM answer with the
-   thresholds from `Settings` (below 1 means escalate).
+3. the SLM's `confidence` (`answering.router.confidence` of the signals the pipeline
+   collected, with the settings' thresholds; below 1 means escalate) ranks the answers.
+   An answer the pipeline escalated on its support (sentences cut, restating the
+   question, drawn from the wrong passages) counts as confidence 0, so that at cut-off
+   1 the sweep escalates exactly what the pipeline did.
 
 It reports, as one JSON object (`--json`) or a short summary:
 
-- `slm_only`, `llm_only`: mean score when one model answers everything;
-- `hybrid`: mean score and escalation rate at the configured thresholds
-  (the LLM's score where the router escalates, the SLM's elsewhere);
+- `slm_only`, `llm_only`: mean score of the `off` and the `always-llm` turns;
+- `hybrid`: mean score and escalation rate of the `escalate` turns (the pipeline's
+  own decision at the configured thresholds);
 - `auroc`: how well the confidence ranks good SLM answers (score >= 0.5) above the
   rest; `signal_auroc`: the same for each signal alone;
 - `curve`: score against escalation rate when the confidence cut-off is swept from
-  "never escalate" to "always escalate" (cut-off null means +infinity), also drawn
-  as a PNG (default bench/results/router_curve_<set>.png);
+  "never escalate" to "always escalate" (cut-off null means +infinity), mixing the
+  `off` and `always-llm` scores, also drawn as a PNG (default
+  bench/results/router_curve_<set>.png). A question the router never sees (out of
+  scope: no model answers; or the SLM failed) is never escalated;
 - `per_question`: the figures the summary is made of.
 
 `token_f1`, `auroc` and `sweep` are pure functions, importable by tests and notebooks.
@@ -46,20 +53,20 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from answering.attempts import generate
-from models.factory import load_catalog, make_backends
-from models.base import GenerationParams
-from answering.confidence import Signals, collect_signals
-from answering.grounding import CITATION, is_abstention
-from answering.router import Thresholds, confidence
-from models.settings import PROJECT_ROOT, Settings
+from answering.grounding import CITATION, GuardMode, is_abstention
+from answering.pipeline import Retrieved, Routed, TurnConfig, TurnDone, TurnRequest, run_turn
+from answering.router import Decision, Mode, confidence
 from evaluation.retrieval import load_set
+from models.base import Backend, GenerationParams
+from models.catalog import Catalog
+from models.factory import load_catalog, make_backends
+from models.settings import PROJECT_ROOT, Settings
 from rag.index import KnowledgeBase, SharedCorpus
-from answering.prompt import build_messages, fit_passages
 from rag.text import normalise_answer
 
 DEFAULT_MAX_TOKENS = 96
@@ -118,7 +125,7 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
         for position in range(start, end + 1):
             ranks[order[position]] = (start + end) / 2 + 1  # average 1-based rank of the tie
         start = end + 1
-    rank_sum = sum(rank for rank, label in zip(ranks, labels) if label)
+    rank_sum = sum(rank for rank, label in zip(ranks, labels, strict=False) if label)
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
@@ -130,7 +137,7 @@ def hybrid_point(
     if not n:
         return 0.0, 0.0
     escalated = [value < cutoff for value in confidences]
-    total = sum(llm if up else slm for up, slm, llm in zip(escalated, slm_scores, llm_scores))
+    total = sum(llm if up else slm for up, slm, llm in zip(escalated, slm_scores, llm_scores, strict=False))
     return sum(escalated) / n, total / n
 
 
@@ -139,7 +146,7 @@ def sweep(
     slm_scores: Sequence[float],
     llm_scores: Sequence[float],
     cutoffs: Sequence[float] | None = None,
-) -> list[dict]:
+) -> list[dict[str, float | None]]:
     """Score against escalation rate over cut-offs (escalate iff confidence < cut-off).
 
     By default the cut-offs are 0, each distinct confidence value, and +infinity,
@@ -148,19 +155,21 @@ def sweep(
     None so that the result is valid JSON.
     """
     if cutoffs is None:
-        cutoffs = [0.0, *sorted(set(confidences) - {0.0}), math.inf]
+        cutoffs = [0.0, *sorted(set(confidences) - {0.0, math.inf}), math.inf]
     points = []
     for cutoff in cutoffs:
         rate, score = hybrid_point(confidences, slm_scores, llm_scores, cutoff)
-        points.append({
-            "cutoff": None if math.isinf(cutoff) else cutoff,
-            "escalation_rate": rate,
-            "score": score,
-        })
+        points.append(
+            {
+                "cutoff": None if math.isinf(cutoff) else cutoff,
+                "escalation_rate": rate,
+                "score": score,
+            }
+        )
     return points
 
 
-def sample_questions(questions: Sequence[dict], limit: int | None, seed: int) -> list[dict]:
+def sample_questions(questions: Sequence[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
     """`limit` questions drawn with `random.Random(seed)`, keeping the set's answerable/unanswerable mix."""
     if limit is None or limit >= len(questions):
         return list(questions)
@@ -177,72 +186,135 @@ def sample_questions(questions: Sequence[dict], limit: int | None, seed: int) ->
 
 @dataclass
 class Record:
-    """One question's outcome."""
+    """One question's outcome: a pipeline turn per router mode, each final answer scored."""
 
     id: str
     answerable: bool
-    slm_score: float
-    llm_score: float
-    confidence: float
-    answer_tokens: int
+    slm_score: float  # the `off` turn: the SLM alone
+    llm_score: float  # the `always-llm` turn: the LLM alone
+    hybrid_score: float  # the `escalate` turn: the router decides
+    escalated: bool  # the `escalate` turn's decision
+    confidence: float | None  # None when the router never saw the question
+    answer_tokens: int | None
     low_token_prob: float | None
     retrieval_score: float
-    abstained: bool
+    abstained: bool | None
+    reasons: list[str] = field(default_factory=list)  # the signals the decision names
+    sources: dict[str, str] = field(default_factory=dict)  # where each mode's final answer came from
     slm_error: str | None = None
     llm_error: str | None = None
 
 
+# The router mode of each turn per question, by the score it gives.
+MODES = {"slm": Mode.OFF, "llm": Mode.ALWAYS_LLM, "hybrid": Mode.ESCALATE}
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one turn told: its end, the router's verdict (if it was asked) and the best retrieval score."""
+
+    done: TurnDone
+    routed: Routed | None
+    best_score: float
+
+
+async def _turn(request: TurnRequest, backends: Mapping[str, Backend], config: TurnConfig) -> _Outcome:
+    done: TurnDone | None = None
+    routed: Routed | None = None
+    best = 0.0
+    async for event in run_turn(request, backends, config):
+        if isinstance(event, Retrieved):
+            best = event.best_score
+        elif isinstance(event, Routed):
+            routed = event
+        elif isinstance(event, TurnDone):
+            done = event
+    assert done is not None, "run_turn ends every turn with TurnDone"
+    return _Outcome(done, routed, best)
+
+
+def escalation_confidence(routed: Routed | None, config: TurnConfig) -> float | None:
+    """The confidence of the SLM's answer as the sweep reads it; None when the router never saw it.
+
+    An answer the pipeline escalated although its confidence is at least 1 was escalated
+    on its support, which the confidence does not see: it counts as 0 (escalated at every
+    cut-off above 0), so that cut-off 1 reproduces the pipeline's own decision.
+    """
+    if routed is None or routed.signals is None:
+        return None
+    value = confidence(routed.signals, config.thresholds)
+    return 0.0 if routed.decision.escalate and value >= 1.0 else value
+
+
 async def _run(
-    settings: Settings, knowledge: KnowledgeBase, questions: list[dict], max_tokens: int
+    settings: Settings,
+    knowledge: KnowledgeBase,
+    questions: list[dict[str, Any]],
+    max_tokens: int,
+    guard: GuardMode,
 ) -> tuple[list[Record], dict[str, str]]:
     backends = make_backends(settings)
-    catalog = await load_catalog(settings, backends)
+    catalog: Catalog = await load_catalog(settings, backends)
     for notice in catalog.notices:
         print(f"note: {notice}", file=sys.stderr)
-    slm, llm = catalog.slm, catalog.llm
-    thresholds = Thresholds(
-        settings.router_min_answer_tokens, settings.router_min_token_prob, settings.router_min_retrieval_score
-    )
-    slm_params = GenerationParams(max_tokens=max_tokens, temperature=0.0, logprobs=True)
-    llm_params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
-    # Both models get the same passages: those that fit the smaller window.
-    window = min(slm.context_window, llm.context_window)
+    config = TurnConfig.from_settings(settings)
+    params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
     records: list[Record] = []
     for number, question in enumerate(questions, start=1):
         started = time.perf_counter()
-        text = question["question"]
-        hits = knowledge.search(text, settings.retrieval_mode, settings.top_k)
-        best = hits[0].score if hits else 0.0
-        passages = fit_passages([hit.chunk for hit in hits], text, window, max_tokens)
-        small_run = await generate(slm, build_messages(text, [], passages, slm.context_window, max_tokens),
-                                   slm_params, backends)
-        large = (await generate(llm, build_messages(text, [], passages, llm.context_window, max_tokens),
-                                llm_params, backends)).answer
-        small = small_run.answer
-        completion_tokens = small.usage.completion_tokens if small.usage else len(small_run.logprobs)
-        signals: Signals = collect_signals(small.text, completion_tokens, small_run.logprobs, best)
-        record = Record(
-            id=str(question["id"]),
-            answerable=bool(question["answers"]),
-            slm_score=score_answer(small.text, question["answers"]),
-            llm_score=score_answer(large.text, question["answers"]),
-            confidence=confidence(signals, thresholds),
-            answer_tokens=signals.answer_tokens,
-            low_token_prob=signals.low_token_prob,
-            retrieval_score=best,
-            abstained=signals.abstained,
-            slm_error=str(small.error) if small.error else None,
-            llm_error=str(large.error) if large.error else None,
-        )
+        outcomes: dict[str, _Outcome] = {}
+        for name, mode in MODES.items():
+            # No fallback: the catalog's two models are measured, and a failure is reported as such.
+            request = TurnRequest(
+                question["question"],
+                knowledge,
+                catalog.slm,
+                catalog.llm,
+                params=params,
+                router_mode=mode,
+                retrieval_mode=settings.retrieval_mode,
+                top_k=settings.top_k,
+                guard=guard,
+            )
+            outcomes[name] = await _turn(request, backends, config)
+        record = _record(question, outcomes, config)
         records.append(record)
         errors = "".join(f" {who} error: {e}" for who, e in (("SLM", record.slm_error), ("LLM", record.llm_error)) if e)
+        conf = "n/a (not routed)" if record.confidence is None else f"{record.confidence:.2f}"
         print(
             f"[{number}/{len(questions)}] {'answerable' if record.answerable else 'unanswerable':12} "
-            f"slm {record.slm_score:.2f} llm {record.llm_score:.2f} confidence {record.confidence:.2f} "
+            f"slm {record.slm_score:.2f} llm {record.llm_score:.2f} hybrid {record.hybrid_score:.2f} "
+            f"({'escalated' if record.escalated else 'kept'}) confidence {conf} "
             f"({time.perf_counter() - started:.1f}s){errors}",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
-    return records, {"slm": slm.label, "llm": llm.label}
+    return records, {"slm": catalog.slm.label, "llm": catalog.llm.label}
+
+
+def _record(question: dict[str, Any], outcomes: Mapping[str, _Outcome], config: TurnConfig) -> Record:
+    golds = list(question["answers"])
+    routed = outcomes["hybrid"].routed
+    signals = routed.signals if routed else None
+    decision = routed.decision if routed else Decision(Mode.ESCALATE, escalate=False)
+    small, large = outcomes["slm"].done.slm_answer, outcomes["llm"].done.llm_answer
+    return Record(
+        id=str(question["id"]),
+        answerable=bool(golds),
+        slm_score=score_answer(outcomes["slm"].done.final.text, golds),
+        llm_score=score_answer(outcomes["llm"].done.final.text, golds),
+        hybrid_score=score_answer(outcomes["hybrid"].done.final.text, golds),
+        escalated=decision.escalate,
+        confidence=escalation_confidence(routed, config),
+        answer_tokens=signals.answer_tokens if signals else None,
+        low_token_prob=signals.low_token_prob if signals else None,
+        retrieval_score=outcomes["hybrid"].best_score,
+        abstained=signals.abstained if signals else None,
+        reasons=[reason.signal for reason in decision.reasons],
+        sources={name: outcome.done.final.source for name, outcome in outcomes.items()},
+        slm_error=str(small.error) if small and small.error else None,
+        llm_error=str(large.error) if large and large.error else None,
+    )
 
 
 # --- the report ---------------------------------------------------------------------
@@ -252,42 +324,46 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarise(records: Sequence[Record]) -> dict:
+def summarise(records: Sequence[Record]) -> dict[str, Any]:
     """The figures of the report that depend only on the per-question records."""
     slm = [r.slm_score for r in records]
     llm = [r.llm_score for r in records]
-    conf = [r.confidence for r in records]
-    good = [score >= GOOD_ANSWER for score in slm]
-    rate, hybrid = hybrid_point(conf, slm, llm, 1.0)
-    escalated = [c < 1.0 for c in conf]
-    with_probs = [r for r in records if r.low_token_prob is not None]
+    hybrid = [r.hybrid_score for r in records]
+    # The router never saw an out-of-scope question (no model answers it) or a failed SLM answer.
+    routed = [r for r in records if r.confidence is not None]
+    good = [r.slm_score >= GOOD_ANSWER for r in routed]
+    with_probs = [r for r in routed if r.low_token_prob is not None]
 
     def by_kind(scores: Sequence[float], answerable: bool) -> float | None:
-        return _mean([s for s, r in zip(scores, records) if r.answerable == answerable])
+        return _mean([s for s, r in zip(scores, records, strict=True) if r.answerable == answerable])
 
-    hybrid_scores = [l if up else s for up, s, l in zip(escalated, slm, llm)]
+    def signal(values: Sequence[float]) -> float | None:
+        return auroc(values, good)
+
     return {
         "slm_only": {"score": _mean(slm), "answerable": by_kind(slm, True), "unanswerable": by_kind(slm, False)},
         "llm_only": {"score": _mean(llm), "answerable": by_kind(llm, True), "unanswerable": by_kind(llm, False)},
         "hybrid": {
-            "score": hybrid if records else None,
-            "escalation_rate": rate if records else None,
-            "answerable": by_kind(hybrid_scores, True),
-            "unanswerable": by_kind(hybrid_scores, False),
+            "score": _mean(hybrid),
+            "escalation_rate": _mean([float(r.escalated) for r in records]),
+            "answerable": by_kind(hybrid, True),
+            "unanswerable": by_kind(hybrid, False),
         },
-        "auroc": auroc(conf, good),
+        "routed": len(routed),
+        "auroc": auroc([r.confidence for r in routed if r.confidence is not None], good),
         "good_slm_answers": sum(good),
         "signal_auroc": {
-            "answer_tokens": auroc([r.answer_tokens for r in records], good),
+            "answer_tokens": signal([r.answer_tokens or 0 for r in routed]),
             "low_token_prob": auroc(
-                [r.low_token_prob for r in with_probs], [r.slm_score >= GOOD_ANSWER for r in with_probs]
+                [r.low_token_prob for r in with_probs if r.low_token_prob is not None],
+                [r.slm_score >= GOOD_ANSWER for r in with_probs],
             ),
-            "retrieval_score": auroc([r.retrieval_score for r in records], good),
+            "retrieval_score": signal([r.retrieval_score for r in routed]),
             # 1 when the SLM did not abstain: the direction the router reads it in.
-            "no_abstention": auroc([float(not r.abstained) for r in records], good),
+            "no_abstention": signal([float(not r.abstained) for r in routed]),
         },
-        "signals_available": len(with_probs) / len(records) if records else 0.0,
-        "curve": sweep(conf, slm, llm),
+        "signals_available": len(with_probs) / len(routed) if routed else 0.0,
+        "curve": sweep([math.inf if r.confidence is None else r.confidence for r in records], slm, llm),
         "errors": {
             "slm": sum(1 for r in records if r.slm_error),
             "llm": sum(1 for r in records if r.llm_error),
@@ -295,7 +371,7 @@ def summarise(records: Sequence[Record]) -> dict:
     }
 
 
-def plot_curve(report: dict, path: Path) -> None:
+def plot_curve(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,14 +379,28 @@ def plot_curve(report: dict, path: Path) -> None:
 
     curve = report["curve"]
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
-    axes.plot([p["escalation_rate"] for p in curve], [p["score"] for p in curve],
-              marker=".", color="tab:blue", label="hybrid, cut-off swept")
-    axes.axhline(report["slm_only"]["score"], color="tab:orange", linestyle="--",
-                 label=f"SLM only: {report['models']['slm']}")
-    axes.axhline(report["llm_only"]["score"], color="tab:green", linestyle="--",
-                 label=f"LLM only: {report['models']['llm']}")
-    axes.plot([report["hybrid"]["escalation_rate"]], [report["hybrid"]["score"]], marker="*",
-              markersize=14, color="tab:red", linestyle="none", label="default thresholds")
+    axes.plot(
+        [p["escalation_rate"] for p in curve],
+        [p["score"] for p in curve],
+        marker=".",
+        color="tab:blue",
+        label="hybrid, cut-off swept",
+    )
+    axes.axhline(
+        report["slm_only"]["score"], color="tab:orange", linestyle="--", label=f"SLM only: {report['models']['slm']}"
+    )
+    axes.axhline(
+        report["llm_only"]["score"], color="tab:green", linestyle="--", label=f"LLM only: {report['models']['llm']}"
+    )
+    axes.plot(
+        [report["hybrid"]["escalation_rate"]],
+        [report["hybrid"]["score"]],
+        marker="*",
+        markersize=14,
+        color="tab:red",
+        linestyle="none",
+        label="the pipeline's escalate turns",
+    )
     axes.set_xlim(-0.02, 1.02)
     # From 0, so that a small wiggle does not look like a large effect.
     top = max([p["score"] for p in curve] + [report["slm_only"]["score"], report["llm_only"]["score"]])
@@ -318,9 +408,12 @@ def plot_curve(report: dict, path: Path) -> None:
     axes.set_xlabel("escalation rate (share of questions the LLM answers)")
     axes.set_ylabel("mean score (token F1 / correct abstention)")
     auc = report["auroc"]
-    axes.set_title(f"Router on {report['set']}: {report['questions']} questions, "
-                   f"AUROC {'n/a' if auc is None else f'{auc:.2f}'} "
-                   f"({report['good_slm_answers']} good SLM answers)", fontsize=10)
+    axes.set_title(
+        f"Router on {report['set']}: {report['questions']} questions, "
+        f"AUROC {'n/a' if auc is None else f'{auc:.2f}'} "
+        f"({report['good_slm_answers']} good of {report['routed']} routed SLM answers)",
+        fontsize=10,
+    )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     figure.tight_layout()
@@ -340,18 +433,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("set_folder", type=Path, help="a set in the neutral format, e.g. ../shared/eval/clapnq")
     parser.add_argument("--limit", type=int, default=None, help="answer a sample of N questions")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
-                        help=f"answer length limit (default {DEFAULT_MAX_TOKENS})")
+    parser.add_argument(
+        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=f"answer length limit (default {DEFAULT_MAX_TOKENS})"
+    )
+    parser.add_argument(
+        "--guard",
+        choices=[mode.value for mode in GuardMode],
+        default=None,
+        help="the support check's mode in every turn (default: GROUNDING_GUARD)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--png", type=Path, default=None,
-                        help="where to draw the curve (default bench/results/router_curve_<set>.png)")
+    parser.add_argument(
+        "--png", type=Path, default=None, help="where to draw the curve (default bench/results/router_curve_<set>.png)"
+    )
     args = parser.parse_args(argv)
 
     folder: Path = args.set_folder
     missing = [name for name in ("docs.jsonl", "questions.jsonl") if not (folder / name).is_file()]
     if missing:
-        print(f"{folder} is not a QA set folder (no {' or '.join(missing)}): pass one such as "
-              f"../shared/eval/clapnq", file=sys.stderr)
+        print(
+            f"{folder} is not a QA set folder (no {' or '.join(missing)}): pass one such as ../shared/eval/clapnq",
+            file=sys.stderr,
+        )
         return 2
     if (args.limit is not None and args.limit < 1) or args.max_tokens < 1:
         print("--limit and --max-tokens must be at least 1", file=sys.stderr)
@@ -363,10 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     questions = sample_questions(questions, args.limit, args.seed)
     set_name = folder.resolve().name
     knowledge = KnowledgeBase(SharedCorpus(documents), settings.chunk_size, settings.chunk_overlap)
-    print(f"{set_name}: {len(documents)} documents, {len(questions)} questions; indexing and answering…",
-          file=sys.stderr, flush=True)
+    print(
+        f"{set_name}: {len(documents)} documents, {len(questions)} questions; indexing and answering…",
+        file=sys.stderr,
+        flush=True,
+    )
 
-    records, models = asyncio.run(_run(settings, knowledge, questions, args.max_tokens))
+    guard = GuardMode(args.guard or settings.grounding_guard)
+    records, models = asyncio.run(_run(settings, knowledge, questions, args.max_tokens, guard))
+    thresholds = TurnConfig.from_settings(settings).thresholds
 
     report = {
         "set": set_name,
@@ -376,10 +484,12 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens,
         "seed": args.seed,
         "limit": args.limit,
+        "guard": guard.value,
+        "min_retrieval_score": settings.min_retrieval_score,
         "thresholds": {
-            "min_answer_tokens": settings.router_min_answer_tokens,
-            "min_token_prob": settings.router_min_token_prob,
-            "min_retrieval_score": settings.router_min_retrieval_score,
+            "min_answer_tokens": thresholds.min_answer_tokens,
+            "min_token_prob": thresholds.min_low_token_prob,
+            "min_retrieval_score": thresholds.min_retrieval_score,
         },
         **summarise(records),
         "per_question": [asdict(record) for record in records],
@@ -392,15 +502,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{set_name}: {report['questions']} questions ({report['answerable']} answerable), "
-          f"SLM {models['slm']}, LLM {models['llm']}, max {args.max_tokens} tokens")
+    print(
+        f"{set_name}: {report['questions']} questions ({report['answerable']} answerable), "
+        f"SLM {models['slm']}, LLM {models['llm']}, max {args.max_tokens} tokens, guard {guard.value}"
+    )
     print(f"  SLM only   {_fmt(report['slm_only']['score'])}")
     print(f"  LLM only   {_fmt(report['llm_only']['score'])}")
-    print(f"  hybrid     {_fmt(report['hybrid']['score'])}  "
-          f"(escalation rate {_fmt(report['hybrid']['escalation_rate'])})")
-    print(f"  AUROC      {_fmt(report['auroc'])} over {report['good_slm_answers']} good SLM answers (signals: "
-          + ", ".join(f"{name} {_fmt(value)}" for name, value in report["signal_auroc"].items()) + ")")
-    print(f"  token probabilities for {report['signals_available']:.0%} of SLM answers")
+    print(
+        f"  hybrid     {_fmt(report['hybrid']['score'])}  (escalation rate {_fmt(report['hybrid']['escalation_rate'])})"
+    )
+    print(
+        f"  AUROC      {_fmt(report['auroc'])} over {report['routed']} routed SLM answers, "
+        f"{report['good_slm_answers']} good (signals: "
+        + ", ".join(f"{name} {_fmt(value)}" for name, value in report["signal_auroc"].items())
+        + ")"
+    )
+    print(f"  token probabilities for {report['signals_available']:.0%} of routed SLM answers")
     print(f"  {report['seconds']:.0f} s; curve in {png}")
     return 0
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from models.base import ChatMessage
 from answering.grounding import CITATION, is_abstention, is_repetitive, support_share, words
 from evaluation.router import token_f1
+from models.base import ChatMessage
 
 CRITERIA = ("groundedness", "correctness", "conciseness")
 
@@ -72,8 +73,6 @@ def _from_ceiling_table(value: float, table: Sequence[tuple[float, int]]) -> int
 
 def strip_citations(answer: str) -> str:
     return CITATION.sub(" ", answer)
-
-
 
 
 def groundedness(answer: str, passages: Sequence[str]) -> int:
@@ -129,7 +128,6 @@ def target_words(gold_answers: Sequence[str]) -> int:
     if not gold_answers:
         return ABSTENTION_TARGET_WORDS
     return max(MIN_TARGET_WORDS, min(len(words(gold)) for gold in gold_answers))
-
 
 
 def conciseness(answer: str, gold_answers: Sequence[str]) -> int:
@@ -201,12 +199,10 @@ def judge_messages(
 
 
 # "groundedness": 4, groundedness = 4, Groundedness: 4/5 ...
-_KEY_VALUE = {
-    name: re.compile(rf"{name}\W{{0,4}}([1-5])(?![\d.])", re.IGNORECASE) for name in CRITERIA
-}
+_KEY_VALUE = {name: re.compile(rf"{name}\W{{0,4}}([1-5])(?![\d.])", re.IGNORECASE) for name in CRITERIA}
 
 
-def _json_objects(text: str):
+def _json_objects(text: str) -> Iterator[Any]:
     """Every balanced {...} span of the text, outermost first, as parsed JSON objects."""
     for start in (i for i, char in enumerate(text) if char == "{"):
         depth = 0
@@ -248,6 +244,7 @@ def parse_judge_reply(reply: str) -> Scores | None:
         if all(value is not None for value in found.values()):
             return Scores(**found, source="judge")  # type: ignore[arg-type]
     pairs = {name: pattern.search(reply) for name, pattern in _KEY_VALUE.items()}
-    if all(pairs.values()):
-        return Scores(**{name: int(match.group(1)) for name, match in pairs.items()}, source="judge")
+    matched = {name: match for name, match in pairs.items() if match is not None}
+    if len(matched) == len(pairs):
+        return Scores(**{name: int(match.group(1)) for name, match in matched.items()}, source="judge")
     return None

@@ -10,8 +10,18 @@ For each model, one after the other (never two at once on a small machine):
    nothing is loaded before; the file itself may be in the OS page cache). Server: the
    first request's latency, which includes whatever loading the server does on demand.
 2. `--warmup N` untimed requests, then every prompt `--runs N` times, timed.
+   Each request is one turn of the chat's pipeline with routing off, exactly as the
+   comparison runs it (answering/comparison.py): a prompt with a passage is answered
+   over that passage (the chat's context selection and grounded prompt), one without
+   as a general-knowledge turn (the chat's general prompt), so that a model reads
+   what it reads in the chat. The support check runs in `--guard off` by default:
+   every answer then runs to its natural end or `--max-tokens`, as a speed benchmark
+   needs (in `stop` mode a cut would end answers early, at a length that depends on
+   what the check thought of them, and leave estimated token counts); `--guard stop`
+   or `mark` measures the chat's configuration instead.
 3. Per timed request: time to first token, decode rate ((tokens - 1) / time after the
-   first token), end-to-end latency, and the CPU time it cost. CPU time is this
+   first token), end-to-end latency (the model's answer, from the request to its last
+   token), and the CPU time the whole turn cost. CPU time is this
    process's (user + system, all threads: it includes embedded decoding) plus, for a
    server on this machine, the server process's, found by its listening port; a remote
    server's CPU cannot be seen and is not counted (the JSON says which).
@@ -55,12 +65,22 @@ import psutil
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from answering.attempts import Answer, stream_answer
-from models.factory import make_backends
+from answering.attempts import Answer
+from answering.comparison import (
+    NO_KNOWLEDGE,
+    CommandFailure,
+    Comparison,
+    PastedContext,
+    answer_of,
+    models_for_command,
+    stream_comparison,
+)
+from answering.grounding import GuardMode
+from answering.pipeline import TurnConfig, TurnDone
 from models.base import Backend, GenerationParams
 from models.catalog import ModelSpec
-from answering.comparison import CommandFailure, comparison_messages, context_passages, models_for_command
 from models.embedded import EmbeddedBackend
+from models.factory import make_backends
 from models.settings import PROJECT_ROOT, Settings
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -171,7 +191,8 @@ def local_server_process(base_url: str | None) -> psutil.Process | None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         for connection in psutil.net_connections(kind="tcp"):
-            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            listening = connection.status == psutil.CONN_LISTEN and connection.laddr
+            if listening and getattr(connection.laddr, "port", None) == port and connection.pid:
                 return psutil.Process(connection.pid)
     except psutil.Error:
         return None
@@ -185,7 +206,10 @@ def gpu_memory_mb() -> float | None:
     try:
         result = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
         return sum(float(line) for line in result.stdout.split())
     except (OSError, subprocess.SubprocessError, ValueError):
@@ -208,22 +232,31 @@ def spread(values: Sequence[float]) -> dict | None:
 
 
 async def _request(
-    spec: ModelSpec, prompt: BenchPrompt, params: GenerationParams, backends: dict[str, Backend],
-    settings: Settings, cpu: CpuClock, stream: bool, run: int,
+    spec: ModelSpec,
+    prompt: BenchPrompt,
+    backends: dict[str, Backend],
+    settings: Settings,
+    cpu: CpuClock,
+    args: argparse.Namespace,
+    run: int,
 ) -> Request:
+    """One timed turn: the prompt over its passage, or from general knowledge, with routing off."""
     backend = backends[spec.backend]
     if isinstance(backend, EmbeddedBackend):
         # llama.cpp reuses the KV cache of a matching prompt prefix: without a reset, a
         # repeated prompt would skip prompt evaluation and flatter the TTFT.
         backend.load(spec.model).llama.reset()
-    passages = context_passages(prompt.context, settings.chunk_size, settings.chunk_overlap)
-    messages_for = comparison_messages(prompt.text, passages, params.max_tokens)
+    knowledge = (
+        PastedContext(prompt.context, settings.chunk_size, settings.chunk_overlap) if prompt.context else NO_KNOWLEDGE
+    )
+    params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature)
+    comparison = Comparison.from_settings(prompt.text, settings, params, knowledge, GuardMode(args.guard))
 
     cpu_before = cpu.read()
     answer: Answer | None = None
-    async for event in stream_answer(spec, messages_for, params, backends, fallback=None):
-        if isinstance(event, Answer):
-            answer = event
+    async for event in stream_comparison(comparison, [spec], backends, TurnConfig.from_settings(settings)):
+        if isinstance(event, TurnDone):
+            answer = answer_of(event)
     cpu_s = cpu.read() - cpu_before
     if answer is None or answer.error or answer.usage is None:
         reason = answer.error if answer and answer.error else "no answer"
@@ -231,18 +264,16 @@ async def _request(
     return Request(
         prompt=prompt.name,
         run=run,
-        ttft_s=answer.ttft_s if stream else None,
+        ttft_s=answer.ttft_s if args.stream else None,
         latency_s=answer.total_s,
-        decode_tok_s=answer.tokens_per_s if stream else None,
+        decode_tok_s=answer.tokens_per_s if args.stream else None,
         prompt_tokens=answer.usage.prompt_tokens,
         completion_tokens=answer.usage.completion_tokens,
         cpu_s=cpu_s,
     )
 
 
-async def bench_model(
-    spec: ModelSpec, settings: Settings, args: argparse.Namespace, progress: tqdm
-) -> dict:
+async def bench_model(spec: ModelSpec, settings: Settings, args: argparse.Namespace, progress: tqdm) -> dict:
     # Fresh backends per model: nothing is loaded yet (a true cold load), and the previous
     # model's memory is released before this one's peak is measured.
     backends = make_backends(settings)
@@ -251,7 +282,6 @@ async def bench_model(
     cpu = CpuClock(processes)
     memory = MemoryPeak(processes)
     rss_before = memory.current()
-    params = GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature)
     cold: dict = {"load_s": None, "first_request_s": None}
     requests: list[Request] = []
     gpu: list[float] = []
@@ -269,12 +299,12 @@ async def bench_model(
             gpu.append(used)
         for number in range(args.warmup):
             prompt = args.prompt_set[number % len(args.prompt_set)]
-            request = await _request(spec, prompt, params, backends, settings, cpu, args.stream, run=0)
+            request = await _request(spec, prompt, backends, settings, cpu, args, run=0)
             cold["first_request_s"] = cold["first_request_s"] or request.latency_s
             progress.update()
         for run in range(1, args.runs + 1):
             for prompt in args.prompt_set:
-                request = await _request(spec, prompt, params, backends, settings, cpu, args.stream, run)
+                request = await _request(spec, prompt, backends, settings, cpu, args, run)
                 cold["first_request_s"] = cold["first_request_s"] or request.latency_s
                 requests.append(request)
                 progress.update()
@@ -289,10 +319,13 @@ async def bench_model(
         "backend": spec.backend,
         "cold": {
             **cold,
-            "load_note": ("time to load the GGUF file into a fresh backend" if cold["load_s"] is not None
-                          else "not measurable for a server: see first_request_s"),
+            "load_note": (
+                "time to load the GGUF file into a fresh backend"
+                if cold["load_s"] is not None
+                else "not measurable for a server: see first_request_s"
+            ),
             "first_request_note": "latency of the first request after the load, untimed in the statistics "
-                                  "when --warmup > 0",
+            "when --warmup > 0",
         },
         "ttft_s": spread([r.ttft_s for r in requests if r.ttft_s is not None]),
         "decode_tok_s": spread([r.decode_tok_s for r in requests if r.decode_tok_s is not None]),
@@ -324,12 +357,15 @@ def _cpu_scope(spec: ModelSpec, server: psutil.Process | None) -> str:
 
 
 async def run_bench(settings: Settings, args: argparse.Namespace) -> dict:
-    catalog, models = await models_for_command(settings, make_backends(settings), args.models)
+    _, models = await models_for_command(settings, make_backends(settings), args.models)
     load = _load_average()
     if load and load[0] > (os.cpu_count() or 1):
         # Decoding is CPU-bound: on a busy machine the figures measure the other work too.
-        print(f"note: the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} CPUs); "
-              "figures will be slower and noisier than on an idle machine", file=sys.stderr)
+        print(
+            f"note: the machine is busy (load average {load[0]:.1f} on {os.cpu_count()} CPUs); "
+            "figures will be slower and noisier than on an idle machine",
+            file=sys.stderr,
+        )
     total = len(models) * (args.warmup + args.runs * len(args.prompt_set))
     results: dict[str, dict] = {}
     with tqdm(total=total, desc="bench", unit="req", file=sys.stderr, disable=args.quiet) as progress:
@@ -362,27 +398,56 @@ def format_table(results: dict[str, dict]) -> str:
     def pick(stats: dict | None, name: str) -> float | None:
         return stats[name] if stats else None
 
-    headers = ("Model", "Cold", "TTFT med", "Decode tok/s", "Latency med", "p90", "min", "max",
-               "Tokens in/out", "CPU s/req", "Peak RSS MB")
+    headers = (
+        "Model",
+        "Cold",
+        "TTFT med",
+        "Decode tok/s",
+        "Latency med",
+        "p90",
+        "min",
+        "max",
+        "Tokens in/out",
+        "CPU s/req",
+        "Peak RSS MB",
+    )
     rows = []
     for result in results.values():
         cold = result["cold"]
-        cold_text = (f"load {cold['load_s']:.2f} s" if cold["load_s"] is not None
-                     else f"1st req {num(cold['first_request_s'])} s")
+        cold_text = (
+            f"load {cold['load_s']:.2f} s"
+            if cold["load_s"] is not None
+            else f"1st req {num(cold['first_request_s'])} s"
+        )
         latency = result["latency_s"]
-        rows.append((
-            result["model"], cold_text, num(pick(result["ttft_s"], "median")),
-            num(pick(result["decode_tok_s"], "median"), "{:.1f}"),
-            num(latency["median"]), num(latency["p90"]), num(latency["min"]), num(latency["max"]),
-            f"{result['prompt_tokens_mean']:.0f}/{result['completion_tokens_mean']:.0f}",
-            num(result["cpu_s_per_request_mean"]), f"{result['peak_rss_mb']:.0f}",
-        ))
+        rows.append(
+            (
+                result["model"],
+                cold_text,
+                num(pick(result["ttft_s"], "median")),
+                num(pick(result["decode_tok_s"], "median"), "{:.1f}"),
+                num(latency["median"]),
+                num(latency["p90"]),
+                num(latency["min"]),
+                num(latency["max"]),
+                f"{result['prompt_tokens_mean']:.0f}/{result['completion_tokens_mean']:.0f}",
+                num(result["cpu_s_per_request_mean"]),
+                f"{result['peak_rss_mb']:.0f}",
+            )
+        )
     widths = [max(len(str(row[i])) for row in (headers, *rows)) for i in range(len(headers))]
-    lines = ["  ".join(f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in (headers, *rows)]
+    lines = [
+        "  ".join(
+            f"{cell:<{w}}" if i == 0 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(row, widths, strict=False))
+        )
+        for row in (headers, *rows)
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    gpus = [f"{r['model']}: {r['gpu_memory_used_mb']:.0f} MB" for r in results.values()
-            if r["gpu_memory_used_mb"] is not None]
+    gpus = [
+        f"{r['model']}: {r['gpu_memory_used_mb']:.0f} MB"
+        for r in results.values()
+        if r["gpu_memory_used_mb"] is not None
+    ]
     if gpus:
         lines.append("GPU memory used: " + ", ".join(gpus))
     return "\n".join(lines)
@@ -395,18 +460,28 @@ def draw_chart(results: dict[str, dict], path: Path, streamed: bool) -> None:
     import matplotlib.pyplot as plt
 
     labels = [result["model"] for result in results.values()]
-    panels = [
-        ("End-to-end latency (s)", "latency_s"),
-        ("Time to first token (s)", "ttft_s"),
-        ("Decode rate (tokens/s)", "decode_tok_s"),
-    ] if streamed else [("End-to-end latency (s)", "latency_s")]
+    panels = (
+        [
+            ("End-to-end latency (s)", "latency_s"),
+            ("Time to first token (s)", "ttft_s"),
+            ("Decode rate (tokens/s)", "decode_tok_s"),
+        ]
+        if streamed
+        else [("End-to-end latency (s)", "latency_s")]
+    )
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
-    for axis, (title, metric) in zip(axes[0], panels):
+    for axis, (title, metric) in zip(axes[0], panels, strict=False):
         stats = [result[metric] for result in results.values()]
         medians = [s["median"] if s else 0.0 for s in stats]
         low = [s["median"] - s["min"] if s else 0.0 for s in stats]
         high = [s["max"] - s["median"] if s else 0.0 for s in stats]
-        axis.bar(labels, medians, yerr=[low, high], capsize=6, color=["#4C72B0", "#DD8452", "#55A868", "#C44E52"][: len(labels)])
+        axis.bar(
+            labels,
+            medians,
+            yerr=[low, high],
+            capsize=6,
+            color=["#4C72B0", "#DD8452", "#55A868", "#C44E52"][: len(labels)],
+        )
         if metric == "latency_s":
             axis.scatter(labels, [s["p90"] for s in stats], marker="_", s=400, color="black", label="p90", zorder=3)
             axis.legend()
@@ -449,23 +524,41 @@ def _env_flag(value: str | None) -> bool | None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m evaluation.speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=os.environ.get("BENCH_MODELS"),
-                        help="comma-separated models: slm, llm, catalog keys, ids or aliases "
-                             "(default: BENCH_MODELS, else the SLM and the LLM from the settings)")
+    parser.add_argument(
+        "--models",
+        default=os.environ.get("BENCH_MODELS"),
+        help="comma-separated models: slm, llm, catalog keys, ids or aliases "
+        "(default: BENCH_MODELS, else the SLM and the LLM from the settings)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed repetitions of each prompt (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed requests per model first (default 1)")
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
-                        help=f"longest answer (default {DEFAULT_MAX_TOKENS})")
-    parser.add_argument("--prompts", type=int, default=len(PROMPTS),
-                        help=f"use the first N of the {len(PROMPTS)} built-in prompts (default all)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=f"longest answer (default {DEFAULT_MAX_TOKENS})"
+    )
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=len(PROMPTS),
+        help=f"use the first N of the {len(PROMPTS)} built-in prompts (default all)",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    parser.add_argument(
+        "--guard",
+        choices=[mode.value for mode in GuardMode],
+        default=GuardMode.OFF.value,
+        help="the support check's mode (default off: every answer runs to its end; "
+        "stop or mark: as the chat is configured)",
+    )
     env_stream = _env_flag(os.environ.get("BENCH_STREAM"))
-    parser.add_argument("--stream", action=argparse.BooleanOptionalAction,
-                        default=True if env_stream is None else env_stream,
-                        help="report TTFT and decode rate (default; BENCH_STREAM=0 or --no-stream: "
-                             "end-to-end figures only)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="output file (default bench/results/bench-<timestamp>.json)")
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True if env_stream is None else env_stream,
+        help="report TTFT and decode rate (default; BENCH_STREAM=0 or --no-stream: end-to-end figures only)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="output file (default bench/results/bench-<timestamp>.json)"
+    )
     parser.add_argument("--chart", type=Path, default=None, help="PNG chart (default: the JSON path with .png)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -476,10 +569,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if (args.runs < 1 or args.warmup < 0 or args.max_tokens < 1 or not 1 <= args.prompts <= len(PROMPTS)
-            or not 0 <= args.temperature <= 2):
-        print(f"bench: --runs and --max-tokens must be at least 1, --warmup at least 0, --prompts 1 to "
-              f"{len(PROMPTS)}, --temperature between 0 and 2", file=sys.stderr)
+    if (
+        args.runs < 1
+        or args.warmup < 0
+        or args.max_tokens < 1
+        or not 1 <= args.prompts <= len(PROMPTS)
+        or not 0 <= args.temperature <= 2
+    ):
+        print(
+            f"bench: --runs and --max-tokens must be at least 1, --warmup at least 0, --prompts 1 to "
+            f"{len(PROMPTS)}, --temperature between 0 and 2",
+            file=sys.stderr,
+        )
         return 2
     try:
         settings = Settings()
@@ -504,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": args.warmup,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
+        "guard": args.guard,
         "prompts": [asdict(prompt) for prompt in args.prompt_set],
         "environment": {**_environment(settings), "load_average_start": load_at_start},
         "per_question": per_question(results),
@@ -514,7 +616,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     draw_chart(results, chart_path, args.stream)
     mode = "streamed" if args.stream else "end-to-end only (--no-stream)"
-    print(f"{len(args.prompt_set)} prompts × {args.runs} runs after {args.warmup} warm-up, max {args.max_tokens} tokens, {mode}")
+    print(
+        f"{len(args.prompt_set)} prompts × {args.runs} runs after {args.warmup} warm-up, "
+        f"max {args.max_tokens} tokens, {mode}"
+    )
     print(format_table(results))
     print(f"wrote {json_path} and {chart_path}")
     return 0

@@ -24,17 +24,19 @@ from answering.grounding import Evidence, check_sentence
 
 def scores(rows: Sequence[dict]) -> dict[str, float | int | None]:
     """Precision and recall of the check at finding unsupported sentences."""
-    cut = [not check_sentence(row["sentence"], Evidence.of(row["passages"]), code=row.get("code", False)).supported
-           for row in rows]
+    cut = [
+        not check_sentence(row["sentence"], Evidence.of(row["passages"]), code=row.get("code", False)).supported
+        for row in rows
+    ]
     unsupported = [not row["supported"] for row in rows]
-    both = sum(c and u for c, u in zip(cut, unsupported))
+    both = sum(c and u for c, u in zip(cut, unsupported, strict=False))
     return {
         "sentences": len(rows),
         "unsupported_by_label": sum(unsupported),
         "cut_by_check": sum(cut),
         "precision": both / sum(cut) if any(cut) else None,
         "recall": both / sum(unsupported) if any(unsupported) else None,
-        "agreement": sum(c == u for c, u in zip(cut, unsupported)) / len(rows) if rows else None,
+        "agreement": sum(c == u for c, u in zip(cut, unsupported, strict=False)) / len(rows) if rows else None,
     }
 
 

@@ -87,3 +87,7 @@ class Backend(Protocol):
     def stream_chat(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[StreamEvent]: ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (loaded models, connections); it is not used again."""
+        ...

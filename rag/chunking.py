@@ -99,15 +99,15 @@ def _pack(pieces: list[str], size: int, overlap: int) -> list[str]:
         return sum(len(part) for part in parts) + 2 * max(len(parts) - 1, 0)
 
     for piece in pieces:
-        if current and length(current + [piece]) > size:
+        if current and length([*current, piece]) > size:
             chunks.append("\n\n".join(current))
             carried: list[str] = []
             for previous in reversed(current):
-                if length([previous] + carried) > overlap:
+                if length([previous, *carried]) > overlap:
                     break
                 carried.insert(0, previous)
             current, fresh = carried, 0
-            if current and length(current + [piece]) > size:
+            if current and length([*current, piece]) > size:
                 current = []
         current.append(piece)
         fresh += 1

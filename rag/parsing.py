@@ -31,8 +31,8 @@ from pathlib import Path, PurePath
 import charset_normalizer
 import docx
 import pypdf
-from bs4 import BeautifulSoup, NavigableString, Tag
-from bs4.element import PreformattedString
+from bs4 import BeautifulSoup, Tag
+from bs4.element import NavigableString, PreformattedString
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
@@ -262,8 +262,7 @@ def _guess_legacy_encoding(data: bytes, name: str) -> str:
     western = [
         match
         for match in matches
-        if match.chaos <= best_chaos + 0.15
-        and ("cp1252" in match.could_be_from_charset or match.encoding == "cp1252")
+        if match.chaos <= best_chaos + 0.15 and ("cp1252" in match.could_be_from_charset or match.encoding == "cp1252")
     ]
     chosen = western[0] if western else matches[0]
     return str(chosen)
@@ -443,7 +442,7 @@ def _docx(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
         raise UploadError(name, f"the Word document contains no text; {_NO_TEXT_ADVICE}")
     try:
         title = _clean_title(document.core_properties.title or "")
-    except Exception:  # broken metadata is not worth refusing the document for
+    except Exception:  # noqa: BLE001 - broken metadata is not worth refusing the document for
         title = ""
     return title or fallback_title, "\n\n".join(blocks)
 
@@ -506,7 +505,7 @@ def _pdf(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
         # One bad page should not cost the rest of the document.
         try:
             text = pages[index].extract_text() or ""
-        except Exception:
+        except Exception:  # noqa: BLE001 - counted: only a document with no readable page is refused
             failures += 1
             continue
         text = _UNWANTED_CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
@@ -516,9 +515,7 @@ def _pdf(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
     if not texts:
         if page_count and failures == page_count:
             raise UploadError(name, "the PDF is damaged or not a PDF")
-        raise UploadError(
-            name, f"the PDF has no selectable text (it may be scanned images); {_NO_TEXT_ADVICE}"
-        )
+        raise UploadError(name, f"the PDF has no selectable text (it may be scanned images); {_NO_TEXT_ADVICE}")
     return _pdf_title(reader) or fallback_title, "\n\n".join(texts)
 
 
@@ -526,7 +523,7 @@ def _pdf_title(reader: pypdf.PdfReader) -> str:
     try:
         metadata = reader.metadata
         raw = metadata.title if metadata else None
-    except Exception:  # broken metadata is not worth refusing the document for
+    except Exception:  # noqa: BLE001 - broken metadata is not worth refusing the document for
         return ""
     title = _clean_title(str(raw or ""))
     # Word's PDF export often writes "Microsoft Word - report.docx" as the title.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -17,7 +17,6 @@ from rank_bm25 import BM25Okapi
 
 from rag.documents import Chunk, Hit
 from rag.text import tokenize
-
 
 # The title is said three times: a question usually names its topic, and
 # the title is the one place where every chunk of a document names it (tuned on clapnq).
@@ -69,7 +68,7 @@ class LexicalRetriever:
         return _ranked(self.chunks, scores, k)
 
 
-class _BM25(BM25Okapi):
+class _BM25(BM25Okapi):  # type: ignore[misc]  # rank-bm25 has no type hints, so BM25Okapi is Any
     """Okapi BM25 with Lucene's idf, log(1 + (N - n + 0.5) / (n + 0.5)).
 
     rank-bm25's own idf is zero or negative for a term in half the chunks or more,
@@ -77,7 +76,7 @@ class _BM25(BM25Okapi):
     subject could score nothing at all. Lucene's form stays positive.
     """
 
-    def _calc_idf(self, nd: dict) -> None:
+    def _calc_idf(self, nd: dict[str, int]) -> None:
         for word, freq in nd.items():
             self.idf[word] = math.log(1 + (self.corpus_size - freq + 0.5) / (freq + 0.5))
 
@@ -110,7 +109,7 @@ class BM25Retriever:
         return _ranked(self.chunks, scores.tolist(), k)
 
 
-RETRIEVERS = {"lexical": LexicalRetriever, "bm25": BM25Retriever}
+RETRIEVERS: dict[str, Callable[[Sequence[Chunk]], Retriever]] = {"lexical": LexicalRetriever, "bm25": BM25Retriever}
 
 
 def make_retriever(mode: str, chunks: Sequence[Chunk]) -> Retriever:

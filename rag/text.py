@@ -36,7 +36,8 @@ _stemmer = snowballstemmer.stemmer("porter")
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:
-    return _stemmer.stemWord(word)
+    stem: str = _stemmer.stemWord(word)  # snowballstemmer has no type hints
+    return stem
 
 
 # Accents are dropped only inside runs of non-ASCII characters: a character-by-character
@@ -44,7 +45,7 @@ def _stem(word: str) -> str:
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
-def _without_combining(run: re.Match) -> str:
+def _without_combining(run: re.Match[str]) -> str:
     return "".join(char for char in run.group() if not unicodedata.combining(char))
 
 

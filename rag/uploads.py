@@ -38,8 +38,9 @@ class UploadOutcome:
         return self.refusal is None
 
 
-async def add_upload_off_loop(knowledge: KnowledgeBase, path: Path, claimed_name: str, max_bytes: int,
-                              reader: UploadReader) -> UploadOutcome:
+async def add_upload_off_loop(
+    knowledge: KnowledgeBase, path: Path, claimed_name: str, max_bytes: int, reader: UploadReader
+) -> UploadOutcome:
     """Parse, chunk and add one file: read by `reader`, chunked in a thread. A refused file
     leaves the knowledge base unchanged."""
     name = safe_file_name(claimed_name)
@@ -80,14 +81,17 @@ class UploadReader:
         # Starting a worker process blocks for a moment: not on the event loop.
         pool = await asyncio.to_thread(self._current_pool)
         try:
-            document, refusal = await asyncio.wrap_future(pool.submit(_read, path, name, max_bytes))
+            outcome = await asyncio.wrap_future(pool.submit(_read, path, name, max_bytes))
         except BrokenProcessPool as error:
             self._discard(pool)
-            raise UploadError(name, "reading it stopped the file reader (the file may be damaged or too "
-                                    "complex); try another copy or a simpler format") from error
-        if refusal is not None:
-            raise UploadError(name, refusal)
-        return document
+            raise UploadError(
+                name,
+                "reading it stopped the file reader (the file may be damaged or too "
+                "complex); try another copy or a simpler format",
+            ) from error
+        if isinstance(outcome, str):
+            raise UploadError(name, outcome)
+        return outcome
 
     def start(self) -> None:
         """Start the worker processes now, so that the first upload does not wait for them (blocking)."""
@@ -107,8 +111,12 @@ class UploadReader:
             if self._pool is None:
                 # "spawn": the app has threads (model decoding, the chat store), and a forked
                 # copy of a process with threads can deadlock.
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_start_reader, max_tasks_per_child=FILES_PER_WORKER)
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_reader,
+                    max_tasks_per_child=FILES_PER_WORKER,
+                )
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
@@ -118,16 +126,16 @@ class UploadReader:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _read(path: Path, name: str, max_bytes: int) -> tuple[Document | None, str | None]:
+def _read(path: Path, name: str, max_bytes: int) -> Document | str:
     """In the reader process: the document, or why it was refused.
 
     The refusal travels as text: an UploadError (a frozen dataclass) cannot be sent back
     by concurrent.futures, which clears an exception's traceback before pickling it.
     """
     try:
-        return parse_file(path, name, max_bytes), None
+        return parse_file(path, name, max_bytes)
     except UploadError as error:
-        return None, error.reason
+        return error.reason
 
 
 def _ready() -> bool:

@@ -20,8 +20,13 @@ from tests.servers import PROJECT_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "browser"
 VIEWPORT = {"width": 1280, "height": 900}
@@ -32,8 +37,9 @@ ACTION_TIMEOUT_MS = 30_000
 async def launch_chromium(playwright: Playwright, executable: Path = CHROMIUM) -> Browser:
     """Debian's Chromium, headless. Fails the test (not skips it): `make test` installs Chromium."""
     if not executable.is_file():
-        pytest.fail(f"Chromium is missing at {executable}: run `make browser` (apt-get install chromium)",
-                    pytrace=False)
+        pytest.fail(
+            f"Chromium is missing at {executable}: run `make browser` (apt-get install chromium)", pytrace=False
+        )
     try:
         return await playwright.chromium.launch(executable_path=str(executable), headless=True, args=CHROMIUM_ARGS)
     except Error as error:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import socketio
@@ -47,7 +49,7 @@ class ChainlitClient:
         self._events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
 
         @self._sio.on("*")
-        async def record(event, data=None):
+        async def record(event: str, data: Any = None) -> None:  # any JSON value
             self._events.put_nowait((event, data if isinstance(data, dict) else {"value": data}))
 
     async def sign_in(self) -> None:
@@ -76,8 +78,11 @@ class ChainlitClient:
             transports=["websocket"],
             headers={"Cookie": cookies} if cookies else {},
             auth={
-                "clientType": "webapp", "sessionId": self.session_id, "threadId": thread_id,
-                "userEnv": "{}", "chatProfile": "",
+                "clientType": "webapp",
+                "sessionId": self.session_id,
+                "threadId": thread_id,
+                "userEnv": "{}",
+                "chatProfile": "",
             },
         )
         await self._sio.emit("connection_successful")
@@ -86,7 +91,8 @@ class ChainlitClient:
     async def upload(self, name: str, content: bytes, mime: str) -> str:
         """Upload a file as the page does before sending a message; returns its id."""
         response = await self.http.post(
-            "/project/file", params={"session_id": self.session_id},
+            "/project/file",
+            params={"session_id": self.session_id},
             files={"file": (name, content, mime)},
         )
         response.raise_for_status()
@@ -106,8 +112,12 @@ class ChainlitClient:
     async def send(self, text: str, file_ids: tuple[str, ...] = ()) -> None:
         """Send a user message (with uploaded files) without waiting for the answer."""
         message = {
-            "id": str(uuid.uuid4()), "threadId": "", "name": "User", "type": "user_message",
-            "output": text, "createdAt": datetime.now(timezone.utc).isoformat(),
+            "id": str(uuid.uuid4()),
+            "threadId": "",
+            "name": "User",
+            "type": "user_message",
+            "output": text,
+            "createdAt": datetime.now(UTC).isoformat(),
         }
         references = [{"id": file_id} for file_id in file_ids]
         await self._sio.emit("client_message", {"message": message, "fileReferences": references})
@@ -135,7 +145,7 @@ class ChainlitClient:
         await self._sio.disconnect()
         await self.http.aclose()
 
-    async def _collect(self, until, timeout_s: float = 60) -> Turn:
+    async def _collect(self, until: Callable[[str, dict], bool], timeout_s: float = 60) -> Turn:
         turn = Turn()
         async with asyncio.timeout(timeout_s):
             while True:
@@ -145,7 +155,7 @@ class ChainlitClient:
                     return turn
 
 
-def _task_end_after_start(seen_start: bool = False):
+def _task_end_after_start(seen_start: bool = False) -> Callable[[str, dict], bool]:
     # connection_successful emits a bare task_end before anything runs: only a
     # task_end that follows a task_start closes a turn.
     started = seen_start
@@ -156,4 +166,3 @@ def _task_end_after_start(seen_start: bool = False):
         return started and event == "task_end"
 
     return done
-

@@ -24,9 +24,7 @@ def smollm2_file() -> Path:
 
 @pytest.fixture(scope="session")
 def embedded(smollm2_file: Path) -> EmbeddedBackend:
-    return EmbeddedBackend(
-        [EmbeddedModel("smollm2-135m", lambda: smollm2_file)], context_window=2048, threads=2
-    )
+    return EmbeddedBackend([EmbeddedModel("smollm2-135m", lambda: smollm2_file)], context_window=2048, threads=2)
 
 
 @pytest.fixture(scope="session")

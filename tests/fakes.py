@@ -19,6 +19,9 @@ class ScriptedBackend:
     async def list_models(self) -> list[str]:
         return list(self.replies)
 
+    async def aclose(self) -> None:
+        self.log.append("closed")
+
     async def stream_chat(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[TokenEvent | StreamEnd]:

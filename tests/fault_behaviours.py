@@ -45,7 +45,12 @@ async def _answer(request: web.Request) -> web.StreamResponse:
 
 
 BEHAVIOURS = {
-    "answer": _answer, "cut": _cut, "malformed": _malformed, "stall": _stall, "hang": _hang, "http-500": _http_500,
+    "answer": _answer,
+    "cut": _cut,
+    "malformed": _malformed,
+    "stall": _stall,
+    "hang": _hang,
+    "http-500": _http_500,
 }
 
 

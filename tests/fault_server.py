@@ -11,13 +11,15 @@ from aiohttp import web
 
 from tests.servers import free_port
 
-
 REQUESTS = web.AppKey("requests", list)
 
 
 def _chunk(text: str, finish: str | None = None) -> bytes:
     body = {
-        "id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "scripted",
         "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
     }
     return f"data: {json.dumps(body)}\n\n".encode()
@@ -75,7 +77,14 @@ async def _no_logprobs(request: web.Request) -> web.StreamResponse:
     return response
 
 
-BEHAVIOURS = {"no-logprobs": _no_logprobs, "http-500": _http_500, "hang": _hang, "cut": _cut, "malformed": _malformed, "stall": _stall}
+BEHAVIOURS = {
+    "no-logprobs": _no_logprobs,
+    "http-500": _http_500,
+    "hang": _hang,
+    "cut": _cut,
+    "malformed": _malformed,
+    "stall": _stall,
+}
 
 
 @contextlib.asynccontextmanager

@@ -18,9 +18,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Variables that would point the app at a developer's own server or models.
 _APP_VARIABLES = (
-    "MODEL_SERVER_URL", "FOUNDRY_LOCAL_ENDPOINT", "MODEL_SERVER_API_KEY", "MODEL_ALIASES",
-    "SLM_MODEL", "LLM_MODEL", "TEMPERATURE", "MAX_TOKENS",
-    "DATA_DIR", "PERSIST_CHATS", "AUTH_USERS", "AUTH_USERS_FILE", "CHAINLIT_AUTH_SECRET",
+    "MODEL_SERVER_URL",
+    "FOUNDRY_LOCAL_ENDPOINT",
+    "MODEL_SERVER_API_KEY",
+    "MODEL_ALIASES",
+    "SLM_MODEL",
+    "LLM_MODEL",
+    "TEMPERATURE",
+    "MAX_TOKENS",
+    "DATA_DIR",
+    "PERSIST_CHATS",
+    "AUTH_USERS",
+    "AUTH_USERS_FILE",
+    "CHAINLIT_AUTH_SECRET",
 )
 
 
@@ -38,12 +48,18 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_command(module: str, args: list[str], env: Mapping[str, str] | None = None,
-                timeout_s: float = 180) -> subprocess.CompletedProcess:
+def run_command(
+    module: str, args: list[str], env: Mapping[str, str] | None = None, timeout_s: float = 180
+) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` from the project root, in a clean environment, as a user types it."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, env=clean_environment(env),
-        capture_output=True, check=False, text=True, timeout=timeout_s,
+        [sys.executable, "-m", module, *args],
+        cwd=PROJECT_ROOT,
+        env=clean_environment(env),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout_s,
     )
 
 
@@ -80,8 +96,19 @@ def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> I
     """`python -m llama_cpp.server` on a GGUF file; yields its /v1 base URL."""
     port = free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model_file),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_file),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
     ]
     if alias:
         command += ["--model_alias", alias]
@@ -113,8 +140,15 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
     shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
     port = free_port()
     command = [
-        str(Path(sys.executable).with_name("chainlit")), "run", "app.py",
-        "--headless", "--host", "127.0.0.1", "--port", str(port), *(["-w"] if watch else []),
+        str(Path(sys.executable).with_name("chainlit")),
+        "run",
+        "app.py",
+        "--headless",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *(["-w"] if watch else []),
     ]
     base = f"http://127.0.0.1:{port}"
     # A fresh chat database per server unless the test brings one (to restart on it).
@@ -129,9 +163,13 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
 def scripted_chainlit_app(model_server_url: str, folder: Path, **settings: str) -> Iterator[tuple[str, Path]]:
     """The app on the scripted model server, its data under `folder`; yields its URL and app root."""
     env = {
-        "MODEL_CACHE_DIR": str(folder / "models"), "DATA_DIR": str(folder / "data"),
-        "MODEL_SERVER_URL": model_server_url, "SLM_MODEL": "scripted", "LLM_MODEL": "scripted",
-        "MAX_TOKENS": "64", **settings,
+        "MODEL_CACHE_DIR": str(folder / "models"),
+        "DATA_DIR": str(folder / "data"),
+        "MODEL_SERVER_URL": model_server_url,
+        "SLM_MODEL": "scripted",
+        "LLM_MODEL": "scripted",
+        "MAX_TOKENS": "64",
+        **settings,
     }
     log = folder / "chainlit.log"
     with chainlit_app(log, env) as url:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.settings import Settings
-from rag.accounts import UserListError, hash_password, load_users, verify_password
+from web.accounts import UserListError, hash_password, load_users, verify_password
 
 
 def test_a_password_verifies_against_its_own_hash_only():

@@ -9,8 +9,11 @@ import pytest
 from evaluation.answers import fact_seen, main
 
 DOCS = [
-    {"id": "d1", "title": "Quorrin bridge", "text": "The Quorrin bridge over the Ammel was opened in 1911 by "
-                                                    "the engineer Helga Strand."},
+    {
+        "id": "d1",
+        "title": "Quorrin bridge",
+        "text": "The Quorrin bridge over the Ammel was opened in 1911 by the engineer Helga Strand.",
+    },
     {"id": "d2", "title": "Ammel river", "text": "The Ammel river is 212 kilometres long."},
 ]
 QUESTIONS = [

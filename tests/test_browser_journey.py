@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from models.costs import PhaseTimings
+from answering.timings import PhaseTimings
 from tests.browser import screenshot
 from tests.servers import PROJECT_ROOT, chainlit_app
 
@@ -29,8 +29,13 @@ def app_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser-app")
     # One decoding thread: on a shared machine two threads per model oversubscribe the
     # cores and decoding slows to a crawl; short answers keep the journey quick.
-    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MAX_TOKENS": str(MAX_TOKENS), "ROUTER_MODE": "off",
-           "TEMPERATURE": "0", "EMBEDDED_THREADS": "1"}
+    env = {
+        "MODEL_CACHE_DIR": str(folder / "models"),
+        "MAX_TOKENS": str(MAX_TOKENS),
+        "ROUTER_MODE": "off",
+        "TEMPERATURE": "0",
+        "EMBEDDED_THREADS": "1",
+    }
     with chainlit_app(folder / "chainlit.log", env) as url:
         yield url
 
@@ -62,9 +67,7 @@ class ChatPage:
         return finished.nth(count)
 
     def finished_answers(self) -> Locator:
-        return self.page.locator(ASSISTANT_MESSAGES).filter(
-            has=self.page.get_by_role("link", name="Latency breakdown")
-        )
+        return self.page.locator(ASSISTANT_MESSAGES).filter(has=self.page.get_by_role("link", name="Latency breakdown"))
 
     async def attach(self, name: str, content: bytes, mime: str) -> None:
         """Picks a file through the page's own file input, as the paperclip button does."""
@@ -170,6 +173,7 @@ async def test_an_answer_streams_in_and_opens_its_cited_passage_and_latency_brea
     assert source, panel_text
     # The first quote is what the model read; the whole chunk follows it.
     quoted = (await passage.locator("blockquote").first.inner_text()).splitlines()[0].strip()
+
     # Hard-wrapped lines of the page are joined into sentences in what the model read.
     def words(text: str) -> str:
         return " ".join(text.replace("`", "").split())

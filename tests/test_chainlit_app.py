@@ -28,8 +28,12 @@ def app_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_with_dead_server_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("app-dead-server")
-    env = {"MODEL_CACHE_DIR": str(folder / "models"), "MODEL_SERVER_URL": refused_url(), "ROUTER_MODE": "off",
-           "MAX_TOKENS": "96"}
+    env = {
+        "MODEL_CACHE_DIR": str(folder / "models"),
+        "MODEL_SERVER_URL": refused_url(),
+        "ROUTER_MODE": "off",
+        "MAX_TOKENS": "96",
+    }
     with chainlit_app(folder / "chainlit.log", env) as url:
         yield url
 
@@ -51,8 +55,7 @@ def answer_message(turn: Turn) -> dict:
 
 def warnings_in(turn: Turn) -> list[str]:
     return [
-        message["output"] for message in turn.messages
-        if message.get("isError") or "⚠️" in message.get("output", "")
+        message["output"] for message in turn.messages if message.get("isError") or "⚠️" in message.get("output", "")
     ]
 
 
@@ -122,8 +125,13 @@ async def test_a_server_that_dies_mid_answer_leaves_the_partial_answer_and_the_e
     tmp_path,
 ):
     async with fault_server("cut") as server_url:
-        env = {"MODEL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_URL": server_url, "SLM_MODEL": "scripted",
-               "ROUTER_MODE": "off", "MAX_TOKENS": "96"}
+        env = {
+            "MODEL_CACHE_DIR": str(tmp_path),
+            "MODEL_SERVER_URL": server_url,
+            "SLM_MODEL": "scripted",
+            "ROUTER_MODE": "off",
+            "MAX_TOKENS": "96",
+        }
         with chainlit_app(tmp_path / "chainlit.log", env) as app_url:
             client = ChainlitClient(app_url)
             await client.connect()
@@ -212,7 +220,9 @@ async def test_an_out_of_context_question_escalates_to_the_large_model_with_draf
     assert "the best passage matched weakly" in notice
     assert len(turn.named("stream_start")) == 2  # the small model's draft, then the large model
     final = answer_message(turn)
-    assert "*gemma3-270m (embedded)* · Latency breakdown · Session latency chart · Small model's draft" in final["output"]
+    assert (
+        "*gemma3-270m (embedded)* · Latency breakdown · Session latency chart · Small model's draft" in final["output"]
+    )
     side = {element["name"]: element for element in turn.named("element") if element["forId"] == final["id"]}
     assert {"Latency breakdown", "Session latency chart", "Small model's draft"} <= set(side)
     assert side["Session latency chart"]["type"] == "plotly"
@@ -226,8 +236,10 @@ async def test_draft_refine_gives_the_large_model_the_small_models_draft(chat):
 
     turn = await chat.ask("What colour is the queen's favourite corgi?")
 
-    assert any(m.get("output", "").startswith("↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)")
-               for m in turn.messages)
+    assert any(
+        m.get("output", "").startswith("↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)")
+        for m in turn.messages
+    )
     assert "*gemma3-270m (embedded)*" in answer_message(turn)["output"]
 
 
@@ -240,8 +252,14 @@ async def test_mode_off_keeps_every_answer_with_the_small_model(chat):
 
 async def test_when_the_large_model_fails_the_small_models_answer_stands_with_a_notice(tmp_path):
     async with fault_server("cut") as server_url:
-        env = {"MODEL_CACHE_DIR": str(tmp_path), "MODEL_SERVER_URL": server_url, "SLM_MODEL": "smollm2-135m",
-               "LLM_MODEL": "scripted", "ROUTER_MODE": "escalate", "MAX_TOKENS": "48"}
+        env = {
+            "MODEL_CACHE_DIR": str(tmp_path),
+            "MODEL_SERVER_URL": server_url,
+            "SLM_MODEL": "smollm2-135m",
+            "LLM_MODEL": "scripted",
+            "ROUTER_MODE": "escalate",
+            "MAX_TOKENS": "48",
+        }
         with chainlit_app(tmp_path / "chainlit.log", env) as app_url:
             client = ChainlitClient(app_url)
             await client.connect()
@@ -251,7 +269,7 @@ async def test_when_the_large_model_fails_the_small_models_answer_stands_with_a_
                 await client.close()
 
     outputs = [message.get("output", "") for message in turn.messages]
-    [draft] = [text for text in outputs if "*smollm2-135m (embedded)* · draft" in text]
+    [_draft] = [text for text in outputs if "*smollm2-135m (embedded)* · draft" in text]
     assert any(text.startswith("↗️ Escalated to **scripted (server)**") for text in outputs)
     [cut] = [text for text in outputs if text.startswith("The answer is")]
     assert "Cut off" in cut

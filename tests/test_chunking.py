@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from rag.chunking import chunk_document, split_sections
 from rag.documents import Document
 
@@ -67,7 +69,7 @@ def test_consecutive_chunks_overlap_by_whole_pieces():
     paragraphs = [f"Fact {n}: " + "detail " * 10 for n in range(8)]
     chunks = chunk_document(document("\n\n".join(paragraphs)), size=200, overlap=100)
 
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in pairwise(chunks):
         assert after.text.split("\n\n")[0] in before.text
 
 

@@ -54,6 +54,8 @@ async def test_both_models_stream_one_after_the_other(http):
         assert result["error"] is None
         assert 0 < result["ttft_s"] <= result["total_s"]
         assert result["completion_tokens"] >= 1 and result["cost_usd"] > 0
+        # No context: each model's turn is a general-knowledge answer, labelled so, with nothing to cut.
+        assert result["source"] == "general" and result["cuts"] == [] and result["final"] == result["text"].strip()
     # One model at a time: the second starts after the first is done.
     assert kinds.index("done") < max(i for i, event in enumerate(events) if event["event"] == "start")
 
@@ -65,10 +67,14 @@ async def test_pasted_context_is_given_to_the_model_as_a_passage(http):
 
     assert grounded["prompt_tokens"] > bare["prompt_tokens"] + 15
     assert "07:15" in grounded["text"] or "7:15" in grounded["text"]
+    # The answer was checked against the note: what the chat would keep of it, and why the rest was cut.
+    assert grounded["source"] in ("slm", "quotes", "none")
+    assert all(cut["reason"] for cut in grounded["cuts"])
+    assert grounded["final"] or grounded["source"] == "none"
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    ("body", "message"),
     [
         ({"prompt": "   ", "models": ["slm"]}, "Type a prompt first"),
         ({"prompt": "x" * 20_001, "models": ["slm"]}, "Too much input"),
@@ -121,6 +127,7 @@ async def test_the_page_streams_answers_and_charts_each_run(app_url, browser):
         await screenshot(page, "compare-done")
 
         assert len(final) > len(first_seen) > 0  # it grew while we watched: streamed, not all at once
+        await expect(page.locator(".answer .check").first).to_contain_text("General knowledge")
         row = await page.locator("#runs tbody tr").first.locator("td").all_text_contents()
         assert row[1] == "smollm2-135m (embedded)" and row[2].endswith(" s") and row[5] != "–"
         await expect(page.locator("#error")).to_be_hidden()

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from evaluation.compare import main
 from answering.comparison import DELTA_METRICS, PASTED_CONTEXT_TITLE, ComparisonRow
+from evaluation.compare import main
 from tests.fault_server import refused_url
 from tests.servers import run_command
 
@@ -21,8 +21,16 @@ LLM = "embedded:gemma3-270m"
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """No server, no developer settings: the embedded models, from a clean directory."""
-    for name in ("MODEL_SERVER_URL", "FOUNDRY_LOCAL_ENDPOINT", "SLM_MODEL", "LLM_MODEL", "MAX_TOKENS",
-                 "TEMPERATURE", "MODEL_ALIASES", "COMPARE_PROMPT"):
+    for name in (
+        "MODEL_SERVER_URL",
+        "FOUNDRY_LOCAL_ENDPOINT",
+        "SLM_MODEL",
+        "LLM_MODEL",
+        "MAX_TOKENS",
+        "TEMPERATURE",
+        "MODEL_ALIASES",
+        "COMPARE_PROMPT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EMBEDDED_THREADS", "1")
     monkeypatch.chdir(tmp_path)
@@ -45,6 +53,8 @@ def test_the_default_pair_answers_in_turn_and_the_json_has_rows_and_deltas(isola
     for row in report["rows"]:
         assert set(row) == ROW_FIELDS
         assert row["error"] is None and row["text"]
+        # No context and no --rag: a general-knowledge turn of the pipeline, labelled so.
+        assert row["source"] == "general" and row["final"] == row["text"].strip() and row["cuts"] == []
         assert 0 < row["completion_tokens"] <= 8
         assert 0 < row["ttft_s"] <= row["total_s"]
         assert row["cost_usd"] > 0
@@ -54,29 +64,63 @@ def test_the_default_pair_answers_in_turn_and_the_json_has_rows_and_deltas(isola
     assert set(report["load_s"]) == {SLM, LLM}
 
     printed = capsys.readouterr().out
+    assert "general knowledge" in printed
     assert printed.index("── smollm2-135m (embedded) ──") < printed.index("── gemma3-270m (embedded) ──")
     assert "TTFT" in printed and "Sim. cost" in printed and "Δ 2nd vs 1st" in printed
     assert first["text"] in printed
 
 
-def test_a_context_file_is_given_to_the_model_as_passages(isolated):
+def test_a_context_file_is_given_to_the_model_as_passages_and_the_answer_checked_against_it(isolated):
+    note = "The office coffee machine is descaled every Friday by Priya."
     context = isolated / "notes.md"
-    context.write_text("The office coffee machine is descaled every Friday by Priya.")
+    context.write_text(note)
     out = isolated / "compare.json"
 
-    assert main(["Who descales the coffee machine?", "--models", "slm", "--max-tokens", "8",
-                 "--context-file", str(context), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "Who descales the coffee machine?",
+                "--models",
+                "slm",
+                "--max-tokens",
+                "8",
+                "--context-file",
+                str(context),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     report = json.loads(out.read_text())
-    assert report["passages"] == [{"label": PASTED_CONTEXT_TITLE, "source": "pasted", "score": None}]
-    assert report["context_file"] == str(context)
+    [passage] = report["passages"]
+    assert (passage["label"], passage["source"], passage["text"]) == (PASTED_CONTEXT_TITLE, "pasted", note)
+    assert passage["score"] > 0
+    assert report["context_file"] == str(context) and report["guard"] == "stop"
+    [row] = report["rows"]
+    assert row["source"] in ("slm", "quotes", "none")  # checked against the note, never general knowledge
+    assert all(set(cut) == {"text", "reason", "loop"} for cut in row["cuts"])
 
 
 def test_rag_answers_over_the_app_s_corpus_with_scored_sources(isolated):
     out = isolated / "compare.json"
 
-    assert main(["How do I point the app at Foundry Local?", "--rag", "--models", "slm",
-                 "--max-tokens", "8", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "How do I point the app at Foundry Local?",
+                "--rag",
+                "--models",
+                "slm",
+                "--max-tokens",
+                "8",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     report = json.loads(out.read_text())
     assert report["rag"] is True and report["retrieval_mode"] == "bm25"
@@ -112,8 +156,9 @@ def test_an_unreachable_server_fails_with_one_line_and_exit_code_2():
 
 
 def test_the_prompt_can_come_from_compare_prompt_and_json_from_stdout():
-    result = run_tool(["--models", "slm", "--max-tokens", "4", "--json"],
-                      {"COMPARE_PROMPT": "Say hello.", "EMBEDDED_THREADS": "1"})
+    result = run_tool(
+        ["--models", "slm", "--max-tokens", "4", "--json"], {"COMPARE_PROMPT": "Say hello.", "EMBEDDED_THREADS": "1"}
+    )
 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

@@ -1,32 +1,42 @@
-"""The comparison core on a scripted backend: order, failures, rows, deltas and model names."""
+"""The comparison core on a scripted backend: each model's pipeline turn, failures, rows, deltas and model names."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 
 import pytest
 
 from answering.attempts import Answer, AttemptStart
-from models.base import BackendError, ChatMessage, GenerationParams, Usage
-from models.catalog import ModelSpec, build_catalog
 from answering.comparison import (
     DELTA_METRICS,
+    NO_KNOWLEDGE,
     PASTED_CONTEXT_TITLE,
+    Comparison,
     ComparisonRow,
-    comparison_messages,
-    context_passages,
+    PastedContext,
     deltas,
     require_models,
     resolve_models,
     row_for,
     stream_comparison,
 )
+from answering.grounding import Cut, GuardMode
+from answering.pipeline import FinalAnswer, Notice, Searchable, TurnConfig, TurnDone
+from answering.prompt import GENERAL_PROMPT, SYSTEM_PROMPT
+from answering.router import Decision, Mode
+from answering.timings import PhaseTimings
+from models.base import BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
+from models.catalog import ModelSpec, build_catalog
 from models.settings import Settings
 from tests.fakes import ScriptedBackend
 
 SMALL = ModelSpec("fake:small", "fake", "small", 4096)
 LARGE = ModelSpec("fake:large", "fake", "large", 4096)
 PARAMS = GenerationParams(max_tokens=16)
+DEPOT = "The Zorblax depot opens at 07:15 on weekdays. It closes at noon on Saturdays."
+CHAT_CONFIG = TurnConfig()
+SUPPORTED = FinalAnswer("text", "slm")
 
 
 class UnreachableServer:
@@ -36,59 +46,106 @@ class UnreachableServer:
         raise BackendError("Could not connect to the model server", "http://127.0.0.1:9/v1")
 
 
-def plain_prompt(spec: ModelSpec) -> list[ChatMessage]:
-    return [ChatMessage("user", "question")]
+class RecordingBackend(ScriptedBackend):
+    """A scripted backend that also keeps the messages each model was given."""
+
+    def __init__(self, replies: dict[str, list[str] | Exception]) -> None:
+        super().__init__(replies)
+        self.prompts: dict[str, list[ChatMessage]] = {}
+
+    async def stream_chat(
+        self, model: str, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[TokenEvent | StreamEnd]:
+        self.prompts[model] = messages
+        async for event in super().stream_chat(model, messages, params):
+            yield event
 
 
-async def collect(models, backend) -> list:
-    return [event async for event in stream_comparison(models, plain_prompt, PARAMS, {"fake": backend})]
+async def collect(
+    models: list[ModelSpec],
+    backend: ScriptedBackend,
+    knowledge: Searchable = NO_KNOWLEDGE,
+    config: TurnConfig = CHAT_CONFIG,
+    guard: GuardMode = GuardMode.STOP,
+    prompt: str = "question",
+) -> list:
+    comparison = Comparison(prompt, knowledge, PARAMS, guard)
+    backends = {"fake": backend, "embedded": backend}
+    return [event async for event in stream_comparison(comparison, models, backends, config)]
+
+
+def rows(events: list) -> list[ComparisonRow]:
+    return [row_for(event, {}) for event in events if isinstance(event, TurnDone)]
 
 
 def make_row(**changes) -> ComparisonRow:
     row = ComparisonRow(
-        model="small (fake)", key="fake:small", text="answer", ttft_s=0.5, total_s=2.0,
-        prompt_tokens=100, completion_tokens=20, tokens_estimated=False, tokens_per_s=10.0,
-        cost_usd=0.004, finish_reason="stop", error=None,
+        model="small (fake)",
+        key="fake:small",
+        text="answer",
+        ttft_s=0.5,
+        total_s=2.0,
+        prompt_tokens=100,
+        completion_tokens=20,
+        tokens_estimated=False,
+        tokens_per_s=10.0,
+        cost_usd=0.004,
+        finish_reason="stop",
+        error=None,
+        final="answer",
+        source="slm",
+        cuts=(),
     )
     return dataclasses.replace(row, **changes)
+
+
+def done_with(answer: Answer, final: FinalAnswer = SUPPORTED) -> TurnDone:
+    return TurnDone(PhaseTimings(), answer, None, Decision(Mode.OFF, escalate=False), final)
 
 
 # --- stream_comparison ----------------------------------------------------------------
 
 
-async def test_models_answer_in_the_order_given_one_after_the_other():
+async def test_models_answer_in_the_order_given_one_after_the_other_each_in_its_own_turn():
     backend = ScriptedBackend({"small": ["a ", "b"], "large": ["c"]})
 
     events = await collect([SMALL, LARGE], backend)
 
     assert backend.log == ["start small", "end small", "start large", "end large"]
-    kinds = [(type(event).__name__, getattr(event, "model", None)) for event in events]
-    assert kinds == [
-        ("AttemptStart", SMALL), ("TokenEvent", None), ("TokenEvent", None), ("Answer", SMALL),
-        ("AttemptStart", LARGE), ("TokenEvent", None), ("Answer", LARGE),
+    kinds = [
+        (type(event).__name__, getattr(event, "model", None))
+        for event in events
+        if isinstance(event, (AttemptStart, Answer, TurnDone))
     ]
-    assert [event.text for event in events if isinstance(event, Answer)] == ["a b", "c"]
+    assert kinds == [
+        ("AttemptStart", SMALL),
+        ("Answer", SMALL),
+        ("TurnDone", None),
+        ("AttemptStart", LARGE),
+        ("Answer", LARGE),
+        ("TurnDone", None),
+    ]
+    assert [row.text for row in rows(events)] == ["a b", "c"]
 
 
 async def test_a_failing_model_reports_its_error_and_the_next_model_still_answers():
     backend = ScriptedBackend({"small": BackendError("The server hung up", "fake"), "large": ["fine"]})
 
-    answers = [event for event in await collect([SMALL, LARGE], backend) if isinstance(event, Answer)]
+    failed, answered = rows(await collect([SMALL, LARGE], backend))
 
-    failed, answered = answers
-    assert failed.model == SMALL and failed.finish_reason == "error"
+    assert failed.key == SMALL.key and failed.finish_reason == "error"
     assert failed.text == "partial " and "The server hung up" in str(failed.error)
-    assert answered.model == LARGE and answered.text == "fine" and answered.error is None
+    assert answered.key == LARGE.key and answered.text == "fine" and answered.error is None
 
 
 async def test_an_unexpected_exception_in_a_backend_also_becomes_that_model_s_error():
     backend = ScriptedBackend({"small": RuntimeError("bug in a backend"), "large": ["fine"]})
 
-    answers = [event for event in await collect([SMALL, LARGE], backend) if isinstance(event, Answer)]
+    failed, answered = rows(await collect([SMALL, LARGE], backend))
 
-    assert "bug in a backend" in str(answers[0].error)
-    assert answers[0].text == "partial "
-    assert answers[1].text == "fine"
+    assert "bug in a backend" in str(failed.error)
+    assert failed.text == "partial " and failed.final == ""
+    assert answered.text == "fine"
 
 
 async def test_no_fallback_model_stands_in_for_a_failed_one():
@@ -99,13 +156,114 @@ async def test_no_fallback_model_stands_in_for_a_failed_one():
     assert [event.model for event in events if isinstance(event, AttemptStart)] == [SMALL]
 
 
+# --- what each model reads ------------------------------------------------------------
+
+
+def test_pasted_context_becomes_a_knowledge_base_returned_whole_best_first():
+    paragraphs = [f"Paragraph {n} says something about topic{n}. " * 4 for n in range(6)]
+    pasted = PastedContext("\n\n".join(paragraphs), chunk_size=400, chunk_overlap=0)
+
+    hits = pasted.search("topic5", "bm25", k=1)
+
+    assert len(hits) > 1  # every chunk: the budget, not top-k, decides how much is read
+    assert "topic5" in hits[0].chunk.text and hits[0].score > 0
+    assert [hit.rank for hit in hits] == list(range(1, len(hits) + 1))
+    assert {hit.chunk.document.title for hit in hits} == {PASTED_CONTEXT_TITLE}
+    assert all(len(hit.chunk.text) <= 400 for hit in hits)
+    assert PastedContext("  \n ", 400, 0).search("topic5", "bm25", 3) == []
+
+
+async def test_without_context_each_model_answers_from_general_knowledge_labelled_so():
+    backend = RecordingBackend({"small": ["RAG ", "retrieves, then generates."]})
+
+    events = await collect([SMALL], backend, prompt="Summarize retrieval augmented generation in 2 sentences.")
+
+    assert backend.prompts["small"] == [
+        ChatMessage("system", GENERAL_PROMPT),
+        ChatMessage("user", "Summarize retrieval augmented generation in 2 sentences."),
+    ]
+    assert any(isinstance(event, Notice) and event.kind == "general_knowledge" for event in events)
+    [row] = rows(events)
+    assert (row.source, row.final, row.cuts) == ("general", "RAG retrieves, then generates.", ())
+
+
+async def test_pasted_context_is_given_to_the_model_as_the_chat_s_grounded_prompt():
+    backend = RecordingBackend({"small": ["It opens at 07:15 [1]."]})
+
+    events = await collect([SMALL], backend, PastedContext(DEPOT, 1500, 150), prompt="When does the depot open?")
+
+    system, question = backend.prompts["small"]
+    assert system.content.startswith(SYSTEM_PROMPT)
+    assert f"[1] {PASTED_CONTEXT_TITLE}\n{DEPOT}" in system.content
+    assert question == ChatMessage("user", "When does the depot open?")
+    [row] = rows(events)
+    assert (row.source, row.final, row.cuts) == ("slm", "It opens at 07:15 [1].", ())
+
+
+async def test_pasted_context_is_never_out_of_scope_and_all_of_it_is_read_when_it_fits():
+    backend = RecordingBackend({"small": ["The depot opens at 07:15 on weekdays."]})
+
+    events = await collect([SMALL], backend, PastedContext(DEPOT, 1500, 150), prompt="Summarise this.")
+
+    assert not any(isinstance(event, Notice) for event in events)
+    assert DEPOT in backend.prompts["small"][0].content
+    assert rows(events)[0].source == "slm"
+
+
+async def test_a_long_pasted_context_is_cut_to_the_budget_the_sentences_matching_the_prompt_first():
+    facts = " ".join(f"Fact {n} is that the crate weighs {n * 10} kilograms." for n in range(1, 40))
+    backend = RecordingBackend({"small": ["It weighs 370 kilograms."]})
+    small_budget = TurnConfig(server_context_budget=60)
+
+    await collect([SMALL], backend, PastedContext(facts, 8000, 0), small_budget, prompt="What is fact 37?")
+
+    system = backend.prompts["small"][0].content
+    assert "Fact 37 is that the crate weighs 370 kilograms." in system
+    assert "Fact 1 is" not in system
+
+
+async def test_every_model_reads_the_passages_chosen_for_the_smallest_budget():
+    narrow = ModelSpec("embedded:tiny", "embedded", "tiny", 2048)
+    facts = " ".join(f"Fact {n} is that the crate weighs {n * 10} kilograms." for n in range(1, 40))
+    backend = RecordingBackend({"tiny": ["370."], "large": ["370."]})
+    config = TurnConfig(embedded_context_budget=60, server_context_budget=4000)
+
+    await collect([narrow, LARGE], backend, PastedContext(facts, 8000, 0), config, prompt="What is fact 37?")
+
+    assert backend.prompts["tiny"] == backend.prompts["large"]
+    assert "Fact 1 is" not in backend.prompts["large"][0].content
+
+
+async def test_an_answer_is_checked_against_the_context_as_in_the_chat():
+    backend = ScriptedBackend({"small": ["The depot opens at 07:15. ", "It closes at 9 pm. ", "Bye."]})
+
+    events = await collect([SMALL], backend, PastedContext(DEPOT, 1500, 150), prompt="When does the depot open?")
+
+    [row] = rows(events)
+    assert [cut.reason for cut in row.cuts] == ["the passages never state 9"]
+    assert row.final == "The depot opens at 07:15."
+    assert row.finish_reason == "guard"  # stopped at the cut, as the chat's `stop` guard does
+    assert "end small" not in backend.log
+
+
+async def test_with_the_guard_off_the_answer_stands_as_written():
+    backend = ScriptedBackend({"small": ["The depot opens at 07:15. ", "It closes at 9 pm."]})
+
+    events = await collect(
+        [SMALL], backend, PastedContext(DEPOT, 1500, 150), guard=GuardMode.OFF, prompt="When does the depot open?"
+    )
+
+    [row] = rows(events)
+    assert row.cuts == () and row.final == "The depot opens at 07:15. It closes at 9 pm."
+
+
 # --- row_for --------------------------------------------------------------------------
 
 
 def test_a_row_carries_the_answer_s_timings_tokens_and_simulated_cost():
     answer = Answer(SMALL, "text", "stop", Usage(1000, 21), ttft_s=0.5, total_s=2.5)
 
-    row = row_for(answer, {"small": (2.0, 10.0)})
+    row = row_for(done_with(answer), {"small": (2.0, 10.0)})
 
     assert (row.model, row.key, row.text) == (SMALL.label, SMALL.key, "text")
     assert (row.ttft_s, row.total_s) == (0.5, 2.5)
@@ -120,14 +278,14 @@ def test_a_row_carries_the_answer_s_timings_tokens_and_simulated_cost():
 def test_a_model_without_a_price_has_no_cost():
     answer = Answer(SMALL, "text", "stop", Usage(10, 2), ttft_s=0.1, total_s=0.2)
 
-    assert row_for(answer, {"someone-else": (1.0, 1.0)}).cost_usd is None
+    assert row_for(done_with(answer), {"someone-else": (1.0, 1.0)}).cost_usd is None
 
 
 def test_a_failed_answer_row_has_the_error_and_no_token_counts():
     error = BackendError("Could not connect", "http://x/v1", "Start it.")
     answer = Answer(SMALL, "half", "error", None, ttft_s=None, total_s=0.3, error=error)
 
-    row = row_for(answer, {"small": (1.0, 1.0)})
+    row = row_for(done_with(answer, FinalAnswer("", "none")), {"small": (1.0, 1.0)})
 
     assert row.error == str(error)
     assert (row.prompt_tokens, row.completion_tokens, row.cost_usd, row.tokens_per_s) == (None, None, None, None)
@@ -136,7 +294,17 @@ def test_a_failed_answer_row_has_the_error_and_no_token_counts():
 def test_estimated_token_counts_are_flagged():
     answer = Answer(SMALL, "text", "stop", Usage(10, 2, estimated=True), ttft_s=0.1, total_s=0.2)
 
-    assert row_for(answer, {}).tokens_estimated is True
+    assert row_for(done_with(answer), {}).tokens_estimated is True
+
+
+def test_a_row_carries_what_the_support_check_left():
+    cut = Cut("It closes at 9 pm.", "the passages never state 9")
+    answer = Answer(SMALL, "It opens at 07:15. It closes at 9 pm.", "guard", Usage(10, 9), ttft_s=0.1, total_s=0.2)
+
+    row = row_for(done_with(answer, FinalAnswer("It opens at 07:15.", "slm", (cut,))), {})
+
+    assert (row.text, row.final, row.source, row.cuts) == (answer.text, "It opens at 07:15.", "slm", (cut,))
+    assert dataclasses.asdict(row)["cuts"] == ({"text": cut.text, "reason": cut.reason, "loop": False},)
 
 
 def test_a_row_is_json_ready():
@@ -148,8 +316,15 @@ def test_a_row_is_json_ready():
 
 def test_deltas_are_the_second_row_against_the_first():
     first = make_row()
-    second = make_row(model="large (fake)", ttft_s=1.5, total_s=5.0, prompt_tokens=120,
-                      completion_tokens=30, tokens_per_s=5.0, cost_usd=0.01)
+    second = make_row(
+        model="large (fake)",
+        ttft_s=1.5,
+        total_s=5.0,
+        prompt_tokens=120,
+        completion_tokens=30,
+        tokens_per_s=5.0,
+        cost_usd=0.01,
+    )
 
     result = deltas([first, second])
 
@@ -220,7 +395,8 @@ def test_roles_keys_and_bare_ids_name_models(settings):
 
 def test_an_alias_finds_the_server_s_own_name_for_a_model(server_catalog):
     assert [spec.key for spec in resolve_models(["phi-4-mini", "gpt-oss-20b"], server_catalog)] == [
-        "server:Phi-4-mini-instruct-generic-cpu", "server:gpt-oss-20b-cpu",
+        "server:Phi-4-mini-instruct-generic-cpu",
+        "server:gpt-oss-20b-cpu",
     ]
 
 
@@ -231,7 +407,7 @@ def test_an_explicit_alias_override_wins(server_catalog):
 
 
 def test_an_unknown_model_is_refused_with_the_available_keys(server_catalog):
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError) as refused:  # noqa: PT011 - the message is checked below
         resolve_models(["slm", "llama-9000"], server_catalog)
 
     message = str(refused.value)
@@ -254,45 +430,3 @@ async def test_an_unreachable_server_does_not_matter_for_embedded_models(setting
 
     assert [spec.key for spec in models] == ["embedded:smollm2-135m"]
     assert any("Could not connect" in notice for notice in catalog.notices)
-
-
-# --- the prompt -----------------------------------------------------------------------
-
-
-def test_pasted_context_becomes_passages_of_one_document_cut_like_the_app_s():
-    paragraphs = [f"Paragraph {n} says something about topic {n}. " * 4 for n in range(6)]
-
-    passages = context_passages("\n\n".join(paragraphs), chunk_size=400, chunk_overlap=0)
-
-    assert len(passages) > 1
-    assert {chunk.document.title for chunk in passages} == {PASTED_CONTEXT_TITLE}
-    assert all(len(chunk.text) <= 400 for chunk in passages)
-    assert context_passages("  \n ", 400, 0) == []
-
-
-def test_without_passages_the_model_sees_only_the_prompt():
-    messages = comparison_messages("What is RAG?", [], max_tokens=32)(SMALL)
-
-    assert messages == [ChatMessage("user", "What is RAG?")]
-
-
-def test_with_passages_the_model_gets_the_app_s_grounded_prompt():
-    passages = context_passages("RAG combines retrieval and generation.", 1500, 150)
-
-    messages = comparison_messages("What is RAG?", passages, max_tokens=32)(SMALL)
-
-    assert [m.role for m in messages] == ["system", "user"]
-    assert "[1] Pasted context\nRAG combines retrieval and generation." in messages[0].content
-    assert messages[-1].content == "What is RAG?"
-
-
-def test_passages_are_fitted_to_each_model_s_context_window():
-    passages = context_passages("\n\n".join(f"Fact {n}: " + "word " * 150 for n in range(8)), 800, 0)
-    narrow = ModelSpec("fake:narrow", "fake", "narrow", 1024)
-    wide = ModelSpec("fake:wide", "fake", "wide", 8192)
-    messages_for = comparison_messages("Which facts?", passages, max_tokens=64)
-
-    narrow_system, wide_system = messages_for(narrow)[0].content, messages_for(wide)[0].content
-
-    assert "Fact 0" in narrow_system and "Fact 7" not in narrow_system
-    assert "Fact 7" in wide_system

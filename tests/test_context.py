@@ -6,10 +6,14 @@ from answering.context import Excerpt, best_sentences, drawn_from_best, select_c
 from rag.documents import Chunk, Document, Hit
 
 FOUNDRY = Document("foundry", "Models and backends", "models.md", "")
-VLLM_TEXT = ("vLLM serves at http://HOST:8000/v1. The Knowledge Assistant itself also listens on port 8000,\n"
-             "so a vLLM on the same machine needs another port (`--port 8001`).")
-FOUNDRY_TEXT = ("Foundry Local runs on Windows and macOS. Its usual address is http://localhost:5273/v1,\n"
-                "but the port can differ: `foundry service status` prints the actual endpoint.")
+VLLM_TEXT = (
+    "vLLM serves at http://HOST:8000/v1. The Knowledge Assistant itself also listens on port 8000,\n"
+    "so a vLLM on the same machine needs another port (`--port 8001`)."
+)
+FOUNDRY_TEXT = (
+    "Foundry Local runs on Windows and macOS. Its usual address is http://localhost:5273/v1,\n"
+    "but the port can differ: `foundry service status` prints the actual endpoint."
+)
 
 
 def hit(text: str, heading: str, rank: int) -> Hit:
@@ -22,8 +26,12 @@ QUESTION = "On which port does Foundry Local usually listen?"
 
 def test_hard_wrapped_lines_are_joined_and_cut_into_sentences_and_list_items_keep_their_number():
     text = "The first run does three things:\n1. Creates a virtual\n   environment.\n2. Installs it. Then runs."
-    assert units(text) == ["The first run does three things:", "1. Creates a virtual environment.",
-                           "2. Installs it.", "Then runs."]
+    assert units(text) == [
+        "The first run does three things:",
+        "1. Creates a virtual environment.",
+        "2. Installs it.",
+        "Then runs.",
+    ]
 
 
 def test_the_best_matching_sentence_is_given_even_over_budget_and_the_rest_fits_the_budget():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from answering.timings import Price
 from evaluation.cost import (
     ModelFigures,
     hybrid_value,
@@ -15,7 +16,6 @@ from evaluation.cost import (
     simulate,
     token_cost,
 )
-from models.costs import Price
 from models.settings import Settings
 
 SLM, LLM = "embedded:smollm2-135m", "embedded:gemma3-270m"
@@ -117,10 +117,12 @@ def test_roles_come_from_the_options_then_the_results_then_the_settings():
 
 
 def test_a_benchmark_of_other_models_takes_its_first_two():
-    bench = {"per_question": {
-        "server:a": {"prompt_tokens": 10, "completion_tokens": 10, "latency_s": 1, "cpu_s": None},
-        "server:b": {"prompt_tokens": 10, "completion_tokens": 10, "latency_s": 1, "cpu_s": None},
-    }}
+    bench = {
+        "per_question": {
+            "server:a": {"prompt_tokens": 10, "completion_tokens": 10, "latency_s": 1, "cpu_s": None},
+            "server:b": {"prompt_tokens": 10, "completion_tokens": 10, "latency_s": 1, "cpu_s": None},
+        }
+    }
     result = simulate(bench, settings(model_prices={"a": (1.0, 1.0), "b": (2.0, 2.0)}))
     assert result["roles"] == {"slm": "server:a", "llm": "server:b"}
     assert by_name(result)["SLM only"]["cpu_s_per_1000"] is None
@@ -143,27 +145,42 @@ def test_the_command_prints_the_table_and_writes_json(env, capsys):
     source.write_text(json.dumps(results(escalation_rate=0.4)))
     out = env / "out" / "cost.json"
 
-    assert main([str(source), "--json", str(out), "--api-name", "Acme", "--api-input-price", "1",
-                 "--api-output-price", "2"]) == 0
+    assert (
+        main(
+            [str(source), "--json", str(out), "--api-name", "Acme", "--api-input-price", "1", "--api-output-price", "2"]
+        )
+        == 0
+    )
 
     printed = capsys.readouterr().out
     assert "hybrid (40% escalated)" in printed and "API: Acme" in printed
     written = json.loads(out.read_text())
     assert set(written) >= {"questions", "roles", "escalation_rate", "prices_usd_per_million", "api", "scenarios"}
-    assert written["api"] == {"name": "Acme", "input_per_million": 1.0, "output_per_million": 2.0,
-                              "tokens_from": LLM}
+    assert written["api"] == {"name": "Acme", "input_per_million": 1.0, "output_per_million": 2.0, "tokens_from": LLM}
     # 1,200 x 1/M + 300 x 2/M = $0.0018 a question
     assert written["scenarios"][-1]["usd_per_1000"] == pytest.approx(1.80)
     assert set(written["scenarios"][0]) == {
-        "name", "prompt_tokens", "completion_tokens", "usd_per_question", "usd_per_1000", "cpu_s_per_question",
-        "cpu_s_per_1000", "gpu_s_per_question", "gpu_s_per_1000", "latency_s"}
+        "name",
+        "prompt_tokens",
+        "completion_tokens",
+        "usd_per_question",
+        "usd_per_1000",
+        "cpu_s_per_question",
+        "cpu_s_per_1000",
+        "gpu_s_per_question",
+        "gpu_s_per_1000",
+        "latency_s",
+    }
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "cannot read"),
-    ("not json", "is not JSON"),
-    (json.dumps({"models": {}}), '"per_question"'),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("not json", "is not JSON"),
+        (json.dumps({"models": {}}), '"per_question"'),
+    ],
+)
 def test_unusable_results_exit_with_2(env, capsys, content, message):
     source = env / "run.json"
     if content is not None:

@@ -143,7 +143,9 @@ async def test_generations_beyond_the_concurrency_limit_wait_their_turn(smollm2_
     """Two models decoding at once on the same cores would each slow down; the second waits."""
     two_models = EmbeddedBackend(
         [EmbeddedModel(name, lambda: smollm2_file) for name in ("first", "second")],
-        context_window=1024, threads=2, concurrency=1,
+        context_window=1024,
+        threads=2,
+        concurrency=1,
     )
     finished: dict[str, float] = {}
     first_token: dict[str, float] = {}

@@ -7,7 +7,21 @@ import math
 
 import pytest
 
-from evaluation.router import auroc, main, sample_questions, score_answer, sweep, token_f1
+from answering.confidence import Signals
+from answering.pipeline import Routed, TurnConfig
+from answering.router import Decision, Mode, Reason, Thresholds
+from evaluation.router import (
+    Record,
+    auroc,
+    escalation_confidence,
+    main,
+    sample_questions,
+    score_answer,
+    summarise,
+    sweep,
+    token_f1,
+)
+from models.catalog import ModelSpec
 
 # --- token_f1 ------------------------------------------------------------------------
 
@@ -93,6 +107,62 @@ def test_sweep_with_given_cutoffs():
     assert [(p["escalation_rate"], p["score"]) for p in curve] == [(0.5, 0.5), (1.0, 0.0)]
 
 
+def test_a_question_the_router_never_saw_is_never_escalated_in_the_sweep():
+    curve = sweep([0.5, math.inf], [1.0, 1.0], [0.0, 1.0])
+
+    assert [point["cutoff"] for point in curve] == [0.0, 0.5, None]
+    assert curve[-1] == {"cutoff": None, "escalation_rate": 0.5, "score": 0.5}
+
+
+# --- the pipeline's router decision -------------------------------------------------
+
+LLM = ModelSpec("fake:large", "fake", "large", 4096)
+CONFIG = TurnConfig(Thresholds(min_answer_tokens=6, min_low_token_prob=0.1, min_retrieval_score=0.3))
+SURE = Signals(answer_tokens=12, retrieval_score=0.6, abstained=False)
+
+
+def test_the_confidence_is_the_router_s_for_an_answer_it_kept_or_escalated_on_its_signals():
+    kept = Routed(Decision(Mode.ESCALATE, escalate=False), SURE, LLM)
+    short = Signals(answer_tokens=3, retrieval_score=0.6, abstained=False)
+    escalated = Routed(Decision(Mode.ESCALATE, escalate=True), short, LLM)
+
+    assert escalation_confidence(kept, CONFIG) == pytest.approx(2.0)  # 12 tokens / 6, the weakest signal
+    assert escalation_confidence(escalated, CONFIG) == pytest.approx(0.5)
+
+
+def test_an_answer_escalated_on_its_support_counts_as_confidence_zero():
+    cut = Reason("unsupported_share", 0.5, 0.0, "1 of 2 sentences of the small model's answer are not in the passages")
+    routed = Routed(Decision(Mode.ESCALATE, escalate=True, reasons=(cut,)), SURE, LLM)
+
+    assert escalation_confidence(routed, CONFIG) == 0.0
+
+
+def test_a_question_the_router_never_saw_has_no_confidence():
+    assert escalation_confidence(None, CONFIG) is None  # out of scope: no model answered
+
+
+def test_the_hybrid_is_what_the_escalate_turns_gave_and_the_auroc_is_over_the_routed_answers():
+    def record(slm: float, llm: float, hybrid: float, escalated: bool, confidence: float | None) -> Record:
+        return Record("q", True, slm, llm, hybrid, escalated, confidence, None, None, 0.5, None)
+
+    report = summarise(
+        [
+            record(1.0, 0.0, 1.0, escalated=False, confidence=2.0),
+            record(0.0, 1.0, 1.0, escalated=True, confidence=0.0),
+            record(1.0, 1.0, 1.0, escalated=False, confidence=None),  # out of scope: the same notice in every mode
+        ]
+    )
+
+    assert report["hybrid"] == {
+        "score": 1.0,
+        "escalation_rate": pytest.approx(1 / 3),
+        "answerable": 1.0,
+        "unanswerable": None,
+    }
+    assert (report["routed"], report["good_slm_answers"], report["auroc"]) == (2, 1, 1.0)
+    assert report["curve"][-1]["escalation_rate"] == pytest.approx(2 / 3)
+
+
 def test_sampling_is_reproducible_and_keeps_the_mix():
     questions = [{"id": i, "answers": ["x"] if i % 2 else []} for i in range(100)]
     first = sample_questions(questions, 10, seed=3)
@@ -105,20 +175,32 @@ def test_sampling_is_reproducible_and_keeps_the_mix():
 # --- the command ---------------------------------------------------------------------
 
 DOCS = [
-    {"id": "d1", "title": "Lake Veltra",
-     "text": "Lake Veltra is a glacial lake in the Norrik mountains. Its surface lies at 1,240 metres "
-             "and it freezes every winter from December to April."},
-    {"id": "d2", "title": "The Quorrin bridge",
-     "text": "The Quorrin bridge crosses the river Ammel. It was opened in 1911 by the engineer "
-             "Helga Strand and is 312 metres long."},
-    {"id": "d3", "title": "Saffa bread",
-     "text": "Saffa bread is baked with barley flour and dried figs. Bakers in Tolun sell it at the "
-             "spring market."},
+    {
+        "id": "d1",
+        "title": "Lake Veltra",
+        "text": "Lake Veltra is a glacial lake in the Norrik mountains. Its surface lies at 1,240 metres "
+        "and it freezes every winter from December to April.",
+    },
+    {
+        "id": "d2",
+        "title": "The Quorrin bridge",
+        "text": "The Quorrin bridge crosses the river Ammel. It was opened in 1911 by the engineer "
+        "Helga Strand and is 312 metres long.",
+    },
+    {
+        "id": "d3",
+        "title": "Saffa bread",
+        "text": "Saffa bread is baked with barley flour and dried figs. Bakers in Tolun sell it at the spring market.",
+    },
 ]
 QUESTIONS = [
     {"id": "q1", "question": "Who opened the Quorrin bridge?", "answers": ["Helga Strand"], "gold_doc_ids": ["d2"]},
-    {"id": "q2", "question": "What flour is saffa bread baked with?", "answers": ["barley flour"],
-     "gold_doc_ids": ["d3"]},
+    {
+        "id": "q2",
+        "question": "What flour is saffa bread baked with?",
+        "answers": ["barley flour"],
+        "gold_doc_ids": ["d3"],
+    },
     {"id": "q3", "question": "What is the population of Mars City?", "answers": [], "gold_doc_ids": []},
 ]
 
@@ -126,9 +208,7 @@ QUESTIONS = [
 def _write_set(folder):
     folder.mkdir()
     (folder / "docs.jsonl").write_text("\n".join(json.dumps(row) for row in DOCS) + "\n", encoding="utf-8")
-    (folder / "questions.jsonl").write_text(
-        "\n".join(json.dumps(row) for row in QUESTIONS) + "\n", encoding="utf-8"
-    )
+    (folder / "questions.jsonl").write_text("\n".join(json.dumps(row) for row in QUESTIONS) + "\n", encoding="utf-8")
 
 
 @pytest.fixture
@@ -170,14 +250,20 @@ def test_a_real_run_on_a_tiny_set(isolated, capsys):
     assert report["auroc"] is None or 0.0 <= report["auroc"] <= 1.0
     assert set(report["signal_auroc"]) >= {"answer_tokens", "low_token_prob", "retrieval_score"}
     assert all(value is None or 0.0 <= value <= 1.0 for value in report["signal_auroc"].values())
+    assert report["guard"] == "stop" and 0 < report["routed"] <= 3
     # The embedded SLM always gives token probabilities.
     assert report["signals_available"] == 1.0
     curve = report["curve"]
-    assert curve[0]["escalation_rate"] == 0.0 and curve[-1]["escalation_rate"] == 1.0
+    # The router sees every question but one the documents do not cover (no model answers that).
+    assert curve[0]["escalation_rate"] == 0.0
+    assert curve[-1]["escalation_rate"] == pytest.approx(report["routed"] / 3)
     assert curve[0]["score"] == pytest.approx(report["slm_only"]["score"])
     assert curve[-1]["score"] == pytest.approx(report["llm_only"]["score"])
     assert all(0.0 <= point["score"] <= 1.0 for point in curve)
     assert len(report["per_question"]) == 3
+    for record in report["per_question"]:
+        assert set(record["sources"]) == {"slm", "llm", "hybrid"}
+        assert 0.0 <= record["hybrid_score"] <= 1.0 and isinstance(record["escalated"], bool)
     assert report["errors"] == {"slm": 0, "llm": 0}
     assert report["seconds"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

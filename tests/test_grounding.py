@@ -13,14 +13,16 @@ from answering.grounding import (
     split_sentences,
 )
 
-PASSAGES = Evidence.of([
-    "Foundry Local › Connecting\nSet `FOUNDRY_LOCAL_ENDPOINT` to the URL that `foundry service status` prints; "
-    "the service usually listens on port 5273.",
-    "Sessions › Timeouts\nA closed tab's session stays in memory for 120 seconds (SESSION_TIMEOUT_S), "
-    "then its uploads are deleted.",
-    "Конфигурация\nМодель по умолчанию отвечает на порту 5273.",
-    "日本語\nローカルモデルは応答を速く返します。",
-])
+PASSAGES = Evidence.of(
+    [
+        "Foundry Local › Connecting\nSet `FOUNDRY_LOCAL_ENDPOINT` to the URL that `foundry service status` prints; "
+        "the service usually listens on port 5273.",
+        "Sessions › Timeouts\nA closed tab's session stays in memory for 120 seconds (SESSION_TIMEOUT_S), "
+        "then its uploads are deleted.",
+        "Конфигурация\nМодель по умолчанию отвечает на порту 5273.",
+        "日本語\nローカルモデルは応答を速く返します。",
+    ]
+)
 
 
 def test_a_sentence_built_from_the_passages_is_supported():
@@ -96,8 +98,9 @@ def test_the_guard_in_stop_mode_cuts_the_first_unsupported_sentence_and_stops():
 
 
 def test_the_guard_in_mark_mode_marks_and_goes_on():
-    result = guard_text("It listens on port 8001. A closed tab's session stays in memory for 120 seconds.",
-                        PASSAGES, GuardMode.MARK)
+    result = guard_text(
+        "It listens on port 8001. A closed tab's session stays in memory for 120 seconds.", PASSAGES, GuardMode.MARK
+    )
     assert [cut.text.strip() for cut in result.cuts] == ["It listens on port 8001."]
     assert result.kept == "A closed tab's session stays in memory for 120 seconds."
 

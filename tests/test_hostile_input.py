@@ -30,8 +30,9 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\
 @pytest.fixture(scope="module")
 def app(scripted, tmp_path_factory):
     """The running app's URL and its Chainlit app root (where uploads are stored)."""
-    with scripted_chainlit_app(scripted.url, tmp_path_factory.mktemp("hostile"),
-                               ROUTER_MODE="escalate", UPLOAD_MAX_MB=str(UPLOAD_MAX_MB)) as app:
+    with scripted_chainlit_app(
+        scripted.url, tmp_path_factory.mktemp("hostile"), ROUTER_MODE="escalate", UPLOAD_MAX_MB=str(UPLOAD_MAX_MB)
+    ) as app:
         yield app
 
 
@@ -226,8 +227,11 @@ async def test_instructions_in_a_document_do_not_change_the_routing_decision(app
         await client.connect()
         try:
             turn, requests = await ask_with_upload(client, scripted, document, NIGHTJAR_QUESTION)
-            decisions[label] = (len(requests), await router_line(client, turn),
-                                any("Escalated" in text for text in outputs(turn)))
+            decisions[label] = (
+                len(requests),
+                await router_line(client, turn),
+                any("Escalated" in text for text in outputs(turn)),
+            )
         finally:
             await client.close()
 

@@ -8,10 +8,10 @@ import httpx
 import pytest
 import socketio
 
-from rag.accounts import hash_password
 from tests.chainlit_client import ChainlitClient
 from tests.servers import chainlit_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
+from web.accounts import hash_password
 
 ALICE = ("alice", "alice's long password")
 BOB = ("bob", "bob's long password")
@@ -21,8 +21,13 @@ BOB = ("bob", "bob's long password")
 def app_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("login")
     users = ",".join(f"{name}:{hash_password(password)}" for name, password in (ALICE, BOB))
-    env = {"AUTH_USERS": users, "MAX_TOKENS": "32", "ROUTER_MODE": "off", "TEMPERATURE": "0",
-           "MODEL_CACHE_DIR": str(folder / "models")}
+    env = {
+        "AUTH_USERS": users,
+        "MAX_TOKENS": "32",
+        "ROUTER_MODE": "off",
+        "TEMPERATURE": "0",
+        "MODEL_CACHE_DIR": str(folder / "models"),
+    }
     with chainlit_app(folder / "chainlit.log", env) as url:
         yield url
 
@@ -83,8 +88,11 @@ async def test_a_user_with_the_right_password_chats(alices_chat):
 async def test_an_upload_needs_the_sessions_cookie(app_url, alices_chat):
     alice, _, _ = alices_chat
     async with httpx.AsyncClient(base_url=app_url) as http:
-        response = await http.post("/project/file", params={"session_id": alice.session_id},
-                                   files={"file": ("x.md", b"# X\n\nplanted", "text/markdown")})
+        response = await http.post(
+            "/project/file",
+            params={"session_id": alice.session_id},
+            files={"file": ("x.md", b"# X\n\nplanted", "text/markdown")},
+        )
 
     assert response.status_code in (401, 403)
 

@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from models.loop_health import (
+from web.loop_health import (
     FULL_COLLECTION_DUE,
     IdleCollector,
     keep_timer_heap_clean,

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from evaluation.model_scores import AnswerRecord, build_report, judge_scores, main, per_question, run
 from models.base import ChatMessage, GenerationParams, StreamEnd, StreamEvent, TokenEvent, Usage
 from models.catalog import ModelSpec
-from evaluation.model_scores import AnswerRecord, build_report, judge_scores, main, per_question, run
 from models.settings import Settings
 from rag.documents import Document
 from rag.index import KnowledgeBase, SharedCorpus
@@ -27,6 +27,9 @@ class ScriptedBackend:
 
     async def list_models(self) -> list[str]:
         return ["answerer", "judge"]
+
+    async def aclose(self) -> None:
+        pass
 
     async def stream_chat(
         self, model: str, messages: list[ChatMessage], params: GenerationParams
@@ -47,8 +50,14 @@ ANSWER = "The engineer Helga Strand opened the Quorrin bridge in 1911 [1]."
 
 async def judge_with(reply: str):
     backend = ScriptedBackend(lambda model, messages: reply)
-    return await judge_scores(spec("judge"), {"scripted": backend}, "Who opened it?", ANSWER,
-                              ["The bridge was opened by Helga Strand."], ["Helga Strand"])
+    return await judge_scores(
+        spec("judge"),
+        {"scripted": backend},
+        "Who opened it?",
+        ANSWER,
+        ["The bridge was opened by Helga Strand."],
+        ["Helga Strand"],
+    )
 
 
 async def test_the_judge_reply_in_strict_json_gives_its_scores():
@@ -70,13 +79,22 @@ async def test_an_unreadable_judge_reply_gives_no_scores():
 
 # --- the run on fake models ----------------------------------------------------------
 
-BRIDGE = Document("d1", "The Quorrin bridge", "test", "The Quorrin bridge crosses the river Ammel. It was "
-                  "opened in 1911 by the engineer Helga Strand and is 312 metres long.")
+BRIDGE = Document(
+    "d1",
+    "The Quorrin bridge",
+    "test",
+    "The Quorrin bridge crosses the river Ammel. It was "
+    "opened in 1911 by the engineer Helga Strand and is 312 metres long.",
+)
 BREAD = Document("d2", "Saffa bread", "test", "Saffa bread is baked with barley flour and dried figs.")
 QUESTIONS = [
     {"id": "q1", "question": "Who opened the Quorrin bridge?", "answers": ["Helga Strand"], "gold_doc_ids": ["d1"]},
-    {"id": "q2", "question": "What flour is saffa bread baked with?", "answers": ["barley flour"],
-     "gold_doc_ids": ["d2"]},
+    {
+        "id": "q2",
+        "question": "What flour is saffa bread baked with?",
+        "answers": ["barley flour"],
+        "gold_doc_ids": ["d2"],
+    },
 ]
 
 
@@ -86,8 +104,14 @@ def knowledge() -> KnowledgeBase:
 
 
 def settings() -> Settings:
-    return Settings(_env_file=None, model_server_url=None, router_min_answer_tokens=6,
-                    router_min_token_prob=0.1, router_min_retrieval_score=0.3, top_k=3)
+    return Settings(
+        _env_file=None,
+        model_server_url=None,
+        router_min_answer_tokens=6,
+        router_min_token_prob=0.1,
+        router_min_retrieval_score=0.3,
+        top_k=3,
+    )
 
 
 def the_question(messages: list[ChatMessage]) -> str:
@@ -107,11 +131,22 @@ async def test_every_model_answers_every_question_and_the_judge_falls_back_when_
     backend = ScriptedBackend(script)
     models = [spec("answerer"), spec("judge")]
 
-    records = await run(settings(), knowledge, QUESTIONS, models, {"scripted": backend}, max_tokens=16,
-                        judge=spec("judge"), progress=False)
+    records = await run(
+        settings(),
+        knowledge,
+        QUESTIONS,
+        models,
+        {"scripted": backend},
+        max_tokens=16,
+        judge=spec("judge"),
+        progress=False,
+    )
 
     assert [(r.question_id, r.model) for r in records] == [
-        ("q1", "scripted:answerer"), ("q1", "scripted:judge"), ("q2", "scripted:answerer"), ("q2", "scripted:judge")
+        ("q1", "scripted:answerer"),
+        ("q1", "scripted:judge"),
+        ("q2", "scripted:answerer"),
+        ("q2", "scripted:judge"),
     ]
     bridge = records[0]
     assert bridge.judge == bridge.scores == {"groundedness": 3, "correctness": 3, "conciseness": 3}
@@ -129,13 +164,21 @@ async def test_every_model_answers_every_question_and_the_judge_falls_back_when_
 async def test_the_report_has_per_question_means_and_the_escalation_rate(knowledge):
     backend = ScriptedBackend(lambda model, messages: ANSWER if "bridge" in the_question(messages) else "Figs.")
     models = [spec("answerer"), spec("judge")]
-    records = await run(settings(), knowledge, QUESTIONS, models, {"scripted": backend}, max_tokens=16,
-                        progress=False)
+    records = await run(settings(), knowledge, QUESTIONS, models, {"scripted": backend}, max_tokens=16, progress=False)
 
     report = build_report(records, models, None, {"set": "tiny"})
 
-    assert set(report) >= {"set", "models", "judge", "summary", "per_question", "roles", "escalation_rate",
-                           "hybrid", "records"}
+    assert set(report) >= {
+        "set",
+        "models",
+        "judge",
+        "summary",
+        "per_question",
+        "roles",
+        "escalation_rate",
+        "hybrid",
+        "records",
+    }
     assert report["roles"] == {"slm": "scripted:answerer", "llm": "scripted:judge"}
     # "Figs." is one token: shorter than 6, so the router escalates it; the bridge answer passes.
     assert report["escalation_rate"] == 0.5
@@ -149,14 +192,35 @@ async def test_the_report_has_per_question_means_and_the_escalation_rate(knowled
 
 def record(model: str, latency: float, cpu: float | None, error: str | None = None) -> AnswerRecord:
     scores = {"groundedness": 5, "correctness": 3, "conciseness": 4}
-    return AnswerRecord("q", "?", True, model, "text", "stop", error, 200, 20, False, 0.1, latency, cpu, 0.5, 1,
-                        scores, 1.0, 0.5, 1.0, scores=scores)
+    return AnswerRecord(
+        "q",
+        "?",
+        True,
+        model,
+        "text",
+        "stop",
+        error,
+        200,
+        20,
+        False,
+        0.1,
+        latency,
+        cpu,
+        0.5,
+        1,
+        scores,
+        1.0,
+        0.5,
+        1.0,
+        scores=scores,
+    )
 
 
 def test_per_question_takes_the_median_latency_and_skips_failed_answers():
     records = [record("m", 1.0, 0.5), record("m", 3.0, 1.5), record("m", 10.0, 4.0), record("m", 99.0, 9.0, "boom")]
-    assert per_question(records) == {"m": {"prompt_tokens": 200, "completion_tokens": 20, "latency_s": 3.0,
-                                           "cpu_s": 2.0}}
+    assert per_question(records) == {
+        "m": {"prompt_tokens": 200, "completion_tokens": 20, "latency_s": 3.0, "cpu_s": 2.0}
+    }
 
 
 # --- the command ---------------------------------------------------------------------
@@ -164,8 +228,11 @@ def test_per_question_takes_the_median_latency_and_skips_failed_answers():
 DOCS = [
     {"id": "d1", "title": "The Quorrin bridge", "text": BRIDGE.text},
     {"id": "d2", "title": "Saffa bread", "text": BREAD.text},
-    {"id": "d3", "title": "Lake Veltra",
-     "text": "Lake Veltra is a glacial lake in the Norrik mountains. It freezes from December to April."},
+    {
+        "id": "d3",
+        "title": "Lake Veltra",
+        "text": "Lake Veltra is a glacial lake in the Norrik mountains. It freezes from December to April.",
+    },
 ]
 TINY_QUESTIONS = [
     QUESTIONS[0],
@@ -199,8 +266,10 @@ def test_a_real_run_with_the_embedded_models(tiny_set, capsys):
     report = json.loads(out.read_text())
     printed = capsys.readouterr().out
     assert "smollm2-135m (embedded)" in printed and "escalation rate" in printed
-    assert report["models"] == {"embedded:smollm2-135m": "smollm2-135m (embedded)",
-                                "embedded:gemma3-270m": "gemma3-270m (embedded)"}
+    assert report["models"] == {
+        "embedded:smollm2-135m": "smollm2-135m (embedded)",
+        "embedded:gemma3-270m": "gemma3-270m (embedded)",
+    }
     assert (report["questions"], report["answerable"], report["question_ids"]) == (2, 1, ["q1", "q3"])
     assert len(report["records"]) == 4
     for item in report["records"]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.factory import load_catalog, make_backends
 from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent
+from models.factory import load_catalog, make_backends
 from models.openai_compat import OpenAICompatBackend
 from models.settings import Settings
 from tests.conftest import FOUNDRY_STYLE_SLM_ID
@@ -24,8 +24,7 @@ async def test_lists_the_servers_models(server):
 
 async def test_streams_an_answer_in_several_tokens_then_usage(server):
     events = [
-        event
-        async for event in server.stream_chat(FOUNDRY_STYLE_SLM_ID, QUESTION, GenerationParams(max_tokens=20))
+        event async for event in server.stream_chat(FOUNDRY_STYLE_SLM_ID, QUESTION, GenerationParams(max_tokens=20))
     ]
 
     tokens = [event for event in events if isinstance(event, TokenEvent)]

@@ -171,8 +171,12 @@ def test_pdf_protected_only_by_an_owner_password_is_read(tmp_path):
         ("french.txt", "café déjà vu", "cp1252", "café déjà vu"),
         ("price.txt", "Price: 5€ – “quoted”", "cp1252", "Price: 5€ – “quoted”"),
         # Cyrillic in cp1251 must not be mistaken for cp1252.
-        ("russian.txt", "Привет, как дела? Это тестовый документ.", "cp1251",
-         "Привет, как дела? Это тестовый документ."),
+        (
+            "russian.txt",
+            "Привет, как дела? Это тестовый документ.",
+            "cp1251",
+            "Привет, как дела? Это тестовый документ.",
+        ),
         ("windows.txt", "Größe\r\nÜbermaß", "utf-16", "Größe\nÜbermaß"),
     ],
 )
@@ -281,7 +285,9 @@ def test_a_docx_without_text_is_refused(tmp_path):
 
 
 def test_an_html_page_without_text_is_refused(tmp_path):
-    path = write(tmp_path, "app.html", "<html><head><title>App</title></head><body><script>run()</script></body></html>")
+    path = write(
+        tmp_path, "app.html", "<html><head><title>App</title></head><body><script>run()</script></body></html>"
+    )
 
     error = upload_error(path)
 

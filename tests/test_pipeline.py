@@ -8,7 +8,7 @@ from answering.pipeline import Notice, Retrieved, SentenceCut, TurnConfig, TurnD
 from answering.router import Mode, Thresholds
 from models.base import BackendError, GenerationParams
 from models.catalog import ModelSpec
-from rag.documents import Document
+from rag.documents import Document, Hit
 from rag.index import KnowledgeBase, SharedCorpus
 from tests.fakes import ScriptedBackend
 
@@ -16,23 +16,38 @@ SMALL = ModelSpec("fake:small", "fake", "small", 4096)
 LARGE = ModelSpec("fake:large", "fake", "large", 4096)
 FALLBACK = ModelSpec("fake:fallback", "fake", "fallback", 4096)
 
-HANDBOOK = KnowledgeBase(SharedCorpus([
-    Document("ports", "Foundry Local", "foundry.md",
-             "# Foundry Local\n\nFoundry Local usually listens on port 5273.\n\n"
-             "Set FOUNDRY_LOCAL_ENDPOINT to the URL that the service prints."),
-    Document("sessions", "Sessions", "sessions.md",
-             "# Sessions\n\nA closed tab's session stays in memory for 120 seconds."),
-]), chunk_size=1500, chunk_overlap=0)
+HANDBOOK = KnowledgeBase(
+    SharedCorpus(
+        [
+            Document(
+                "ports",
+                "Foundry Local",
+                "foundry.md",
+                "# Foundry Local\n\nFoundry Local usually listens on port 5273.\n\n"
+                "Set FOUNDRY_LOCAL_ENDPOINT to the URL that the service prints.",
+            ),
+            Document(
+                "sessions",
+                "Sessions",
+                "sessions.md",
+                "# Sessions\n\nA closed tab's session stays in memory for 120 seconds.",
+            ),
+        ]
+    ),
+    chunk_size=1500,
+    chunk_overlap=0,
+)
 
-CONFIG = TurnConfig(Thresholds(min_answer_tokens=0, min_low_token_prob=0.0, min_retrieval_score=0.0),
-                    min_retrieval_score=0.3)
+CONFIG = TurnConfig(
+    Thresholds(min_answer_tokens=0, min_low_token_prob=0.0, min_retrieval_score=0.0), min_retrieval_score=0.3
+)
 PORT_QUESTION = "On which port does Foundry Local listen?"
 
 
-async def turn(backend: ScriptedBackend, mode: Mode = Mode.ESCALATE, question: str = PORT_QUESTION,
-               **choices) -> list:
-    request = TurnRequest(question, HANDBOOK, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16),
-                          router_mode=mode, **choices)
+async def turn(backend: ScriptedBackend, mode: Mode = Mode.ESCALATE, question: str = PORT_QUESTION, **choices) -> list:
+    request = TurnRequest(
+        question, HANDBOOK, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16), router_mode=mode, **choices
+    )
     return [event async for event in run_turn(request, {"fake": backend}, CONFIG)]
 
 
@@ -42,11 +57,13 @@ def done(events: list) -> TurnDone:
 
 
 def failing_large_model(small: list[str]) -> ScriptedBackend:
-    return ScriptedBackend({
-        "small": small,
-        "large": BackendError("The model server broke off", "http://127.0.0.1:9/v1"),
-        "fallback": ["Foundry Local ", "listens on port 5273."],
-    })
+    return ScriptedBackend(
+        {
+            "small": small,
+            "large": BackendError("The model server broke off", "http://127.0.0.1:9/v1"),
+            "fallback": ["Foundry Local ", "listens on port 5273."],
+        }
+    )
 
 
 async def test_a_supported_small_answer_stands_without_escalation():
@@ -59,10 +76,12 @@ async def test_a_supported_small_answer_stands_without_escalation():
 
 
 async def test_an_invented_number_is_cut_the_model_stopped_and_the_turn_escalates():
-    backend = ScriptedBackend({
-        "small": ["Foundry Local listens on port 8001. ", "Then ", "more ", "text."],
-        "large": ["Foundry Local ", "usually listens on port 5273 [1]."],
-    })
+    backend = ScriptedBackend(
+        {
+            "small": ["Foundry Local listens on port 8001. ", "Then ", "more ", "text."],
+            "large": ["Foundry Local ", "usually listens on port 5273 [1]."],
+        }
+    )
 
     events = await turn(backend)
 
@@ -77,10 +96,12 @@ async def test_an_invented_number_is_cut_the_model_stopped_and_the_turn_escalate
 
 
 async def test_when_no_answer_is_supported_the_user_gets_quotes_from_the_passages():
-    backend = ScriptedBackend({
-        "small": ["It listens on port 8001."],
-        "large": ["It listens on port 9000."],
-    })
+    backend = ScriptedBackend(
+        {
+            "small": ["It listens on port 8001."],
+            "large": ["It listens on port 9000."],
+        }
+    )
 
     events = await turn(backend)
 
@@ -150,16 +171,34 @@ async def test_a_failed_large_model_leaves_the_small_answer_standing():
 
 
 async def test_a_supported_answer_taken_from_a_passage_the_question_does_not_point_to_is_not_the_answer():
-    knowledge = KnowledgeBase(SharedCorpus([
-        Document("ports", "Foundry Local", "foundry.md",
-                 "Foundry Local usually listens on port 5273. Foundry Local prints its port with its status "
-                 "command. Foundry Local needs the port in the endpoint setting."),
-        Document("sessions", "Sessions", "sessions.md",
-                 "Port numbers are not kept in a session. A closed tab's session stays in memory for 120 seconds."),
-    ]), chunk_size=1500, chunk_overlap=0)
+    knowledge = KnowledgeBase(
+        SharedCorpus(
+            [
+                Document(
+                    "ports",
+                    "Foundry Local",
+                    "foundry.md",
+                    "Foundry Local usually listens on port 5273. Foundry Local prints its port with its status "
+                    "command. Foundry Local needs the port in the endpoint setting.",
+                ),
+                Document(
+                    "sessions",
+                    "Sessions",
+                    "sessions.md",
+                    "Port numbers are not kept in a session. A closed tab's session stays in memory for 120 seconds.",
+                ),
+            ]
+        ),
+        chunk_size=1500,
+        chunk_overlap=0,
+    )
     # Every word of the small answer is in the passages, but in the one about sessions.
-    backend = ScriptedBackend({"small": ["A closed tab's session stays in memory for 120 seconds."],
-                               "large": ["Foundry Local usually listens on port 5273 [1]."]})
+    backend = ScriptedBackend(
+        {
+            "small": ["A closed tab's session stays in memory for 120 seconds."],
+            "large": ["Foundry Local usually listens on port 5273 [1]."],
+        }
+    )
     request = TurnRequest(PORT_QUESTION, knowledge, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16))
 
     result = done([event async for event in run_turn(request, {"fake": backend}, CONFIG)])
@@ -179,8 +218,9 @@ async def test_an_answer_that_only_repeats_the_question_escalates():
 
 
 async def test_a_small_answer_the_router_doubted_does_not_stand_when_the_large_answer_is_unsupported():
-    backend = ScriptedBackend({"small": ["Foundry Local ", "listens on port 5273."],
-                               "large": ["It listens on port 9000."]})
+    backend = ScriptedBackend(
+        {"small": ["Foundry Local ", "listens on port 5273."], "large": ["It listens on port 9000."]}
+    )
     request = TurnRequest(PORT_QUESTION, HANDBOOK, SMALL, LARGE, FALLBACK, params=GenerationParams(max_tokens=16))
     always_unsure = TurnConfig(Thresholds(min_answer_tokens=100), min_retrieval_score=0.3)
 
@@ -188,3 +228,49 @@ async def test_a_small_answer_the_router_doubted_does_not_stand_when_the_large_a
 
     assert result.decision.escalate and result.llm_answer.checked.cuts
     assert result.final.source == "quotes"
+
+
+class WeakMatch:
+    """Knowledge whose every chunk matches the question weakly, or not at all (`hits=False`)."""
+
+    def __init__(self, hits: bool = True) -> None:
+        self.hits = hits
+
+    def search(self, query: str, mode: str, k: int) -> list[Hit]:
+        found = HANDBOOK.search("Foundry Local port sessions memory", mode, 10) if self.hits else []
+        return [Hit(hit.chunk, 0.05, hit.rank) for hit in found]
+
+
+async def test_text_the_user_gave_is_never_out_of_scope_and_is_read_whole_when_it_fits():
+    backend = ScriptedBackend({"small": ["A closed tab's session stays in memory for 120 seconds."]})
+    request = TurnRequest("Summarise this.", WeakMatch(), SMALL, LARGE, router_mode=Mode.OFF, given_context=True)
+
+    events = [event async for event in run_turn(request, {"fake": backend}, CONFIG)]
+
+    assert not any(isinstance(e, Notice) for e in events)
+    [retrieved] = [e for e in events if isinstance(e, Retrieved)]
+    read = " ".join(excerpt.text for excerpt in retrieved.excerpts)
+    assert "port 5273" in read and "120 seconds" in read and "FOUNDRY_LOCAL_ENDPOINT" in read
+    # The question points to no sentence in particular: a supported answer from any of them stands.
+    assert done(events).final.source == "slm"
+
+
+async def test_the_same_weak_match_is_out_of_scope_in_the_chat():
+    backend = ScriptedBackend({"small": ["Anything."]})
+    request = TurnRequest("Summarise this.", WeakMatch(), SMALL, LARGE)
+
+    events = [event async for event in run_turn(request, {"fake": backend}, CONFIG)]
+
+    assert done(events).final.source == "out_of_scope" and backend.log == []
+
+
+async def test_with_nothing_found_a_general_knowledge_answer_is_given_even_without_a_threshold():
+    backend = ScriptedBackend({"large": ["France won it."]})
+    request = TurnRequest(
+        "Who won the 2018 football world cup?", WeakMatch(hits=False), SMALL, LARGE, general_knowledge=True
+    )
+    no_threshold = TurnConfig(CONFIG.thresholds, min_retrieval_score=0.0)
+
+    events = [event async for event in run_turn(request, {"fake": backend}, no_threshold)]
+
+    assert done(events).final.source == "general" and backend.log == ["start large", "end large"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from answering.prompt import build_messages, retrieval_query
 from models.base import ChatMessage
 from models.prompt_formats import completion_prompt
 from rag.chunking import chunk_documents
 from rag.documents import SEED_DOCUMENTS
-from answering.prompt import build_messages, fit_passages, retrieval_query
 
 PASSAGES = chunk_documents(SEED_DOCUMENTS)
 
@@ -42,7 +42,7 @@ def test_the_oldest_turns_are_dropped_to_fit_the_context_window():
 
     kept = messages[1:-1]
     assert 0 < len(kept) < len(history)
-    assert kept == history[-len(kept):]
+    assert kept == history[-len(kept) :]
     assert kept[0].role == "user"  # never half a turn
     assert sum(len(m.content) for m in messages) // 3 < 2048 - 512
 
@@ -71,12 +71,3 @@ def test_a_complete_question_is_searched_on_its_own():
     question = "Which timeout applies to the first token of a streamed answer?"
 
     assert retrieval_query(question, history) == question
-
-
-def test_only_the_passages_that_fit_the_context_window_are_given():
-    long_passages = chunk_documents([SEED_DOCUMENTS[0].__class__("x", "X", "x", ("word " * 150 + "\n\n") * 20)], 900, 0)
-
-    fitted = fit_passages(long_passages, "question?", context_window=2048, max_tokens=512)
-
-    assert 0 < len(fitted) < len(long_passages)
-    assert fitted == long_passages[: len(fitted)]

@@ -10,8 +10,14 @@ from answering.confidence import Signals, collect_signals, is_abstention, quanti
 from answering.router import Mode, Thresholds, confidence, decide
 
 THRESHOLDS = Thresholds(min_answer_tokens=6, min_low_token_prob=0.15, min_retrieval_score=0.3)
-CONFIDENT = Signals(answer_tokens=40, retrieval_score=0.8, abstained=False, min_token_prob=0.3,
-                    low_token_prob=0.5, mean_token_logprob=-0.2)
+CONFIDENT = Signals(
+    answer_tokens=40,
+    retrieval_score=0.8,
+    abstained=False,
+    min_token_prob=0.3,
+    low_token_prob=0.5,
+    mean_token_logprob=-0.2,
+)
 
 
 def signals(**changes) -> Signals:
@@ -109,8 +115,14 @@ def test_quantile_interpolates():
 
 @pytest.mark.parametrize(
     "case",
-    [CONFIDENT, signals(answer_tokens=3), signals(low_token_prob=0.05), signals(retrieval_score=0.1),
-     signals(abstained=True), signals(low_token_prob=None, min_token_prob=None, mean_token_logprob=None)],
+    [
+        CONFIDENT,
+        signals(answer_tokens=3),
+        signals(low_token_prob=0.05),
+        signals(retrieval_score=0.1),
+        signals(abstained=True),
+        signals(low_token_prob=None, min_token_prob=None, mean_token_logprob=None),
+    ],
 )
 def test_confidence_below_one_is_exactly_when_the_router_escalates(case):
     assert (confidence(case, THRESHOLDS) < 1) == decide(case, Mode.ESCALATE, THRESHOLDS).escalate

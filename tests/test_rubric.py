@@ -15,10 +15,12 @@ from evaluation.rubric import (
     support_share,
 )
 
-PASSAGES = [(
-    "The Quorrin bridge › History\nThe Quorrin bridge crosses the river Ammel. It was opened in 1911 "
-    "by the engineer Helga Strand and is 312 metres long."
-)]
+PASSAGES = [
+    (
+        "The Quorrin bridge › History\nThe Quorrin bridge crosses the river Ammel. It was opened in 1911 "
+        "by the engineer Helga Strand and is 312 metres long."
+    )
+]
 GOLD = ["Helga Strand opened the Quorrin bridge in 1911."]
 UNANSWERABLE: list[str] = []
 
@@ -116,7 +118,10 @@ def test_the_first_complete_object_wins_over_an_incomplete_one():
 
 def test_a_reply_cut_off_after_the_last_score_is_still_read():
     assert parse_judge_reply('{"groundedness": 4, "correctness": 2, "conciseness": 5').as_dict == {
-        "groundedness": 4, "correctness": 2, "conciseness": 5}
+        "groundedness": 4,
+        "correctness": 2,
+        "conciseness": 5,
+    }
 
 
 def test_name_value_pairs_without_json_are_read():
@@ -124,14 +129,17 @@ def test_name_value_pairs_without_json_are_read():
     assert parse_judge_reply(reply).as_dict == {"groundedness": 3, "correctness": 4, "conciseness": 2}
 
 
-@pytest.mark.parametrize("reply", [
-    "",
-    "I think the answer is quite good overall.",
-    '{"groundedness": 4, "correctness": 2}',  # a criterion missing
-    '{"groundedness": 9, "correctness": 2, "conciseness": 5}',  # out of range
-    '{"groundedness": 4.5, "correctness": 2, "conciseness": 5}',  # not a whole score
-    '{"groundedness": 4, "correctness": 2, "concis',  # cut off before the third score
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "",
+        "I think the answer is quite good overall.",
+        '{"groundedness": 4, "correctness": 2}',  # a criterion missing
+        '{"groundedness": 9, "correctness": 2, "conciseness": 5}',  # out of range
+        '{"groundedness": 4.5, "correctness": 2, "conciseness": 5}',  # not a whole score
+        '{"groundedness": 4, "correctness": 2, "concis',  # cut off before the third score
+    ],
+)
 def test_a_reply_without_three_valid_scores_gives_none(reply):
     assert parse_judge_reply(reply) is None
 

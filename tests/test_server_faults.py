@@ -23,7 +23,7 @@ def backend(url: str) -> OpenAICompatBackend:
 async def failure_of(url: str) -> BackendError:
     """Run one request; return the error it raised (the test fails if none, or if it hangs)."""
     received: list[str] = []
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(BackendError) as caught:  # noqa: PT012 - the error may come at any point of the stream
         async with asyncio.timeout(10):
             async for event in backend(url).stream_chat("scripted", QUESTION, PARAMS):
                 received.append(event.text)
@@ -91,8 +91,7 @@ async def test_the_embedded_model_answers_when_the_server_fails(embedded):
     async with fault_server("cut") as url:
         backends = {"server": backend(url), "embedded": embedded}
         events = [
-            event
-            async for event in stream_answer(server_model, lambda spec: QUESTION, PARAMS, backends, fallback)
+            event async for event in stream_answer(server_model, lambda spec: QUESTION, PARAMS, backends, fallback)
         ]
 
     starts = [event for event in events if isinstance(event, AttemptStart)]
@@ -101,7 +100,7 @@ async def test_the_embedded_model_answers_when_the_server_fails(embedded):
     assert starts[1].replacing is answers[0].error
     assert answers[0].text == "The answer is " and answers[0].finish_reason == "error"
     assert answers[1].model == fallback and answers[1].error is None and answers[1].text
-    assert any(isinstance(event, TokenEvent) for event in events[events.index(starts[1]):])
+    assert any(isinstance(event, TokenEvent) for event in events[events.index(starts[1]) :])
 
 
 async def test_a_server_that_returns_no_log_probabilities_is_not_asked_again():

@@ -18,8 +18,9 @@ SESSION_TIMEOUT_S = 5  # the shortest the app accepts
 
 @pytest.fixture(scope="module")
 def app(scripted, tmp_path_factory):
-    with scripted_chainlit_app(scripted.url, tmp_path_factory.mktemp("cleanup"),
-                               ROUTER_MODE="off", SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S)) as app:
+    with scripted_chainlit_app(
+        scripted.url, tmp_path_factory.mktemp("cleanup"), ROUTER_MODE="off", SESSION_TIMEOUT_S=str(SESSION_TIMEOUT_S)
+    ) as app:
         yield app
 
 

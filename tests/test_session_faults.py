@@ -31,11 +31,17 @@ OFF_TOPIC_QUESTION = "What colour is the queen's favourite corgi?"
 def app_url(scripted, tmp_path_factory):
     folder = tmp_path_factory.mktemp("session-faults")
     env = {
-        "MODEL_CACHE_DIR": str(folder / "models"), "MODEL_SERVER_URL": scripted.url,
-        "SLM_MODEL": "scripted", "LLM_MODEL": "scripted", "ROUTER_MODE": "off", "MAX_TOKENS": "64",
-        "FIRST_TOKEN_TIMEOUT_S": str(TIMEOUT_S), "TOKEN_TIMEOUT_S": str(TIMEOUT_S),
+        "MODEL_CACHE_DIR": str(folder / "models"),
+        "MODEL_SERVER_URL": scripted.url,
+        "SLM_MODEL": "scripted",
+        "LLM_MODEL": "scripted",
+        "ROUTER_MODE": "off",
+        "MAX_TOKENS": "64",
+        "FIRST_TOKEN_TIMEOUT_S": str(TIMEOUT_S),
+        "TOKEN_TIMEOUT_S": str(TIMEOUT_S),
         # One decode thread: two oversubscribe a shared, busy 2-core machine badly.
-        "EMBEDDED_THREADS": "1", "DATA_DIR": str(folder / "data"),
+        "EMBEDDED_THREADS": "1",
+        "DATA_DIR": str(folder / "data"),
     }
     with chainlit_app(folder / "chainlit.log", env) as url:
         yield url

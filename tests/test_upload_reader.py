@@ -94,9 +94,15 @@ def test_the_app_path_adds_the_file_to_the_session_only(reader, notes):
 
 def test_a_reader_left_behind_by_a_killed_app_exits(tmp_path):
     app = subprocess.Popen(
-        [sys.executable, "-c", "import time; from rag.uploads import UploadReader; UploadReader(1).start(); "
-                               "print('ready', flush=True); time.sleep(600)"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import time; from rag.uploads import UploadReader; UploadReader(1).start(); "
+            "print('ready', flush=True); time.sleep(600)",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert app.stdout.readline().strip() == "ready"

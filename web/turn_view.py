@@ -14,12 +14,12 @@ from chainlit.element import Element, ElementType
 from answering.attempts import Answer
 from answering.context import Excerpt, whole_chunks
 from answering.pipeline import FinalAnswer, Notice, Retrieved, Routed, SentenceCut, TurnDone
+from answering.timings import LABELS, PhaseTimings, price_for
 from models.base import Usage
-from models.charts import latency_chart
-from models.costs import LABELS, PhaseTimings, price_for
 from models.settings import Settings
 from models.streaming import TokenBatcher, close_code_block
-from rag.persistence import ANSWER_METADATA_KEY
+from web.charts import latency_chart
+from web.chat_store import ANSWER_METADATA_KEY
 
 # A side element shows only where its exact name appears in the message text.
 TIMINGS_ELEMENT = "Latency breakdown"
@@ -30,7 +30,7 @@ DRAFT_ELEMENT = "Small model's draft"
 class PlotlyChart(Element):
     """A Plotly chart sent as its plotly.js JSON, drawn by the page as `cl.Plotly`'s is.
 
-    `cl.Plotly` takes only a plotly.py figure and validates it again; see models/charts.py
+    `cl.Plotly` takes only a plotly.py figure and validates it again; see web/charts.py
     for what that cost under load. Not re-decorated as a dataclass: Chainlit loads app.py
     outside `sys.modules`, where dataclasses cannot resolve its annotations.
     """
@@ -41,7 +41,6 @@ class PlotlyChart(Element):
         self.mime = "application/json"
         self.size = self.size or "medium"
         super().__post_init__()
-
 
 
 class TurnView:
@@ -82,7 +81,7 @@ class TurnView:
         at = self.reply.content.rfind(sentence)
         if at < 0:
             return
-        self.reply.content = (self.reply.content[:at] + _struck(sentence) + self.reply.content[at + len(sentence):])
+        self.reply.content = self.reply.content[:at] + _struck(sentence) + self.reply.content[at + len(sentence) :]
         if event.stopped:
             self.reply.content = self.reply.content[: at + len(_struck(sentence))]
         await self.reply.update()
@@ -107,15 +106,19 @@ class TurnView:
         if self.reply.content:
             footer = [f"*{self.draft.model.label}* · draft"] if self.draft else []
             await self._close(self.reply, self.draft, footer, self._source_elements())
-        await self.restart(f"↗️ Escalated to **{routed.llm.label}** ({routed.decision.mode.value}): "
-                           f"{routed.decision.summary()}.")
+        await self.restart(
+            f"↗️ Escalated to **{routed.llm.label}** ({routed.decision.mode.value}): {routed.decision.summary()}."
+        )
 
     async def done(self, done: TurnDone, turns: list[PhaseTimings]) -> str:
         """Close the turn's last message with its sources, timings and chart; returns the answer kept."""
         llm_ok = done.llm_answer is not None and done.llm_answer.error is None
         if done.decision.escalate and done.llm_answer and done.llm_answer.error:
-            outcome = ("The small model's answer above stands." if done.slm_answer and done.slm_answer.text
-                       else "Try again, or pick another model or escalation mode in the settings.")
+            outcome = (
+                "The small model's answer above stands."
+                if done.slm_answer and done.slm_answer.text
+                else "Try again, or pick another model or escalation mode in the settings."
+            )
             await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. {outcome}").send()
         answer = self.answers.get(self.reply.id)
         final = done.final
@@ -139,8 +142,9 @@ class TurnView:
 
     def _source_elements(self) -> list:
         return [
-            cl.Text(name=_source_name(excerpt.number), content=source_markdown(excerpt, self.retrieval_mode),
-                    display="side")
+            cl.Text(
+                name=_source_name(excerpt.number), content=source_markdown(excerpt, self.retrieval_mode), display="side"
+            )
             for excerpt in self.excerpts
         ]
 
@@ -188,14 +192,18 @@ def _cut_line(answer: Answer) -> str:
 
 def _fallback_markdown(final: FinalAnswer, streamed: str, answer: Answer | None) -> str:
     if final.source == "out_of_scope":
-        return (f"{final.text} Here are the nearest passages; to get an answer from the model's general "
-                "knowledge anyway, turn on *General-knowledge answers* in the settings.")
+        return (
+            f"{final.text} Here are the nearest passages; to get an answer from the model's general "
+            "knowledge anyway, turn on *General-knowledge answers* in the settings."
+        )
     cut = ("\n\n" + _cut_line(answer)) if answer and answer.checked and answer.checked.cuts else ""
     shown = (_checked_markdown(answer) if answer and answer.checked else streamed).strip()
     shown = f"{shown}{cut}\n\n" if shown else ""
     if final.source == "quotes":
-        return (f"{shown}**No model answer could be checked against the documents.** "
-                f"The closest passages say:\n\n{final.text}")
+        return (
+            f"{shown}**No model answer could be checked against the documents.** "
+            f"The closest passages say:\n\n{final.text}"
+        )
     return f"{shown}**No model answer could be checked against the documents**, and no passage matched it."
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from answering.timings import PhaseTimings, Price, price_for
 from models.base import Usage
-from models.charts import latency_chart
-from models.costs import PhaseTimings, Price, price_for
+from web.charts import latency_chart
 
 PRICES = {"phi-4-mini": (0.08, 0.30), "gpt-oss-20b": (0.10, 0.50)}
 
@@ -23,8 +23,16 @@ def test_a_price_listed_under_an_alias_applies_to_the_servers_name_for_the_model
 
 
 def test_the_phases_add_up_to_what_they_account_for():
-    timings = PhaseTimings(prep_s=0.01, retrieval_s=0.02, slm_ttft_s=0.3, slm_generation_s=1.0,
-                           router_s=0.001, llm_ttft_s=0.5, llm_generation_s=2.0, total_s=3.9)
+    timings = PhaseTimings(
+        prep_s=0.01,
+        retrieval_s=0.02,
+        slm_ttft_s=0.3,
+        slm_generation_s=1.0,
+        router_s=0.001,
+        llm_ttft_s=0.5,
+        llm_generation_s=2.0,
+        total_s=3.9,
+    )
     assert timings.accounted_s == pytest.approx(3.831)
     assert timings.accounted_s <= timings.total_s
 

@@ -14,15 +14,17 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import sessionmaker
 from chainlit.data.storage_clients.base import BaseStorageClient
+from chainlit.step import StepDict
+from chainlit.types import ThreadDict
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from models.base import ChatMessage
 from rag.index import KnowledgeBase
@@ -139,15 +141,23 @@ class SQLiteDataLayer(SQLAlchemyDataLayer):
         # opened and closed again under load, each with its own aiosqlite thread. SQLite
         # writes one at a time anyway: a fixed pool (its engine is not connected yet).
         self.engine = create_async_engine(self._conninfo, pool_size=POOL_SIZE, max_overflow=0)
-        self.async_session = sessionmaker(bind=self.engine, expire_on_commit=False, class_=AsyncSession)
+        self.async_session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def execute_sql(self, query: str, parameters: dict) -> Any:
         # Chainlit passes tags and modes as Python lists, which SQLite cannot bind.
         encoded = {
-            key: json.dumps(value) if isinstance(value, (list, dict)) else value
-            for key, value in parameters.items()
+            key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in parameters.items()
         }
         return await super().execute_sql(query, encoded)
+
+    async def element_owners(self, object_key: str) -> set[str]:
+        """The users whose chats hold the side element stored under `object_key`."""
+        rows = await self.execute_sql(
+            'SELECT t."userIdentifier" AS owner FROM elements e JOIN threads t ON t."id" = e."threadId" '
+            'WHERE e."objectKey" = :key',
+            {"key": object_key},
+        )
+        return {row["owner"] for row in rows} if isinstance(rows, list) else set()
 
 
 @dataclass(frozen=True)
@@ -178,8 +188,12 @@ class LocalFileStorage(BaseStorageClient):
         return StoredFile(path, json.loads(meta.read_text())["mime"])
 
     async def upload_file(
-        self, object_key: str, data: bytes | str, mime: str = "application/octet-stream",
-        overwrite: bool = True, content_disposition: str | None = None,
+        self,
+        object_key: str,
+        data: bytes | str,
+        mime: str = "application/octet-stream",
+        overwrite: bool = True,
+        content_disposition: str | None = None,
     ) -> dict[str, Any]:
         import asyncio
 
@@ -211,7 +225,7 @@ class LocalFileStorage(BaseStorageClient):
 ANSWER_METADATA_KEY = "answer"
 
 
-def conversation_from_steps(steps: list[dict]) -> list[ChatMessage]:
+def conversation_from_steps(steps: Sequence[StepDict]) -> list[ChatMessage]:
     """A stored chat as the model's conversation history: questions and the answers kept."""
     history: list[ChatMessage] = []
     for step in steps:
@@ -232,16 +246,21 @@ class RestoredUploads:
 
 
 async def restore_uploads(
-    knowledge: KnowledgeBase, thread: dict, storage: LocalFileStorage, reader: UploadReader, max_bytes: int = 1 << 62
+    knowledge: KnowledgeBase,
+    thread: ThreadDict,
+    storage: LocalFileStorage,
+    reader: UploadReader,
+    max_bytes: int = 1 << 62,
 ) -> RestoredUploads:
     """Put a stored chat's uploaded files back into its knowledge base, read by `reader` as new uploads are."""
     user_steps = {step["id"] for step in thread.get("steps") or [] if step.get("type") == "user_message"}
     restored = RestoredUploads([], [])
     for element in thread.get("elements") or []:
-        if element.get("forId") not in user_steps or not element.get("objectKey"):
+        key = element.get("objectKey")
+        if element.get("forId") not in user_steps or not key:
             continue
         name = element.get("name") or "upload"
-        stored = storage.stored(element["objectKey"])
+        stored = storage.stored(key)
         if stored is None:
             restored.refused.append(f"{name}: its stored copy is missing")
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.costs import LABELS, PhaseTimings
+from answering.timings import LABELS, PhaseTimings
 
 # Greys for the app's own phases, blues for the small model, oranges for the large one.
 COLOURS = {
@@ -30,13 +30,21 @@ def latency_chart(turns: Sequence[PhaseTimings]) -> dict:
     numbers = [f"Turn {n}" for n in range(1, len(turns) + 1)]
     return {
         "data": [
-            {"type": "bar", "name": LABELS[phase], "x": numbers, "y": [getattr(t, phase) for t in turns],
-             "marker": {"color": colour}}
+            {
+                "type": "bar",
+                "name": LABELS[phase],
+                "x": numbers,
+                "y": [getattr(t, phase) for t in turns],
+                "marker": {"color": colour},
+            }
             for phase, colour in COLOURS.items()
         ],
         "layout": {
-            "barmode": "stack", "autosize": True, "title": {"text": "Latency per turn"},
-            "yaxis": {"title": {"text": "seconds"}}, "legend": {"orientation": "h"},
+            "barmode": "stack",
+            "autosize": True,
+            "title": {"text": "Latency per turn"},
+            "yaxis": {"title": {"text": "seconds"}},
+            "legend": {"orientation": "h"},
             "margin": {"l": 40, "r": 10, "t": 30, "b": 10},
         },
     }

@@ -3,7 +3,7 @@
 Login is off by default (one local user). Setting `AUTH_USERS_FILE` or `AUTH_USERS`
 turns it on; each entry is `name:hash`, where the hash comes from
 
-    .venv/bin/python -m rag.accounts alice          # asks for the password twice
+    .venv/bin/python -m web.accounts alice          # asks for the password twice
 
 scrypt (from the standard library) makes each guess expensive, and the salt makes
 two equal passwords hash differently.
@@ -58,8 +58,11 @@ def load_users(settings: Settings) -> dict[str, str]:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise UserListError(f"AUTH_USERS_FILE {path} cannot be read: {error.strerror or error}.") from error
-        entries += [(f"{path}:{number}", line.strip()) for number, line in enumerate(text.splitlines(), 1)
-                    if line.strip() and not line.lstrip().startswith("#")]
+        entries += [
+            (f"{path}:{number}", line.strip())
+            for number, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     entries += [("AUTH_USERS", item.strip()) for item in settings.auth_users.split(",") if item.strip()]
 
     users: dict[str, str] = {}
@@ -67,7 +70,7 @@ def load_users(settings: Settings) -> dict[str, str]:
         name, _, stored = entry.partition(":")
         if not name.strip() or not stored.startswith(f"{_SCHEME}$"):
             raise UserListError(
-                f"{where}: expected `name:scrypt$…` (make one with `python -m rag.accounts NAME`); "
+                f"{where}: expected `name:scrypt$…` (make one with `python -m web.accounts NAME`); "
                 "plain-text passwords are not accepted."
             )
         users[name.strip()] = stored.strip()
@@ -83,7 +86,7 @@ def _b64(data: bytes) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or ":" in args[0] or "," in args[0]:
-        print("usage: python -m rag.accounts NAME   (prints a NAME:hash line for AUTH_USERS_FILE)", file=sys.stderr)
+        print("usage: python -m web.accounts NAME   (prints a NAME:hash line for AUTH_USERS_FILE)", file=sys.stderr)
         return 2
     password = getpass.getpass("Password: ")
     if password != getpass.getpass("Again: "):

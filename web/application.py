@@ -1,0 +1,135 @@
+"""The application object: everything a running assistant holds, built once from `Settings`.
+
+`build_assistant` makes it; `app.py` holds one and its Chainlit handlers work on it. Tests
+build one with fake backends (`tests/fakes.py`) and serve it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import secrets
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import chainlit.server as chainlit_server
+
+from answering.pipeline import TurnConfig
+from models.base import Backend
+from models.catalog import Catalog
+from models.factory import load_catalog, make_backends
+from models.settings import Settings
+from rag.index import SharedCorpus
+from rag.loading import corpus_documents
+from rag.uploads import UploadReader
+from web.accounts import load_users
+from web.chat_store import ChatStoreError, LocalFileStorage, create_schema, ensure_auth_secret
+from web.loop_health import IdleCollector, keep_timer_heap_clean
+
+
+@dataclass
+class Assistant:
+    """One running assistant: its models, knowledge base, file reader, chat store and upkeep."""
+
+    settings: Settings
+    # Shared by every chat, so that each embedded model is loaded once per process.
+    backends: Mapping[str, Backend]
+    # The built-in sentences and the on-disk handbook; uploads are per chat.
+    corpus: SharedCorpus
+    # Uploaded files are read in their own process(es), shared by every chat.
+    upload_reader: UploadReader
+    # Where saved chats keep their side elements and uploads.
+    storage: LocalFileStorage
+    turn_config: TurnConfig
+    # Full garbage collections wait until no answer is streaming (see web/loop_health.py).
+    collector: IdleCollector = field(default_factory=IdleCollector)
+    # User name -> password hash when login is on; None when there is one local user.
+    users: dict[str, str] | None = None
+    # Why chats are not saved, when the chat store could not be opened.
+    chat_store_problem: str | None = None
+    _upkeep: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def saves_chats(self) -> bool:
+        return self.settings.persist_chats and self.chat_store_problem is None
+
+    async def catalog(self) -> Catalog:
+        """The models on offer now (the server's list is asked for each time)."""
+        return await load_catalog(self.settings, self.backends)
+
+    async def start(self) -> None:
+        """Start the loop's upkeep and the upload reader; called on the server's event loop."""
+        self._upkeep[:] = [
+            asyncio.create_task(keep_timer_heap_clean(), name="purge-cancelled-timers"),
+            asyncio.create_task(self.collector.run(), name="idle-garbage-collector"),
+        ]
+        await asyncio.to_thread(self.upload_reader.start)
+
+    async def stop(self) -> None:
+        """Stop what `start` started and release the models, so that a replacement starts clean."""
+        for task in self._upkeep:
+            task.cancel()
+        self._upkeep.clear()
+        self.upload_reader.close()
+        for backend in self.backends.values():
+            with contextlib.suppress(Exception):  # a stopping backend must not keep the others loaded
+                await backend.aclose()
+
+
+def build_assistant(settings: Settings, backends: Mapping[str, Backend] | None = None) -> Assistant:
+    """The assistant `settings` describe; `backends` replaces the configured models (tests pass fakes)."""
+    _keep_login_secret(settings)
+    chat_store_problem = None
+    if settings.persist_chats:
+        try:
+            create_schema(settings.chat_database)
+        except ChatStoreError as error:
+            # Start anyway, without history: a broken file must not keep the assistant down.
+            chat_store_problem = str(error)
+            print(f"⚠️ {chat_store_problem}", file=sys.stderr)
+    return Assistant(
+        settings=settings,
+        backends=make_backends(settings) if backends is None else backends,
+        corpus=SharedCorpus(corpus_documents(settings.corpus_dir)),
+        upload_reader=UploadReader(settings.upload_parse_workers),
+        storage=LocalFileStorage(settings.data_dir / "elements"),
+        turn_config=TurnConfig.from_settings(settings),
+        # Never fall back to an open app when the operator asked for login.
+        users=load_users(settings) if settings.login_required else None,
+        chat_store_problem=chat_store_problem,
+    )
+
+
+def _keep_login_secret(settings: Settings) -> None:
+    try:
+        ensure_auth_secret(settings.data_dir)
+    except OSError as error:
+        print(f"⚠️ Cannot keep a login secret in {settings.data_dir} ({error}); sessions end when the app restarts.")
+        os.environ.setdefault("CHAINLIT_AUTH_SECRET", secrets.token_urlsafe(48))
+
+
+def serve(build: Callable[[], Assistant]) -> Assistant:
+    """The assistant this server runs: built by `build`, or by the builder a test installed as
+    `app.state.build_assistant` (tests/in_process.py) to serve fake models.
+
+    `chainlit run -w` runs app.py again inside the running server after every change and does
+    not call the start-up hook again: the previous run's assistant is stopped here (its models
+    are released, its reader process and loop tasks end) and this run's started.
+    """
+    state = chainlit_server.app.state
+    assistant = getattr(state, "build_assistant", build)()
+    previous, state.assistant = getattr(state, "assistant", None), assistant
+    if previous is not None:
+        # The previous run's module and objects were frozen out of the collector's reach
+        # (app.py ends with gc.freeze()); let them go now that nothing serves them.
+        gc.unfreeze()
+
+        async def replace() -> None:
+            await previous.stop()
+            await assistant.start()
+
+        state.replacing = asyncio.get_running_loop().create_task(replace(), name="replace-assistant")
+    return assistant

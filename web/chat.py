@@ -1,0 +1,273 @@
+"""What one chat does: its state, its settings panel, uploads and their commands, and answering.
+
+app.py's Chainlit handlers call these with the server's `Assistant`; the chat's own state
+lives in Chainlit's `user_session` (catalog, history, knowledge base, timings of its turns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import chainlit as cl
+from chainlit.input_widget import InputWidget, Select, Slider, Switch
+from chainlit.types import ThreadDict
+
+from answering.attempts import Answer, AttemptStart
+from answering.grounding import GuardMode
+from answering.pipeline import Notice, Retrieved, Routed, SentenceCut, TurnDone, TurnRequest, run_turn
+from answering.router import Mode
+from answering.timings import PhaseTimings
+from models.base import ChatMessage, GenerationParams, TokenEvent
+from models.catalog import Catalog, ModelSpec
+from rag.index import KnowledgeBase
+from rag.parsing import safe_file_name
+from rag.uploads import add_upload_off_loop
+from web.application import Assistant
+from web.chat_store import conversation_from_steps, restore_uploads
+from web.turn_view import TurnView, markdown_text
+
+COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove <file name>` to remove one."
+
+
+async def welcome(app: Assistant) -> None:
+    catalog = await open_chat(app, {})
+    lines = [
+        f"Ask me about your team's documents ({len(app.corpus.documents)} in the knowledge base); "
+        "attach files to any message to add them for this chat only. Answers stream from "
+        f"**{catalog.slm.label}**; change models and retrieval in the settings panel. "
+        "Compare the models side by side on the [comparison page](/compare).",
+        COMMANDS_HELP,
+        *(f"⚠️ {notice}" for notice in catalog.notices),
+        *([f"⚠️ {app.chat_store_problem}"] if app.chat_store_problem else []),
+    ]
+    await cl.Message(content="\n\n".join(lines)).send()
+
+
+async def resume(app: Assistant, thread: ThreadDict) -> None:
+    """A chat reopened from the history: its settings, conversation and uploads come back."""
+    chosen = cl.user_session.get("chat_settings") or {}
+    catalog = await open_chat(app, chosen)
+    knowledge: KnowledgeBase = cl.user_session.get("knowledge")
+    cl.user_session.get("history").extend(conversation_from_steps(thread.get("steps") or []))
+    restored = await restore_uploads(knowledge, thread, app.storage, app.upload_reader, _max_upload_bytes(app))
+    missing = [model for model in (chosen.get("slm"), chosen.get("llm")) if model and not catalog.get(model)]
+    if missing:
+        await cl.Message(
+            content=f"⚠️ {', '.join(missing)} is no longer available; using {catalog.slm.label} and {catalog.llm.label}."
+        ).send()
+    if restored.refused:
+        await cl.Message(content="⚠️ Not restored: " + "; ".join(restored.refused)).send()
+
+
+async def open_chat(app: Assistant, chosen: dict[str, Any]) -> Catalog:
+    """The chat's state, and the settings panel showing `chosen` (a resumed chat's settings)."""
+    catalog = await app.catalog()
+    cl.user_session.set("catalog", catalog)
+    cl.user_session.set("history", [])
+    cl.user_session.set("turns", [])
+    chunk_size = int(chosen.get("chunk_size", app.settings.chunk_size))
+    cl.user_session.set("knowledge", KnowledgeBase(app.corpus, chunk_size, app.settings.chunk_overlap))
+    await cl.ChatSettings(settings_panel(app, catalog, chosen)).send()
+    return catalog
+
+
+def settings_panel(app: Assistant, catalog: Catalog, chosen: dict[str, Any]) -> list[InputWidget]:
+    settings = app.settings
+    items = {spec.label: spec.key for spec in catalog.models.values()}
+
+    def model(role: str, default: ModelSpec) -> str:
+        return str(chosen[role]) if catalog.get(chosen.get(role)) else default.key
+
+    return [
+        Select(id="slm", label="Small model (answers first)", items=items, initial_value=model("slm", catalog.slm)),
+        Select(id="llm", label="Large model (escalation)", items=items, initial_value=model("llm", catalog.llm)),
+        Slider(
+            id="temperature",
+            label="Temperature",
+            initial=chosen.get("temperature", settings.temperature),
+            min=0,
+            max=2,
+            step=0.05,
+        ),
+        Slider(
+            id="max_tokens",
+            label="Max tokens",
+            initial=chosen.get("max_tokens", settings.max_tokens),
+            min=16,
+            max=max(4096, settings.max_tokens),
+            step=16,
+        ),
+        Select(
+            id="router_mode",
+            label="Escalation to the large model",
+            values=[mode.value for mode in Mode],
+            initial_value=chosen.get("router_mode", settings.router_mode),
+        ),
+        Select(
+            id="retrieval_mode",
+            label="Retrieval",
+            values=["bm25", "lexical"],
+            initial_value=chosen.get("retrieval_mode", settings.retrieval_mode),
+        ),
+        Slider(
+            id="top_k",
+            label="Passages per answer (top-k)",
+            initial=chosen.get("top_k", settings.top_k),
+            min=1,
+            max=20,
+            step=1,
+        ),
+        Slider(
+            id="chunk_size",
+            label="Chunk size (characters)",
+            initial=chosen.get("chunk_size", settings.chunk_size),
+            min=200,
+            max=max(3000, settings.chunk_size),
+            step=100,
+        ),
+        Select(
+            id="grounding_guard",
+            label="Sentences the documents do not support",
+            items={"Cut them and stop the model": "stop", "Strike them through": "mark", "Show them": "off"},
+            initial_value=chosen.get("grounding_guard", settings.grounding_guard),
+        ),
+        Switch(
+            id="general_knowledge",
+            label="General-knowledge answers (when the documents do not cover a "
+            "question; labelled as not from the documents)",
+            initial=bool(chosen.get("general_knowledge", False)),
+        ),
+    ]
+
+
+def settings_changed(app: Assistant, chosen: dict[str, Any]) -> None:
+    if "chunk_size" in chosen:
+        knowledge: KnowledgeBase = cl.user_session.get("knowledge")
+        knowledge.rechunk(int(chosen["chunk_size"]), app.settings.chunk_overlap)
+
+
+async def on_message(app: Assistant, message: cl.Message) -> None:
+    knowledge: KnowledgeBase = cl.user_session.get("knowledge")
+    text = message.content.strip()
+    files = [element for element in message.elements or [] if getattr(element, "path", None)]
+    with app.collector.busy():
+        if files:
+            await add_uploads(app, knowledge, files)
+        if text == "/uploads" or text == "/remove" or text.startswith("/remove "):
+            await manage_uploads(knowledge, text)
+        elif text:
+            await answer(app, knowledge, text)
+
+
+def _max_upload_bytes(app: Assistant) -> int:
+    return int(app.settings.upload_max_mb * 1024 * 1024)
+
+
+async def add_uploads(app: Assistant, knowledge: KnowledgeBase, files: list[Any]) -> None:
+    limit = app.settings.upload_max_files
+    accepted, refused = files[:limit], files[limit:]
+    lines = []
+    for element in accepted:
+        outcome = await add_upload_off_loop(
+            knowledge, Path(element.path), element.name or "upload", _max_upload_bytes(app), app.upload_reader
+        )
+        if outcome.added:
+            chunks = f"{outcome.chunks} chunk" + ("" if outcome.chunks == 1 else "s")
+            lines.append(
+                f"📄 Added **{markdown_text(outcome.file_name)}** ({markdown_text(outcome.title)}): "
+                f"{chunks} in {outcome.seconds:.2f} s."
+            )
+        else:
+            lines.append(f"⚠️ **{markdown_text(outcome.file_name)}** was not added: {outcome.refusal}")
+    for element in refused:
+        lines.append(
+            f"⚠️ **{markdown_text(safe_file_name(element.name or 'upload'))}** was not added: at most "
+            f"{limit} files per message."
+        )
+    await cl.Message(content="\n\n".join(lines)).send()
+
+
+async def manage_uploads(knowledge: KnowledgeBase, command: str) -> None:
+    if command.startswith("/remove"):
+        name = command.removeprefix("/remove").strip()
+        removed = await asyncio.to_thread(knowledge.remove, name) if name else None
+        if not name:
+            reply = "Say which file to remove: `/remove <file name>`."
+        else:
+            reply = (
+                f"Removed **{markdown_text(removed.source)}**."
+                if removed
+                else f"No uploaded file is called **{markdown_text(name)}**."
+            )
+    elif knowledge.uploads:
+        reply = "Files uploaded in this chat:\n" + "\n".join(
+            f"- **{markdown_text(document.source)}** ({markdown_text(document.title)})"
+            for document in knowledge.uploads.values()
+        )
+    else:
+        reply = "No files uploaded in this chat yet. Attach one to a message to add it."
+    await cl.Message(content=f"{reply}\n\n{COMMANDS_HELP}").send()
+
+
+def turn_request(app: Assistant, knowledge: KnowledgeBase, question: str) -> TurnRequest:
+    """The question as the pipeline's request, with this chat's choices from its settings panel."""
+    settings = app.settings
+    catalog: Catalog = cl.user_session.get("catalog")
+    chosen = cl.user_session.get("chat_settings") or {}
+    history: list[ChatMessage] = cl.user_session.get("history")
+    return TurnRequest(
+        question=question,
+        knowledge=knowledge,
+        slm=catalog.get(chosen.get("slm")) or catalog.slm,
+        llm=catalog.get(chosen.get("llm")) or catalog.llm,
+        fallback=catalog.embedded_fallback,
+        history=tuple(history),
+        params=GenerationParams(
+            max_tokens=int(chosen.get("max_tokens", settings.max_tokens)),
+            temperature=float(chosen.get("temperature", settings.temperature)),
+        ),
+        router_mode=Mode(chosen.get("router_mode", settings.router_mode)),
+        retrieval_mode=chosen.get("retrieval_mode", settings.retrieval_mode),
+        top_k=int(chosen.get("top_k", settings.top_k)),
+        guard=GuardMode(chosen.get("grounding_guard", settings.grounding_guard)),
+        general_knowledge=bool(chosen.get("general_knowledge", False)),
+    )
+
+
+async def answer(app: Assistant, knowledge: KnowledgeBase, question: str) -> None:
+    """One turn of the pipeline, shown as it happens."""
+    request = turn_request(app, knowledge, question)
+    history: list[ChatMessage] = cl.user_session.get("history")
+    turn = TurnView(app.settings, request.retrieval_mode)
+    final_text = ""
+    try:
+        async for event in run_turn(request, app.backends, app.turn_config):
+            if isinstance(event, Retrieved):
+                turn.retrieved(event)
+            elif isinstance(event, Notice):
+                await turn.notice(event)
+            elif isinstance(event, AttemptStart) and event.replacing:
+                await turn.restart(
+                    f"⚠️ {event.replacing}\n\nAnswering with the embedded model **{event.model.label}** instead."
+                )
+            elif isinstance(event, TokenEvent):
+                await turn.add(event.text)
+            elif isinstance(event, SentenceCut):
+                await turn.cut(event)
+            elif isinstance(event, Answer):
+                await turn.answered(event)
+            elif isinstance(event, Routed) and event.decision.escalate:
+                await turn.escalate(event)
+            elif isinstance(event, TurnDone):
+                turns: list[PhaseTimings] = cl.user_session.get("turns")
+                turns.append(event.timings)
+                final_text = await turn.done(event, turns)
+    except asyncio.CancelledError:
+        await turn.stopped()
+        raise
+    finally:
+        history.append(ChatMessage("user", question))
+        if final_text:
+            history.append(ChatMessage("assistant", final_text))
