@@ -7,8 +7,9 @@ Each question goes through `answering.pipeline.run_turn` with the app's settings
 (retrieval, context budget, router, guard), at temperature 0, and the report
 counts what the user is left with:
 
-- answerable questions whose expected fact the user sees (from a model, or from
-  the quoted fallback);
+- answerable questions whose expected fact the user sees (from a model, with the
+  passage sentence quoted under its answer, or from the quoted fallback), and how many
+  of the model's answers state it in their own words;
 - unanswerable questions told so (the documents do not cover it, or the model
   said so), and those given an invented answer;
 - answer sentences shown unmarked that the support check does not support;
@@ -95,6 +96,7 @@ class TurnRecord:
     shown: str  # the final answer the user is left with
     source: str  # slm | llm | quotes | out_of_scope | general | none
     fact_seen: bool | None  # None for an unanswerable question
+    fact_in_model_words: bool  # in the model's answer itself, not only in the evidence quoted under it
     told_out_of_scope: bool
     invented: bool  # an unanswerable question answered by a model with a claim
     unsupported_shown: int  # sentences shown unmarked that the check does not support
@@ -145,10 +147,11 @@ async def answer_one(
             done = event
     assert done is not None, "run_turn ends every turn with TurnDone"
     final, golds = done.final, list(question["answers"])
-    shown = final.text
+    # A model's answer is shown with the passage sentence it is drawn from under it.
+    shown = f"{final.text}\n\n{final.evidence}" if final.evidence else final.text
     evidence = Evidence.of(f"{e.label}\n{e.text}" for e in done.excerpts)
     from_model = final.source in ("slm", "llm")
-    shown_sentences = [s for s in split_sentences(shown) if not s.fence and words(s.text)] if from_model else []
+    shown_sentences = [s for s in split_sentences(final.text) if not s.fence and words(s.text)] if from_model else []
     unsupported = sum(not check_sentence(s.text, evidence, code=s.code).supported for s in shown_sentences)
     raw = [a.text for a in (done.slm_answer, done.llm_answer) if isinstance(a, Answer)]
     told = final.source == "out_of_scope" or (from_model and is_abstention(shown))
@@ -159,12 +162,13 @@ async def answer_one(
         shown=shown,
         source=final.source,
         fact_seen=fact_seen(shown, golds, question.get("pattern")) if golds else None,
+        fact_in_model_words=from_model and bool(golds) and fact_seen(final.text, golds, question.get("pattern")),
         told_out_of_scope=told,
         invented=not golds and from_model and not is_abstention(shown),
         unsupported_shown=unsupported,
         sentences_shown=len(shown_sentences),
         cuts=len(final.cuts),
-        loops_shown=from_model and is_repetitive(shown),
+        loops_shown=from_model and is_repetitive(final.text),
         loops_raw=any(is_repetitive(text) for text in raw),
         words=len(words(shown)),
         escalated=done.decision.escalate,
@@ -199,6 +203,7 @@ def summarise(records: Sequence[TurnRecord]) -> dict:
         "unanswerable": len(unanswerable),
         "fact_seen": _share([bool(r.fact_seen) for r in answerable]),
         "fact_seen_from_model": sum(r.source in ("slm", "llm") for r in seen),
+        "fact_in_model_words": sum(r.fact_in_model_words for r in seen),
         "fact_seen_from_quotes": sum(r.source == "quotes" for r in seen),
         "sources": {s: sum(r.source == s for r in records) for s in dict.fromkeys(r.source for r in records)},
         "out_of_scope_told": _share([r.told_out_of_scope for r in unanswerable]),
@@ -228,7 +233,8 @@ def format_table(report: dict) -> str:
     rows = [
         (
             "answerable questions whose fact the user sees",
-            f"{_pct(s['fact_seen'])} ({s['fact_seen_from_model']} from a model, {s['fact_seen_from_quotes']} quoted, "
+            f"{_pct(s['fact_seen'])} ({s['fact_seen_from_model']} from a model, {s['fact_in_model_words']} of them "
+            f"in its own words, {s['fact_seen_from_quotes']} quoted, "
             f"of {s['answerable']}; {s['answerable_refused']} told out of scope)",
         ),
         (

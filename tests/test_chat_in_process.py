@@ -16,6 +16,7 @@ from tests.fakes import ScriptedBackend
 from tests.in_process import app_in_process
 
 PORT_QUESTION = "On which port does Foundry Local usually listen?"
+INVENTED = ["Foundry ", "Local ", "usually ", "listens ", "on ", "port ", "9431. ", "It is fast."]
 SUPPORTED = ["Foundry ", "Local ", "usually ", "listens ", "on ", "port ", "5273 ", "[1]."]
 
 
@@ -37,6 +38,7 @@ def app_url(models, tmp_path_factory):
 async def chat(app_url, models):
     models.replies.update({EMBEDDED_SLM: SUPPORTED, EMBEDDED_LLM: SUPPORTED})
     models.log.clear()
+    models.prompts.clear()
     client = ChainlitClient(app_url)
     await client.connect()
     yield client
@@ -61,24 +63,71 @@ async def test_a_supported_answer_streams_with_its_sources_and_timings(chat, mod
     assert models.log == [f"start {EMBEDDED_SLM}", f"end {EMBEDDED_SLM}"]  # supported: not escalated
 
 
-async def test_an_invented_number_is_cut_and_the_large_model_asked(chat, models):
-    models.replies[EMBEDDED_SLM] = [
-        "Foundry ",
-        "Local ",
-        "usually ",
-        "listens ",
-        "on ",
-        "port ",
-        "9431. ",
-        "It is fast.",
-    ]
+async def test_an_invented_number_is_cut_and_the_large_model_answers_with_the_draft_beside_it(chat, models):
+    models.replies[EMBEDDED_SLM] = INVENTED
 
     turn = await chat.ask(PORT_QUESTION)
 
     [draft] = [message["output"] for message in turn.messages if "· draft" in message["output"]]
     assert "~~Foundry Local usually listens on port 9431.~~" in draft and "✂️" in draft
-    assert f"start {EMBEDDED_LLM}" in models.log
+    assert any(
+        message["output"].startswith("↗️ Escalated to **gemma3-270m (embedded)** (escalate)")
+        for message in turn.messages
+    )
     assert final_output(turn).startswith("Foundry Local usually listens on port 5273 [1].")
+    final_id = turn.messages[-1]["id"]
+    side = {element["name"]: element for element in turn.named("element") if element["forId"] == final_id}
+    assert {"Latency breakdown", "Session latency chart", "Small model's draft"} <= set(side)
+    assert side["Session latency chart"]["type"] == "plotly"
+    breakdown = await chat.element_text(side["Latency breakdown"])
+    assert "| LLM generation |" in breakdown and "Router (escalate): escalated:" in breakdown
+
+
+async def test_draft_refine_hands_the_large_model_the_draft_without_its_cut_sentence(chat, models):
+    models.replies[EMBEDDED_SLM] = [*SUPPORTED, " It ", "also ", "listens ", "on ", "port ", "9431."]
+    await chat.change_settings({"router_mode": "draft-refine"})
+
+    turn = await chat.ask(PORT_QUESTION)
+
+    assert any(
+        message["output"].startswith("↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)")
+        for message in turn.messages
+    )
+    [large_prompt] = [messages for model, messages in models.prompts if model == EMBEDDED_LLM]
+    sent = "\n".join(message.content for message in large_prompt)
+    assert "Foundry Local usually listens on port 5273 [1]." in sent and "9431" not in sent
+
+
+async def test_with_escalation_off_the_small_models_answer_stands(chat, models):
+    models.replies[EMBEDDED_SLM] = SUPPORTED[:3]  # short: escalate mode would hand it on
+    await chat.change_settings({"router_mode": "off"})
+
+    turn = await chat.ask(PORT_QUESTION)
+
+    assert not any("Escalated" in message["output"] for message in turn.messages)
+    assert models.log == [f"start {EMBEDDED_SLM}", f"end {EMBEDDED_SLM}"]
+    assert "*smollm2-135m (embedded)*" in final_output(turn)
+
+
+async def test_the_chat_settings_change_the_model_that_answers(chat, models):
+    await chat.change_settings({"slm": "embedded:gemma3-270m", "llm": "embedded:gemma3-270m"})
+
+    turn = await chat.ask(PORT_QUESTION)
+
+    assert models.log[0] == f"start {EMBEDDED_LLM}"
+    assert "*gemma3-270m (embedded)*" in final_output(turn)
+
+
+async def test_when_the_large_model_fails_the_small_models_answer_stands_with_a_notice(chat, models):
+    models.replies[EMBEDDED_SLM] = SUPPORTED[:3]  # short: escalated
+    models.replies[EMBEDDED_LLM] = BackendError("The model server broke off", "http://127.0.0.1:9/v1")
+
+    turn = await chat.ask(PORT_QUESTION)
+
+    outputs = [message["output"] for message in turn.messages]
+    assert any("Escalated" in text for text in outputs)
+    [notice] = [text for text in outputs if text.startswith("⚠️ The large model failed")]
+    assert "http://127.0.0.1:9/v1" in notice and "The small model's answer above stands." in notice
 
 
 async def test_a_question_the_documents_do_not_cover_is_not_answered_from_memory(chat, models):
@@ -113,3 +162,25 @@ async def test_uploads_are_listed_and_removed_by_command(chat):
     assert "**nightjar.md**" in final_output(listed)
     assert "Removed **nightjar.md**" in final_output(removed)
     assert "No files uploaded" in final_output(after)
+
+
+async def test_a_bad_upload_is_explained_and_the_good_one_beside_it_still_goes_in(chat):
+    good = await chat.upload("nightjar.md", b"# Nightjar\n\nThe nightjar release ships on 3 March.\n", "text/markdown")
+    # Chainlit itself refuses a 0-byte upload before the app sees it; whitespace only reaches the app.
+    empty = await chat.upload("empty.txt", b"  \n\n ", "text/plain")
+
+    turn = await chat.ask("", file_ids=(good, empty))
+
+    [report] = [message["output"] for message in turn.messages if "empty.txt" in message["output"]]
+    assert "**empty.txt** was not added" in report and "Added **nightjar.md**" in report
+
+
+async def test_an_answer_shows_the_passage_sentence_it_is_drawn_from(chat, models):
+    models.replies[EMBEDDED_SLM] = ["It ", "listens ", "on ", "port ", "5273 ", "[1]."]
+    await chat.change_settings({"router_mode": "off"})
+
+    turn = await chat.ask(PORT_QUESTION)
+
+    answer, evidence = final_output(turn).split("*From the documents:*")
+    assert answer.startswith("It listens on port 5273 [1].")
+    assert evidence.strip().startswith(">") and "5273" in evidence.split("Sources:")[0]

@@ -233,12 +233,13 @@ async def test_a_small_answer_the_router_doubted_does_not_stand_when_the_large_a
 class WeakMatch:
     """Knowledge whose every chunk matches the question weakly, or not at all (`hits=False`)."""
 
-    def __init__(self, hits: bool = True) -> None:
+    def __init__(self, hits: bool = True, score: float = 0.05) -> None:
         self.hits = hits
+        self.score = score
 
     def search(self, query: str, mode: str, k: int) -> list[Hit]:
         found = HANDBOOK.search("Foundry Local port sessions memory", mode, 10) if self.hits else []
-        return [Hit(hit.chunk, 0.05, hit.rank) for hit in found]
+        return [Hit(hit.chunk, self.score, hit.rank) for hit in found]
 
 
 async def test_text_the_user_gave_is_never_out_of_scope_and_is_read_whole_when_it_fits():
@@ -274,3 +275,40 @@ async def test_with_nothing_found_a_general_knowledge_answer_is_given_even_witho
     events = [event async for event in run_turn(request, {"fake": backend}, no_threshold)]
 
     assert done(events).final.source == "general" and backend.log == ["start large", "end large"]
+
+
+async def test_a_near_miss_is_out_of_scope_but_quotes_what_the_documents_say_closest():
+    backend = ScriptedBackend({"small": ["Anything."]})
+    near = CONFIG.min_retrieval_score * 0.9
+    request = TurnRequest("How long does a closed tab's session stay?", WeakMatch(score=near), SMALL, LARGE)
+
+    final = done([event async for event in run_turn(request, {"fake": backend}, CONFIG)]).final
+
+    assert final.source == "out_of_scope" and backend.log == []
+    assert final.text.startswith("The documents do not seem to cover this question")
+    assert "> A closed tab's session stays in memory for 120 seconds. [" in final.text
+
+
+async def test_a_far_miss_quotes_nothing():
+    request = TurnRequest("How long does a closed tab's session stay?", WeakMatch(score=0.05), SMALL, LARGE)
+
+    final = done([event async for event in run_turn(request, {"fake": ScriptedBackend({})}, CONFIG)]).final
+
+    assert final.text.startswith("The documents do not cover this question") and ">" not in final.text
+
+
+async def test_a_model_answer_comes_with_the_passage_sentence_it_is_drawn_from():
+    backend = ScriptedBackend({"small": ["It ", "listens ", "on ", "port ", "5273 ", "[1]."]})
+
+    final = done(await turn(backend, mode=Mode.OFF)).final
+
+    assert final.text == "It listens on port 5273 [1]."
+    assert final.evidence == "> Foundry Local usually listens on port 5273. [1]"
+
+
+async def test_an_answer_that_copies_its_passage_sentence_gets_no_evidence_under_it():
+    backend = ScriptedBackend({"small": ["Foundry ", "Local ", "usually ", "listens ", "on ", "port ", "5273."]})
+
+    final = done(await turn(backend, mode=Mode.OFF)).final
+
+    assert final.source == "slm" and final.evidence == ""

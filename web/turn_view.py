@@ -137,7 +137,10 @@ class TurnView:
             elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
         if final.text:
             self.reply.metadata = {ANSWER_METADATA_KEY: final.text}  # the resumed chat's history
-        await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements)
+        # Under the message that holds the answer kept (not under a failed large model's).
+        shows_final = final.source == "llm" or (final.source == "slm" and not self.escalated)
+        evidence = final.evidence if shows_final else ""
+        await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements, evidence)
         return final.text
 
     def _source_elements(self) -> list:
@@ -155,7 +158,9 @@ class TurnView:
             self.reply.content += "\n\n*Stopped: the answer above is partial.*"
             await self.reply.update()
 
-    async def _close(self, reply: cl.Message, answer: Answer | None, footer: list[str], elements: list) -> None:
+    async def _close(
+        self, reply: cl.Message, answer: Answer | None, footer: list[str], elements: list, evidence: str = ""
+    ) -> None:
         if answer and answer.checked and answer.checked.cuts and not answer.error:
             reply.content = _checked_markdown(answer)
         reply.content = close_code_block(reply.content)
@@ -165,6 +170,8 @@ class TurnView:
             reply.content += "\n\n*The answer reached the max-tokens limit.*"
         if answer and answer.checked and answer.checked.cuts:
             reply.content += "\n\n" + _cut_line(answer)
+        if evidence:
+            reply.content += "\n\n*From the documents:*\n\n" + evidence
         if self.excerpts:
             reply.content += "\n\nSources: " + " ".join(_source_name(e.number) for e in self.excerpts)
         reply.content += "\n\n" + "\n\n".join(footer)
@@ -193,8 +200,8 @@ def _cut_line(answer: Answer) -> str:
 def _fallback_markdown(final: FinalAnswer, streamed: str, answer: Answer | None) -> str:
     if final.source == "out_of_scope":
         return (
-            f"{final.text} Here are the nearest passages; to get an answer from the model's general "
-            "knowledge anyway, turn on *General-knowledge answers* in the settings."
+            f"{final.text}\n\nThe nearest passages are listed below. To get an answer from the model's "
+            "general knowledge anyway, turn on *General-knowledge answers* in the settings."
         )
     cut = ("\n\n" + _cut_line(answer)) if answer and answer.checked and answer.checked.cuts else ""
     shown = (_checked_markdown(answer) if answer and answer.checked else streamed).strip()
