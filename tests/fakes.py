@@ -15,7 +15,7 @@ class ScriptedBackend:
     def __init__(self, replies: dict[str, list[str] | Exception]) -> None:
         self.replies = replies
         self.log: list[str] = []
-        self.prompts: list[tuple[str, list[ChatMessage]]] = []  # (model, the messages it was sent)
+        self.prompts: dict[str, list[ChatMessage]] = {}  # model -> the messages it was last sent
 
     async def list_models(self) -> list[str]:
         return list(self.replies)
@@ -27,7 +27,7 @@ class ScriptedBackend:
         self, model: str, messages: list[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[TokenEvent | StreamEnd]:
         self.log.append(f"start {model}")
-        self.prompts.append((model, list(messages)))
+        self.prompts[model] = list(messages)
         reply = self.replies[model]
         if isinstance(reply, Exception):
             yield TokenEvent("partial ")

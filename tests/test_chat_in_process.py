@@ -93,8 +93,7 @@ async def test_draft_refine_hands_the_large_model_the_draft_without_its_cut_sent
         message["output"].startswith("↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)")
         for message in turn.messages
     )
-    [large_prompt] = [messages for model, messages in models.prompts if model == EMBEDDED_LLM]
-    sent = "\n".join(message.content for message in large_prompt)
+    sent = "\n".join(message.content for message in models.prompts[EMBEDDED_LLM])
     assert "Foundry Local usually listens on port 5273 [1]." in sent and "9431" not in sent
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -26,7 +25,7 @@ from answering.pipeline import FinalAnswer, Notice, Searchable, TurnConfig, Turn
 from answering.prompt import GENERAL_PROMPT, SYSTEM_PROMPT
 from answering.router import Decision, Mode
 from answering.timings import PhaseTimings
-from models.base import BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
+from models.base import BackendError, ChatMessage, GenerationParams, Usage
 from models.catalog import ModelSpec, build_catalog
 from models.settings import Settings
 from tests.fakes import ScriptedBackend
@@ -44,21 +43,6 @@ class UnreachableServer:
 
     async def list_models(self) -> list[str]:
         raise BackendError("Could not connect to the model server", "http://127.0.0.1:9/v1")
-
-
-class RecordingBackend(ScriptedBackend):
-    """A scripted backend that also keeps the messages each model was given."""
-
-    def __init__(self, replies: dict[str, list[str] | Exception]) -> None:
-        super().__init__(replies)
-        self.prompts: dict[str, list[ChatMessage]] = {}
-
-    async def stream_chat(
-        self, model: str, messages: list[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[TokenEvent | StreamEnd]:
-        self.prompts[model] = messages
-        async for event in super().stream_chat(model, messages, params):
-            yield event
 
 
 async def collect(
@@ -174,7 +158,7 @@ def test_pasted_context_becomes_a_knowledge_base_returned_whole_best_first():
 
 
 async def test_without_context_each_model_answers_from_general_knowledge_labelled_so():
-    backend = RecordingBackend({"small": ["RAG ", "retrieves, then generates."]})
+    backend = ScriptedBackend({"small": ["RAG ", "retrieves, then generates."]})
 
     events = await collect([SMALL], backend, prompt="Summarize retrieval augmented generation in 2 sentences.")
 
@@ -188,7 +172,7 @@ async def test_without_context_each_model_answers_from_general_knowledge_labelle
 
 
 async def test_pasted_context_is_given_to_the_model_as_the_chat_s_grounded_prompt():
-    backend = RecordingBackend({"small": ["It opens at 07:15 [1]."]})
+    backend = ScriptedBackend({"small": ["It opens at 07:15 [1]."]})
 
     events = await collect([SMALL], backend, PastedContext(DEPOT, 1500, 150), prompt="When does the depot open?")
 
@@ -201,7 +185,7 @@ async def test_pasted_context_is_given_to_the_model_as_the_chat_s_grounded_promp
 
 
 async def test_pasted_context_is_never_out_of_scope_and_all_of_it_is_read_when_it_fits():
-    backend = RecordingBackend({"small": ["The depot opens at 07:15 on weekdays."]})
+    backend = ScriptedBackend({"small": ["The depot opens at 07:15 on weekdays."]})
 
     events = await collect([SMALL], backend, PastedContext(DEPOT, 1500, 150), prompt="Summarise this.")
 
@@ -212,7 +196,7 @@ async def test_pasted_context_is_never_out_of_scope_and_all_of_it_is_read_when_i
 
 async def test_a_long_pasted_context_is_cut_to_the_budget_the_sentences_matching_the_prompt_first():
     facts = " ".join(f"Fact {n} is that the crate weighs {n * 10} kilograms." for n in range(1, 40))
-    backend = RecordingBackend({"small": ["It weighs 370 kilograms."]})
+    backend = ScriptedBackend({"small": ["It weighs 370 kilograms."]})
     small_budget = TurnConfig(server_context_budget=60)
 
     await collect([SMALL], backend, PastedContext(facts, 8000, 0), small_budget, prompt="What is fact 37?")
@@ -225,7 +209,7 @@ async def test_a_long_pasted_context_is_cut_to_the_budget_the_sentences_matching
 async def test_every_model_reads_the_passages_chosen_for_the_smallest_budget():
     narrow = ModelSpec("embedded:tiny", "embedded", "tiny", 2048)
     facts = " ".join(f"Fact {n} is that the crate weighs {n * 10} kilograms." for n in range(1, 40))
-    backend = RecordingBackend({"tiny": ["370."], "large": ["370."]})
+    backend = ScriptedBackend({"tiny": ["370."], "large": ["370."]})
     config = TurnConfig(embedded_context_budget=60, server_context_budget=4000)
 
     await collect([narrow, LARGE], backend, PastedContext(facts, 8000, 0), config, prompt="What is fact 37?")
