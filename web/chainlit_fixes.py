@@ -4,6 +4,10 @@ Each workaround has a test in tests/test_chainlit_fixes.py that fails when a Cha
 upgrade breaks it (or makes it unnecessary). `chainlit run -w` runs app.py again inside
 the running server after every change, so each function here can run more than once:
 replacements always wrap Chainlit's own function, never the previous run's replacement.
+
+Adaptations made through Chainlit's extension points live with their users instead: the
+SQLite data layer (a fixed connection pool in place of the engine Chainlit builds, JSON for
+list parameters) in web/chat_store.py, and the plotly.js chart element in web/turn_view.py.
 """
 
 from __future__ import annotations
