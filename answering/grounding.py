@@ -24,10 +24,10 @@ CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 
 # Share of a sentence's content words that must occur in the passages (chosen on the
 # handbook development set, evaluation/handbook: see docs/evaluation.md).
-MIN_CONTENT_SHARE = 0.75
+MIN_CONTENT_SHARE = 0.67
 # Share of them that must occur together, in one passage sentence or two neighbouring ones:
 # a sentence assembled from words scattered over the passages says something they do not.
-MIN_LOCAL_SHARE = 0.6
+MIN_LOCAL_SHARE = 0.55
 # A sentence with fewer content words than this is judged by its exact terms alone:
 # "Yes, it does [1]." claims too little to measure.
 MIN_CONTENT_WORDS = 3
@@ -38,6 +38,27 @@ MIN_NEW_INFORMATION = 0.5
 
 # An answer repeats itself when a run of this many words occurs twice.
 LOOP_NGRAM = 8
+
+# Share of a sentence's content words that must occur in one passage sentence holding the
+# exact terms it states: "use `/uploads` to take a file out" names a real command with
+# real words, but the passage says `/uploads` lists files (chosen on the handbook labels).
+MIN_ANCHORED_SHARE = 0.7
+# A fragment answer ("`LLM_MODEL`", "Yes.") claims what the question asks: the passage
+# sentence holding its exact term must share this much of the question's content words.
+MIN_ASKED_SHARE = 0.4
+
+# Counts written as words state a number as exactly as digits do ("counted twice").
+NUMBER_WORDS = {
+    "twice": "2",
+    "thrice": "3",
+    **{
+        word: str(value)
+        for value, word in enumerate("zero _ two three four five six seven eight nine ten eleven twelve".split())
+        if word != "_"
+    },
+    "hundred": "100",
+    "thousand": "1000",
+}
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,:]\d+)*(?![\w])")
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+>]|\d+[.)])\s+")
@@ -64,9 +85,10 @@ def _normal(text: str) -> str:
 
 
 def _terms(text: str) -> list[str]:
-    """Content words (the retrievers' stemmed tokens); unspaced scripts as character pairs."""
+    """Content words (the retrievers' stemmed tokens); unspaced scripts as character pairs;
+    numbers as one word each ("1,000" is 1000)."""
     terms: list[str] = []
-    for token in tokenize(text):
+    for token in tokenize(_NUMBER.sub(lambda number: _canonical_number(number.group()), text)):
         if len(token) > 2 and _UNSPACED.search(token):
             terms.extend(token[i : i + 2] for i in range(len(token) - 1))
         else:
@@ -76,35 +98,41 @@ def _terms(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Evidence:
-    """The passages one model was given, prepared once for checking many sentences."""
+    """The passages one model was given, and the question it was asked, prepared once
+    for checking many sentences."""
 
     text: str  # folded, single-spaced
     numbers: frozenset[str]
     terms: frozenset[str]
     # The terms of each passage sentence together with the next one's.
     windows: tuple[frozenset[str], ...] = ()
+    # Each passage sentence, folded, with its terms and numbers.
+    sentences: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()
+    asked: frozenset[str] = frozenset()  # the question's terms
 
     @classmethod
-    def of(cls, passages: Iterable[str]) -> Evidence:
+    def of(cls, passages: Iterable[str], question: str = "") -> Evidence:
         passages = list(passages)
         joined = "\n".join(passages)
         windows: list[frozenset[str]] = []
+        sentences: list[tuple[str, frozenset[str], frozenset[str]]] = []
         for passage in passages:
-            sentences = [frozenset(_terms(s)) for s in _EVIDENCE_SENTENCE.split(passage) if s.strip()]
-            windows += [a | b for a, b in zip(sentences, [*sentences[1:], frozenset()], strict=False)]
+            split = [s for s in _EVIDENCE_SENTENCE.split(passage) if s.strip()]
+            terms = [frozenset(_terms(s)) for s in split]
+            windows += [a | b for a, b in zip(terms, [*terms[1:], frozenset()], strict=False)]
+            sentences += [(_normal(s), t, _numbers(s)) for s, t in zip(split, terms, strict=True)]
         return cls(
             _normal(joined),
-            frozenset(_canonical_number(n) for n in _NUMBER.findall(joined)),
+            _numbers(joined),
             frozenset(_terms(joined)),
             tuple(windows),
+            tuple(sentences),
+            frozenset(_terms(question)),
         )
 
     def states(self, term: str) -> bool:
         """Whether an exact term (a number, an identifier, a quoted string) occurs here."""
-        inner = term.strip('`"')
-        if _NUMBER.fullmatch(inner):
-            return _canonical_number(inner) in self.numbers
-        return _normal(inner) in self.text
+        return _states(term, self.text, self.numbers)
 
     def local_share(self, terms: Sequence[str]) -> float:
         """The largest share of `terms` found in one window of the passages."""
@@ -112,9 +140,60 @@ class Evidence:
             return 1.0
         return max((sum(term in window for term in terms) / len(terms) for window in self.windows), default=0.0)
 
+    def polarity_of_best_match(self) -> bool | None:
+        """Whether the passage sentence sharing most of the question's terms is negative
+        ("is the pretrained model, not the instruction-tuned one"); None when none shares any."""
+        if not self.asked:
+            return None
+        matches = ((len(self.asked & found), bool(_NEGATION.search(text))) for text, found, _ in self.sentences)
+        shared, negative = max(matches, default=(0, False))
+        return negative if shared > 0 else None
+
+    def anchored_share(self, exact: Sequence[str], terms: Iterable[str], *, besides: bool = False) -> float:
+        """The largest share of `terms` found in one passage sentence that holds every exact
+        term (`besides`: said by it besides the exact terms themselves); 1 when there is no
+        exact term, or no term to find."""
+        terms = list(terms)
+        if not exact or not terms:
+            return 1.0
+        holding = [
+            set(_terms(_without([_normal(term.strip('`"')) for term in exact], text))) if besides else found
+            for text, found, numbers in self.sentences
+            if all(_states(term, text, numbers) for term in exact)
+        ]
+        return max((sum(term in found for term in terms) / len(terms) for found in holding), default=0.0)
+
+
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot)\b|n't\b", re.IGNORECASE)
+_YES_OR_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
+
+
+def _without(terms: Sequence[str], text: str) -> str:
+    for term in terms:
+        text = text.replace(term, " ").replace(term.strip('`"'), " ")
+    return text
+
+
+def _numbers(text: str) -> frozenset[str]:
+    return frozenset(_canonical_number(n) for n in _NUMBER.findall(text))
+
+
+def _states(term: str, text: str, numbers: frozenset[str]) -> bool:
+    """Whether folded `text`, whose numbers are `numbers`, states an exact term."""
+    inner = term.strip('`"')
+    if _NUMBER.fullmatch(inner):
+        return _canonical_number(inner) in numbers
+    if inner.lower() in NUMBER_WORDS:
+        return NUMBER_WORDS[inner.lower()] in numbers or f" {inner.lower()} " in f" {text} "
+    return _normal(inner) in text
+
 
 def _canonical_number(number: str) -> str:
-    return number.replace(",", "")
+    """1,000 is 1000 and 3.0 is 3: a table's `3.0` and an answer's "3 seconds" agree."""
+    number = number.replace(",", "")
+    if re.fullmatch(r"\d+\.\d+", number):
+        number = number.rstrip("0").rstrip(".")
+    return number
 
 
 @dataclass(frozen=True)
@@ -133,6 +212,7 @@ def exact_terms(sentence: str) -> list[str]:
     bare = _QUOTED.sub(" ", _BACKTICKED.sub(" ", text))
     found += [m.rstrip(".,:;") for m in _IDENTIFIER.findall(bare)]
     found += _NUMBER.findall(bare)
+    found += [word for word in words(bare) if word in NUMBER_WORDS]
     return list(dict.fromkeys(term for term in found if term.strip('`"')))
 
 
@@ -157,8 +237,9 @@ _ABSTENTION = re.compile(
 def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> Verdict:
     """Whether one sentence (or one line of a code block, `code=True`) is supported."""
     if code:
-        line = _normal(sentence)
-        if not line or line in evidence.text:
+        # An excerpt marks text left out with " … ", and a model may copy the mark.
+        pieces = [piece for piece in map(_normal, sentence.split("…")) if piece]
+        if all(piece in evidence.text for piece in pieces):
             return Verdict(True)
         return Verdict(False, "this command is not in the passages", (sentence.strip(),))
     if is_abstention(sentence):
@@ -172,6 +253,22 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
         return Verdict(False, f"most of it is not in the passages ({share:.0%} of its words are)", (), share)
     if len(terms) >= MIN_CONTENT_WORDS and evidence.local_share(terms) < MIN_LOCAL_SHARE:
         return Verdict(False, "no passage says it: its words are scattered over different passages", (), share)
+    exact = exact_terms(sentence)
+    # Numbers are left out here: a table row holds one with few words around it.
+    named = [term for term in exact if not _NUMBER.fullmatch(term.strip('`"'))]
+    if len(terms) >= MIN_CONTENT_WORDS and evidence.anchored_share(named, terms) < MIN_ANCHORED_SHARE:
+        return Verdict(False, f"the passages say something else about {named[0]}", (), share)
+    # What the sentence says beyond its exact terms: too little, and it means what the question asks.
+    if len(_terms(_without(exact, CITATION.sub(" ", sentence)))) >= MIN_CONTENT_WORDS:
+        return Verdict(True, content_share=share)
+    if _YES_OR_NO.match(sentence) or _NEGATION.search(sentence):
+        says_no = bool(_NEGATION.search(sentence)) or sentence.strip().lower().startswith("no")
+        negative = evidence.polarity_of_best_match()
+        if negative is not None and negative != says_no:
+            answer = "no" if negative else "yes"
+            return Verdict(False, f"the passage that answers this question says {answer}", (), share)
+    if evidence.anchored_share(named, evidence.asked, besides=True) < MIN_ASKED_SHARE:
+        return Verdict(False, f"the passages do not give {named[0]} as the answer to this question", (), share)
     return Verdict(True, content_share=share)
 
 

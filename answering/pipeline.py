@@ -213,7 +213,7 @@ async def run_turn(
     prepared = time.perf_counter()
     models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
     turn.excerpts = select_context(hits, query, min(config.budget(m) for m in models), fill=request.given_context)
-    turn.evidence = Evidence.of(f"{e.label}\n{e.text}" for e in turn.excerpts)
+    turn.evidence = Evidence.of((f"{e.label}\n{e.text}" for e in turn.excerpts), request.question)
     turn.timings.prep_s = time.perf_counter() - prepared
     yield Retrieved(hits, turn.excerpts)
 

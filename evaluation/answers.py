@@ -113,6 +113,7 @@ class TurnRecord:
     llm_text: str | None = None
     reasons: list[str] = field(default_factory=list)
     passages: list[str] = field(default_factory=list)  # what the models read, "[n] label\ntext"
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, as the latency panel shows
 
 
 async def answer_one(
@@ -149,7 +150,7 @@ async def answer_one(
     final, golds = done.final, list(question["answers"])
     # A model's answer is shown with the passage sentence it is drawn from under it.
     shown = f"{final.text}\n\n{final.evidence}" if final.evidence else final.text
-    evidence = Evidence.of(f"{e.label}\n{e.text}" for e in done.excerpts)
+    evidence = Evidence.of((f"{e.label}\n{e.text}" for e in done.excerpts), question["question"])
     from_model = final.source in ("slm", "llm")
     shown_sentences = [s for s in split_sentences(final.text) if not s.fence and words(s.text)] if from_model else []
     unsupported = sum(not check_sentence(s.text, evidence, code=s.code).supported for s in shown_sentences)
@@ -179,6 +180,7 @@ async def answer_one(
         llm_text=done.llm_answer.text if done.llm_answer else None,
         reasons=[reason.explanation for reason in done.decision.reasons],
         passages=[f"[{e.number}] {e.label}\n{e.text}" for e in done.excerpts],
+        phases=done.timings.phases(),
     )
 
 

@@ -25,7 +25,9 @@ from answering.grounding import Evidence, check_sentence
 def scores(rows: Sequence[dict]) -> dict[str, float | int | None]:
     """Precision and recall of the check at finding unsupported sentences."""
     cut = [
-        not check_sentence(row["sentence"], Evidence.of(row["passages"]), code=row.get("code", False)).supported
+        not check_sentence(
+            row["sentence"], Evidence.of(row["passages"], row.get("question", "")), code=row.get("code", False)
+        ).supported
         for row in rows
     ]
     unsupported = [not row["supported"] for row in rows]

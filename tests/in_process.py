@@ -62,7 +62,8 @@ def app_in_process(settings: Settings, backends: Mapping[str, Backend] | None = 
         leftover = asyncio.all_tasks(loop)
         for task in leftover:
             task.cancel()
-        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        if leftover:  # gather() of nothing looks for this thread's loop, which there is none of
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         loop.close()
 
     thread = threading.Thread(target=serve, name="app-in-process", daemon=True)

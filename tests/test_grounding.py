@@ -71,6 +71,53 @@ def test_sentences_in_other_scripts_are_checked_by_their_words():
     assert not check_sentence("クラウドサーバーは料金が高いです。", PASSAGES).supported
 
 
+UPLOADS = [
+    "Uploading › Listing and removing\nSend `/uploads` to list this chat's files with their titles. "
+    "Send `/remove <file name>` to take an upload out of the chat.",
+    "Retrieval › Indexing\nEach chunk is indexed with its document's title counted three times.",
+    "Models › Gemma\nThe Gemma 3 270M model from these packages is the pretrained one, not the instruction-tuned one.",
+    "Models › Choosing\n`SLM_MODEL` is the small model that answers first. "
+    "`LLM_MODEL` is the large model that unsure questions go to.",
+]
+
+
+def test_a_number_is_the_same_number_however_it_is_written():
+    evidence = Evidence.of(["| `CONNECT_TIMEOUT_S` | `3.0` | Seconds to open a connection. |", "About 1,000 asked."])
+    assert check_sentence("It waits 3 seconds to open a connection.", evidence).supported
+    assert check_sentence("About 1000 asked.", evidence).supported
+    assert not check_sentence("It waits 30 seconds to open a connection.", evidence).supported
+
+
+def test_a_count_written_as_a_word_must_be_stated():
+    assert check_sentence("The title is counted three times.", Evidence.of(UPLOADS)).supported
+    verdict = check_sentence("The document's title is counted twice when indexed.", Evidence.of(UPLOADS))
+    assert not verdict.supported and verdict.missing == ("twice",)
+
+
+def test_a_real_command_with_words_from_another_sentence_is_not_supported():
+    evidence = Evidence.of(UPLOADS)
+    assert check_sentence("Use `/uploads` to list the files of this chat.", evidence).supported
+    verdict = check_sentence("Send `/uploads` to take an upload out of the chat.", evidence)
+    assert not verdict.supported and "`/uploads`" in verdict.reason
+
+
+def test_a_bare_term_answers_only_what_its_passage_sentence_is_about():
+    evidence = Evidence.of(UPLOADS, "Which model answers first?")
+    assert check_sentence("`SLM_MODEL`", evidence).supported
+    assert not check_sentence("`LLM_MODEL`", evidence).supported
+
+
+def test_a_bare_yes_must_agree_with_the_passage_that_answers_the_question():
+    evidence = Evidence.of(UPLOADS, "Is the Gemma 3 270M model the instruction-tuned one?")
+    assert check_sentence("No, it is not.", evidence).supported
+    assert not check_sentence("Yes, it is.", evidence).supported
+
+
+def test_a_code_line_copied_across_an_excerpt_gap_is_supported():
+    evidence = Evidence.of(["Run make run … then open http://localhost:8000 in a browser."])
+    assert check_sentence("make run … then open http://localhost:8000", evidence, code=True).supported
+
+
 def test_exact_terms_skip_list_markers_and_citations():
     assert exact_terms("1. Set `TOP_K` to 3 [2].") == ["`TOP_K`", "3"]
 

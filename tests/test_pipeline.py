@@ -312,3 +312,13 @@ async def test_an_answer_that_copies_its_passage_sentence_gets_no_evidence_under
     final = done(await turn(backend, mode=Mode.OFF)).final
 
     assert final.source == "slm" and final.evidence == ""
+
+
+async def test_a_bare_term_is_checked_against_the_question_it_answers():
+    # FOUNDRY_LOCAL_ENDPOINT is in the passages, but not as the answer to "which port?".
+    backend = ScriptedBackend({"small": ["`FOUNDRY_LOCAL_ENDPOINT`"], "large": ["Port 5273 [1]."]})
+
+    result = done(await turn(backend))
+
+    assert result.decision.escalate
+    assert result.final.source == "llm" and result.final.text == "Port 5273 [1]."
