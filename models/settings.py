@@ -178,7 +178,16 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "docs_corpus",
         validation_alias=AliasChoices("CORPUS_DIR"),
         description="Folder of the handbook, the knowledge base every chat shares: every `.md`, `.markdown` and "
-        "`.txt` file in it and its subfolders, read at start-up.",
+        "`.txt` file in it and its subfolders. Indexed into `DATA_DIR` (`corpus-index/`); at start-up only "
+        "the files that changed since are read again.",
+        json_schema_extra={"group": "Documents and uploads"},
+    )
+    watch_corpus: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("WATCH_CORPUS"),
+        description="Watch `CORPUS_DIR` while the app runs: a file saved, added or deleted there is re-indexed "
+        "within seconds, and new chats and the next question of open chats see it. `false` reads the folder "
+        "at start-up only.",
         json_schema_extra={"group": "Documents and uploads"},
     )
     upload_max_mb: float = Field(
@@ -335,8 +344,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=PROJECT_ROOT / "data",
         validation_alias=AliasChoices("DATA_DIR"),
-        description="Folder for the chat database `chats.sqlite3`, saved side elements (`elements/`) and the "
-        "login-cookie secret (`auth-secret`). Created on first start.",
+        description="Folder for the chat database `chats.sqlite3`, saved side elements (`elements/`), the "
+        "login-cookie secret (`auth-secret`) and the index of `CORPUS_DIR` (`corpus-index/`, shared by the "
+        "app processes that use this folder). Created on first start.",
         json_schema_extra={"group": "Chat history and login"},
     )
     session_timeout_s: int = Field(

@@ -1,27 +1,49 @@
 """A session's knowledge base: the shared corpus plus that session's own uploads.
 
+Each upload is an index of its own, searched together with the shared corpus's index
+(`rag.retrieval.Combined`, which says why the scores stay comparable): adding or
+removing a file costs time in proportion to that file, whatever the size of the corpus,
+and the shared index is built once per setting for every session.
+
+The app's shared corpus is a `rag.persisted_index.PersistedCorpus`, which replaces its
+`SharedCorpus` with a new one when a file under the corpus folder changes; a knowledge base
+asks for the current one on every search, so open chats see the change on their next question.
+
 Searching and (re)building indexes are blocking: the app calls them in a worker thread.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document, Hit
-from rag.retrieval import Retriever, make_retriever
+from rag.retrieval import Retriever, combined, make_retriever
 
 
 class SharedCorpus:
-    """Documents every session can search; their chunks and indexes are built once per setting."""
+    """Documents every session can search; their chunks and indexes are built once per setting.
 
-    def __init__(self, documents: Sequence[Document]) -> None:
+    `chunks` and `retrievers` hand over ones already made (loaded from the persisted index).
+    """
+
+    def __init__(
+        self,
+        documents: Sequence[Document],
+        chunks: Mapping[tuple[int, int], list[Chunk]] | None = None,
+        retrievers: Mapping[tuple[str, int, int], Retriever] | None = None,
+    ) -> None:
         self.documents = tuple(documents)
-        self._chunks: dict[tuple[int, int], list[Chunk]] = {}
-        self._retrievers: dict[tuple[str, int, int], Retriever] = {}
+        self._chunks: dict[tuple[int, int], list[Chunk]] = dict(chunks or {})
+        self._retrievers: dict[tuple[str, int, int], Retriever] = dict(retrievers or {})
         self._lock = threading.Lock()
+
+    def current(self) -> SharedCorpus:
+        """A fixed corpus is its own current version (see `CorpusSource`)."""
+        return self
 
     def chunks(self, size: int, overlap: int) -> list[Chunk]:
         with self._lock:
@@ -35,6 +57,12 @@ class SharedCorpus:
             if (mode, size, overlap) not in self._retrievers:
                 self._retrievers[mode, size, overlap] = make_retriever(mode, chunks)
             return self._retrievers[mode, size, overlap]
+
+
+class CorpusSource(Protocol):
+    """Where a knowledge base finds the shared corpus: its version at the time of asking."""
+
+    def current(self) -> SharedCorpus: ...
 
 
 class DuplicateUpload(Exception):
@@ -52,12 +80,14 @@ class Added:
 class KnowledgeBase:
     """What one chat session searches. Uploads live here and nowhere else."""
 
-    def __init__(self, corpus: SharedCorpus, chunk_size: int, chunk_overlap: int) -> None:
+    def __init__(self, corpus: CorpusSource, chunk_size: int, chunk_overlap: int) -> None:
         self.corpus = corpus
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.uploads: dict[str, Document] = {}
-        self._own_retrievers: dict[str, Retriever] = {}
+        # Per upload (by document id): its chunks at the current setting, and its index per mode.
+        self._upload_chunks: dict[str, list[Chunk]] = {}
+        self._upload_retrievers: dict[tuple[str, str], Retriever] = {}
         self._lock = threading.Lock()
 
     def add(self, document: Document) -> Added:
@@ -66,7 +96,7 @@ class KnowledgeBase:
                 raise DuplicateUpload(self.uploads[document.id])
             chunks = chunk_documents([document], self.chunk_size, self.chunk_overlap)
             self.uploads[document.id] = document
-            self._own_retrievers.clear()
+            self._upload_chunks[document.id] = chunks
         return Added(document, len(chunks))
 
     def remove(self, source: str) -> Document | None:
@@ -75,7 +105,9 @@ class KnowledgeBase:
             for doc_id, document in self.uploads.items():
                 if document.source == source:
                     del self.uploads[doc_id]
-                    self._own_retrievers.clear()
+                    self._upload_chunks.pop(doc_id, None)
+                    for key in [key for key in self._upload_retrievers if key[0] == doc_id]:
+                        del self._upload_retrievers[key]
                     return document
         return None
 
@@ -83,21 +115,25 @@ class KnowledgeBase:
         with self._lock:
             if (size, overlap) != (self.chunk_size, self.chunk_overlap):
                 self.chunk_size, self.chunk_overlap = size, overlap
-                self._own_retrievers.clear()
+                self._upload_chunks.clear()
+                self._upload_retrievers.clear()
 
     def search(self, query: str, mode: str, k: int) -> list[Hit]:
         return self._retriever(mode).search(query, k)
 
     def _retriever(self, mode: str) -> Retriever:
         with self._lock:
-            if not self.uploads:
-                size, overlap = self.chunk_size, self.chunk_overlap
-            elif mode in self._own_retrievers:
-                return self._own_retrievers[mode]
-            else:
-                chunks = self.corpus.chunks(self.chunk_size, self.chunk_overlap) + chunk_documents(
-                    self.uploads.values(), self.chunk_size, self.chunk_overlap
+            size, overlap = self.chunk_size, self.chunk_overlap
+            uploads = [self._upload_retriever(doc_id, mode) for doc_id in self.uploads]
+        # The corpus's version now, not the one the chat opened with: files change while the app runs.
+        return combined([self.corpus.current().retriever(mode, size, overlap), *uploads])
+
+    def _upload_retriever(self, doc_id: str, mode: str) -> Retriever:
+        """One upload's own index, built on its first search in a mode (under the lock)."""
+        if (doc_id, mode) not in self._upload_retrievers:
+            if doc_id not in self._upload_chunks:  # after a rechunk
+                self._upload_chunks[doc_id] = chunk_documents(
+                    [self.uploads[doc_id]], self.chunk_size, self.chunk_overlap
                 )
-                self._own_retrievers[mode] = make_retriever(mode, chunks)
-                return self._own_retrievers[mode]
-        return self.corpus.retriever(mode, size, overlap)
+            self._upload_retrievers[doc_id, mode] = make_retriever(mode, self._upload_chunks[doc_id])
+        return self._upload_retrievers[doc_id, mode]

@@ -99,3 +99,88 @@ async def test_the_same_file_twice_is_refused_with_the_name_it_has_here(corpus, 
     outcome = await add_upload(knowledge, path, "copy of a.txt", 10_000)
 
     assert outcome.refusal == "the same file is already here as a.txt"
+
+
+def test_an_upload_is_indexed_alone_and_the_shared_index_is_reused(corpus, monkeypatch):
+    import rag.index
+
+    indexed: list[list[str]] = []
+    real = rag.index.make_retriever
+
+    def counting(mode, chunks):
+        indexed.append(sorted({chunk.document.id for chunk in chunks}))
+        return real(mode, chunks)
+
+    shared = corpus.retriever("bm25", 1000, 0)
+    monkeypatch.setattr(rag.index, "make_retriever", counting)
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+    knowledge.search("Nightjar", "bm25", 3)
+    knowledge.add(Document("upload-2", "Minutes", "minutes.md", "The budget review moved to April."))
+    hits = knowledge.search("Nightjar budget handbook expenses", "bm25", 3)
+
+    # Each file was indexed once, on its own; the corpus's index was built before and reused.
+    assert indexed == [["upload-1"], ["upload-2"]]
+    assert corpus.retriever("bm25", 1000, 0) is shared
+    assert {hit.chunk.document.id for hit in hits} == {"c1", "upload-1", "upload-2"}
+
+
+@pytest.mark.parametrize("mode", ["bm25", "lexical"])
+def test_an_upload_scores_as_it_would_in_one_index_with_the_corpus(corpus, mode):
+    from rag.chunking import chunk_documents
+    from rag.retrieval import make_retriever
+
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+    one_index = make_retriever(mode, corpus.chunks(1000, 0) + chunk_documents([SECRET], 1000, 0))
+
+    hit = knowledge.search("When does Nightjar launch?", mode, 1)[0]
+    expected = one_index.search("When does Nightjar launch?", 1)[0]
+
+    assert hit.chunk == expected.chunk
+    # Lexical: exactly; BM25 takes each index's own average chunk length.
+    assert hit.score == pytest.approx(expected.score, abs=1e-9 if mode == "lexical" else 0.1)
+
+
+def test_an_upload_is_still_found_after_the_chunk_size_changes(corpus):
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+    knowledge.search("Nightjar", "bm25", 3)
+
+    knowledge.rechunk(40, 0)
+
+    hits = knowledge.search("Nightjar launches", "bm25", 3)
+    assert hits[0].chunk.document == SECRET
+    assert all(len(hit.chunk.text) <= 40 for hit in hits)
+
+
+def test_removing_one_upload_keeps_the_others(corpus):
+    knowledge = KnowledgeBase(corpus, 1000, 0)
+    knowledge.add(SECRET)
+    knowledge.add(Document("upload-2", "Minutes", "minutes.md", "Nightjar's budget review moved to April."))
+    knowledge.search("Nightjar", "lexical", 3)
+
+    knowledge.remove("plan.md")
+
+    assert [hit.chunk.document.id for hit in knowledge.search("Nightjar", "lexical", 3)] == ["upload-2"]
+
+
+def test_an_open_knowledge_base_searches_the_corpus_as_it_is_now_and_keeps_its_uploads(corpus):
+    class Edited:
+        """The shared corpus of a running app: replaced as a whole when a file changes."""
+
+        def __init__(self) -> None:
+            self.version = corpus
+
+        def current(self) -> SharedCorpus:
+            return self.version
+
+    shared = Edited()
+    knowledge = KnowledgeBase(shared, 1000, 0)
+    knowledge.add(SECRET)
+    assert knowledge.search("Osprey release", "bm25", 3) == []
+
+    shared.version = SharedCorpus([Document("c2", "Osprey", "osprey.md", "The Osprey release ships in May.")])
+
+    assert knowledge.search("Osprey release", "bm25", 1)[0].chunk.document.id == "c2"
+    assert knowledge.search("Nightjar launch", "bm25", 1)[0].chunk.document == SECRET

@@ -22,8 +22,8 @@ from models.base import Backend
 from models.catalog import Catalog
 from models.factory import load_catalog, make_backends
 from models.settings import Settings
-from rag.index import SharedCorpus
-from rag.loading import corpus_documents
+from rag.corpus_watch import CorpusWatcher
+from rag.persisted_index import PersistedCorpus
 from rag.uploads import UploadReader
 from web.accounts import load_users
 from web.chat_store import ChatStoreError, LocalFileStorage, create_schema, ensure_auth_secret
@@ -37,8 +37,8 @@ class Assistant:
     settings: Settings
     # Shared by every chat, so that each embedded model is loaded once per process.
     backends: Mapping[str, Backend]
-    # The built-in sentences and the on-disk handbook; uploads are per chat.
-    corpus: SharedCorpus
+    # The built-in sentences and the on-disk handbook, indexed into DATA_DIR; uploads are per chat.
+    corpus: PersistedCorpus
     # Uploaded files are read in their own process(es), shared by every chat.
     upload_reader: UploadReader
     # Where saved chats keep their side elements and uploads.
@@ -50,6 +50,8 @@ class Assistant:
     users: dict[str, str] | None = None
     # Why chats are not saved, when the chat store could not be opened.
     chat_store_problem: str | None = None
+    # Re-indexes the handbook when a file under CORPUS_DIR changes (WATCH_CORPUS), from start to stop.
+    watcher: CorpusWatcher | None = None
     _upkeep: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -67,12 +69,19 @@ class Assistant:
             asyncio.create_task(self.collector.run(), name="idle-garbage-collector"),
         ]
         await asyncio.to_thread(self.upload_reader.start)
+        if self.settings.watch_corpus:
+            self.watcher = CorpusWatcher(self.corpus)
+            self.watcher.start()
 
     async def stop(self) -> None:
         """Stop what `start` started and release the models, so that a replacement starts clean."""
         for task in self._upkeep:
             task.cancel()
         self._upkeep.clear()
+        if self.watcher is not None:
+            # Before the replacement starts its own: two watchers would index every change twice.
+            await self.watcher.stop()
+            self.watcher = None
         self.upload_reader.close()
         for backend in self.backends.values():
             with contextlib.suppress(Exception):  # a stopping backend must not keep the others loaded
@@ -93,7 +102,7 @@ def build_assistant(settings: Settings, backends: Mapping[str, Backend] | None =
     return Assistant(
         settings=settings,
         backends=make_backends(settings) if backends is None else backends,
-        corpus=SharedCorpus(corpus_documents(settings.corpus_dir)),
+        corpus=_shared_corpus(settings),
         upload_reader=UploadReader(settings.upload_parse_workers),
         storage=LocalFileStorage(settings.data_dir / "elements"),
         turn_config=TurnConfig.from_settings(settings),
@@ -101,6 +110,19 @@ def build_assistant(settings: Settings, backends: Mapping[str, Backend] | None =
         users=load_users(settings) if settings.login_required else None,
         chat_store_problem=chat_store_problem,
     )
+
+
+def _shared_corpus(settings: Settings) -> PersistedCorpus:
+    """The handbook, loaded from its index in DATA_DIR; only files changed since are read again."""
+    corpus = PersistedCorpus(
+        settings.corpus_dir,
+        settings.data_dir / "corpus-index",
+        settings.chunk_size,
+        settings.chunk_overlap,
+        settings.retrieval_mode,
+    )
+    corpus.refresh()
+    return corpus
 
 
 def _keep_login_secret(settings: Settings) -> None:

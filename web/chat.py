@@ -41,8 +41,22 @@ async def welcome(app: Assistant) -> None:
         COMMANDS_HELP,
         *(f"⚠️ {notice}" for notice in catalog.notices),
         *([f"⚠️ {app.chat_store_problem}"] if app.chat_store_problem else []),
+        *corpus_news(app),
     ]
     await cl.Message(content="\n\n".join(lines)).send()
+
+
+def corpus_news(app: Assistant) -> list[str]:
+    """The handbook's last change while the app runs, and its files that cannot be read."""
+    change = app.corpus.last_change
+    return [
+        *([f"📚 The knowledge base changed at {change.at:%H:%M} UTC: {change.summary()}."] if change else []),
+        *(
+            f"⚠️ **{path}** in the knowledge base could not be read ({reason}); its previous version, if any, "
+            "is still used."
+            for path, reason in app.corpus.failed.items()
+        ),
+    ]
 
 
 async def resume(app: Assistant, thread: ThreadDict) -> None:
