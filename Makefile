@@ -19,7 +19,20 @@ $(STAMP): pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --editable ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# The /compare page's in-browser runner (wllama: llama.cpp for the browser) comes from the
+# npm registry at the versions in its lock file. Without npm the app still runs, and the
+# page says that the runner is not installed and how to install it.
+RUNNER := web/browser_runner
+RUNNER_STAMP := $(RUNNER)/node_modules/.package-lock.json
+
+$(RUNNER_STAMP): $(RUNNER)/package.json $(RUNNER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(RUNNER) && npm ci --no-audit --no-fund; \
+	else \
+		echo "npm is not installed: skipping the in-browser runner of /compare (install Node.js and npm, then run make install)."; \
+	fi
+
+install: $(STAMP) $(RUNNER_STAMP)
 
 run: install
 	$(VENV)/bin/chainlit run app.py -w

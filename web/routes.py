@@ -20,12 +20,16 @@ from answering.comparison import NO_KNOWLEDGE, Comparison, PastedContext, resolv
 from answering.grounding import GuardMode
 from answering.pipeline import TurnDone
 from models.base import GenerationParams, TokenEvent
+from models.settings import Settings
 from models.streaming import TokenBatcher
 from web.application import Assistant
+from web.browser_runner import ISOLATION, REVALIDATE, make_browser_routes
 from web.chainlit_fixes import SIDE_PANEL_SCRIPT
 from web.chat_store import STORED_ELEMENTS_ROUTE, SQLiteDataLayer
 
 PAGES = Path(__file__).resolve().parent.parent / ".chainlit"
+# Scripts of the comparison page, served beside it.
+COMPARE_SCRIPTS = {"browser-runner"}
 COMPARE_LIMITS = {"prompt": 20_000, "context": 200_000, "models": 4}
 # JSON is the latency chart's figure: the page parses it only when served as JSON.
 SAFE_MIMES = {"text/plain", "text/markdown", "application/pdf", "image/png", "image/jpeg", "application/json"}
@@ -59,9 +63,17 @@ def make_routes(app: Assistant) -> APIRouter:
 
     @routes.get("/compare")
     async def compare_page() -> FileResponse:
+        # Cross-origin isolated (COOP and COEP) for the in-browser runner's threads; the chat page is not.
         return FileResponse(
-            PAGES / "compare.html", media_type="text/html", headers={"X-Content-Type-Options": "nosniff"}
+            PAGES / "compare.html", media_type="text/html", headers={"X-Content-Type-Options": "nosniff", **ISOLATION}
         )
+
+    @routes.get("/compare/{name}.js")
+    async def compare_script(name: str) -> FileResponse:
+        """The page's own scripts, beside it in .chainlit/ (the in-browser runner's controller)."""
+        if name not in COMPARE_SCRIPTS:
+            raise HTTPException(status_code=404, detail="Not found")
+        return FileResponse(PAGES / f"{name}.js", media_type="text/javascript", headers={**ISOLATION, **REVALIDATE})
 
     @routes.get("/compare/models")
     async def compare_models(user: Any = Depends(get_current_user)) -> dict[str, Any]:
@@ -79,36 +91,14 @@ def make_routes(app: Assistant) -> APIRouter:
     async def compare_stream(request: Request, user: Any = Depends(get_current_user)) -> Response:
         """The comparison page's answers, one model after the other, as newline-delimited JSON events."""
         try:
-            body = await request.json()
-            prompt = str(body.get("prompt", "")).strip()
-            context = str(body.get("context") or "")
-            wanted = [str(name) for name in body.get("models") or []]
-            params = GenerationParams(
-                max_tokens=min(max(int(body.get("max_tokens") or settings.max_tokens), 1), 4096),
-                temperature=min(max(float(body.get("temperature", settings.temperature)), 0.0), 2.0),
-            )
-        except (ValueError, TypeError, AttributeError):
-            return _bad_request('Send JSON: {"prompt": "…", "models": ["slm", "llm"], "context": "…"}.')
-        if not prompt:
-            return _bad_request("Type a prompt first.")
-        too_long = [
-            name for name, value in (("prompt", prompt), ("context", context)) if len(value) > COMPARE_LIMITS[name]
-        ]
-        if too_long or len(wanted) > COMPARE_LIMITS["models"]:
-            return _bad_request(
-                f"Too much input: at most {COMPARE_LIMITS['prompt']:,} characters of prompt, "
-                f"{COMPARE_LIMITS['context']:,} of context and {COMPARE_LIMITS['models']} models."
-            )
+            comparison, wanted = await read_comparison(request, settings)
+        except ValueError as error:
+            return _bad_request(str(error))
         catalog = await app.catalog()
         try:
             models = resolve_models(wanted, catalog, settings.model_aliases)
         except ValueError as error:
             return _bad_request(str(error), status_code=404)
-        # Pasted text is a knowledge base of its own; with none, each model answers from general knowledge.
-        knowledge = (
-            PastedContext(context, settings.chunk_size, settings.chunk_overlap) if context.strip() else NO_KNOWLEDGE
-        )
-        comparison = Comparison.from_settings(prompt, settings, params, knowledge)
 
         async def events() -> AsyncIterator[bytes]:
             batcher = TokenBatcher(settings.stream_flush_ms / 1000)
@@ -138,7 +128,35 @@ def make_routes(app: Assistant) -> APIRouter:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    routes.include_router(make_browser_routes(app, read_comparison, resolve_models))
     return routes
+
+
+async def read_comparison(request: Request, settings: Settings) -> tuple[Comparison, list[str]]:
+    """The comparison a /compare request asks for, and the models it names (the server models'
+    /compare/stream and the in-browser runner read the same body). ValueError: what to tell the page."""
+    try:
+        body = await request.json()
+        prompt = str(body.get("prompt", "")).strip()
+        context = str(body.get("context") or "")
+        wanted = [str(name) for name in body.get("models") or []]
+        params = GenerationParams(
+            max_tokens=min(max(int(body.get("max_tokens") or settings.max_tokens), 1), 4096),
+            temperature=min(max(float(body.get("temperature", settings.temperature)), 0.0), 2.0),
+        )
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError('Send JSON: {"prompt": "…", "models": ["slm", "llm"], "context": "…"}.') from None
+    if not prompt:
+        raise ValueError("Type a prompt first.")
+    too_long = [name for name, value in (("prompt", prompt), ("context", context)) if len(value) > COMPARE_LIMITS[name]]
+    if too_long or len(wanted) > COMPARE_LIMITS["models"]:
+        raise ValueError(
+            f"Too much input: at most {COMPARE_LIMITS['prompt']:,} characters of prompt, "
+            f"{COMPARE_LIMITS['context']:,} of context and {COMPARE_LIMITS['models']} models."
+        )
+    # Pasted text is a knowledge base of its own; with none, each model answers from general knowledge.
+    knowledge = PastedContext(context, settings.chunk_size, settings.chunk_overlap) if context.strip() else NO_KNOWLEDGE
+    return Comparison.from_settings(prompt, settings, params, knowledge), wanted
 
 
 def _bad_request(message: str, status_code: int = 400) -> JSONResponse:
