@@ -47,15 +47,13 @@ MIN_ANCHORED_SHARE = 0.7
 # sentence holding its exact term must share this much of the question's content words.
 MIN_ASKED_SHARE = 0.4
 
-# Counts written as words state a number as exactly as digits do ("counted twice").
+# Counts written as words state a number as exactly as digits do ("counted twice"). "One"
+# is left out: it is mostly a pronoun ("the one that answers").
+_COUNTS = "zero one two three four five six seven eight nine ten eleven twelve".split()
 NUMBER_WORDS = {
+    **{word: str(value) for value, word in enumerate(_COUNTS) if word != "one"},
     "twice": "2",
     "thrice": "3",
-    **{
-        word: str(value)
-        for value, word in enumerate("zero _ two three four five six seven eight nine ten eleven twelve".split())
-        if word != "_"
-    },
     "hundred": "100",
     "thousand": "1000",
 }
@@ -169,6 +167,7 @@ _YES_OR_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 
 def _without(terms: Sequence[str], text: str) -> str:
+    """`text` with the exact terms taken out, quoted or not: what it says besides them."""
     for term in terms:
         text = text.replace(term, " ").replace(term.strip('`"'), " ")
     return text
@@ -261,8 +260,8 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     # What the sentence says beyond its exact terms: too little, and it means what the question asks.
     if len(_terms(_without(exact, CITATION.sub(" ", sentence)))) >= MIN_CONTENT_WORDS:
         return Verdict(True, content_share=share)
-    if _YES_OR_NO.match(sentence) or _NEGATION.search(sentence):
-        says_no = bool(_NEGATION.search(sentence)) or sentence.strip().lower().startswith("no")
+    says_no = bool(_NEGATION.search(sentence))
+    if says_no or _YES_OR_NO.match(sentence):
         negative = evidence.polarity_of_best_match()
         if negative is not None and negative != says_no:
             answer = "no" if negative else "yes"

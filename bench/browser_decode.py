@@ -38,7 +38,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,8 @@ import httpx
 import llama_cpp
 from playwright.async_api import async_playwright
 
-from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent
+from bench.decode import MIN_TOKENS_FOR_RATE, timed_stream
+from models.base import ChatMessage, GenerationParams
 from models.catalog import EMBEDDED_SLM
 from models.embedded import EmbeddedBackend
 from models.factory import make_backends
@@ -62,16 +62,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
 DEFAULT_JSON = PROJECT_ROOT / "bench" / "results" / "browser_decode.json"
 # The page's second preset: SmolLM2 writes a long list, so the answer reaches max_tokens.
 PROMPT = "List 5 creative IoT edge AI ideas."
-# Below this a run's rate is mostly noise from the first and last token's timing (as bench.decode).
-MIN_TOKENS_FOR_RATE = 20
 # Download, checksum and start of llama.cpp in the page, then the answer, on a shared machine.
 PAGE_TIMEOUT_MS = 600_000
-
-
-def _rate(tokens: int, first_at: float | None, last_at: float | None) -> float | None:
-    if tokens < MIN_TOKENS_FOR_RATE or first_at is None or last_at is None or last_at <= first_at:
-        return None
-    return (tokens - 1) / (last_at - first_at)
 
 
 async def browser_run(url: str, threads: int, max_tokens: int) -> dict[str, Any]:
@@ -124,28 +116,14 @@ async def embedded_run(settings: Settings, messages: list[ChatMessage], max_toke
     backend = make_backends(settings)["embedded"]
     assert isinstance(backend, EmbeddedBackend)
     await asyncio.to_thread(backend.load, EMBEDDED_SLM)  # outside the timing, as the page's load is
-    params = GenerationParams(max_tokens=max_tokens, temperature=0)
-    first_at = last_at = None
-    parts: list[str] = []
-    end: StreamEnd | None = None
-    started = time.perf_counter()
-    async for event in backend.stream_chat(EMBEDDED_SLM, messages, params):
-        now = time.perf_counter()
-        if isinstance(event, TokenEvent):
-            first_at = now if first_at is None else first_at
-            last_at = now
-            parts.append(event.text)
-        elif isinstance(event, StreamEnd):
-            end = event
+    stream = await timed_stream(backend, messages, GenerationParams(max_tokens=max_tokens, temperature=0))
     await backend.aclose()
-    assert end is not None
-    tokens = end.usage.completion_tokens
     return {
-        "tokens": tokens,
-        "ttft_s": None if first_at is None else first_at - started,
-        "total_s": (last_at or started) - started,
-        "decode_tok_s": _rate(tokens, first_at, last_at),
-        "text": "".join(parts),
+        "tokens": stream.tokens,
+        "ttft_s": None if stream.first_at is None else stream.first_at - stream.started,
+        "total_s": (stream.last_at or stream.started) - stream.started,
+        "decode_tok_s": stream.decode_tok_s,
+        "text": "".join(stream.pieces),
     }
 
 

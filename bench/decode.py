@@ -92,7 +92,44 @@ class Run:
     decode_s: float | None = None  # first to last token
 
 
-def _rate(tokens: int, first_at: float | None, last_at: float | None) -> float | None:
+@dataclass(frozen=True)
+class TimedStream:
+    """One answer streamed from a backend, with when its first and last token came."""
+
+    started: float
+    first_at: float | None
+    last_at: float | None
+    pieces: tuple[str, ...]
+    end: StreamEnd
+
+    @property
+    def tokens(self) -> int:
+        # Tokens actually decoded, not events: held-back text can merge tokens into one event.
+        return self.end.usage.completion_tokens
+
+    @property
+    def decode_tok_s(self) -> float | None:
+        return rate(self.tokens, self.first_at, self.last_at)
+
+
+async def timed_stream(backend: EmbeddedBackend, messages: list[ChatMessage], params: GenerationParams) -> TimedStream:
+    first_at = last_at = None
+    pieces: list[str] = []
+    end: StreamEnd | None = None
+    started = time.perf_counter()
+    async for event in backend.stream_chat(EMBEDDED_SLM, messages, params):
+        now = time.perf_counter()
+        if isinstance(event, TokenEvent):
+            first_at = now if first_at is None else first_at
+            last_at = now
+            pieces.append(event.text)
+        elif isinstance(event, StreamEnd):
+            end = event
+    assert end is not None
+    return TimedStream(started, first_at, last_at, tuple(pieces), end)
+
+
+def rate(tokens: int, first_at: float | None, last_at: float | None) -> float | None:
     if tokens < MIN_TOKENS_FOR_RATE or first_at is None or last_at is None or last_at <= first_at:
         return None
     return (tokens - 1) / (last_at - first_at)
@@ -144,7 +181,7 @@ class RawLlama:
                 last_at = now
                 parts.append(content)
             finish = choice["finish_reason"] or finish
-        return Run(RAW, tokens, _since(started, first_at), _rate(tokens, first_at, last_at), finish, "".join(parts))
+        return Run(RAW, tokens, _since(started, first_at), rate(tokens, first_at, last_at), finish, "".join(parts))
 
 
 class AppBackend:
@@ -165,29 +202,16 @@ class AppBackend:
         return self.loop.run_until_complete(self._run(messages, params))
 
     async def _run(self, messages: list[ChatMessage], params: GenerationParams) -> Run:
-        first_at = last_at = None
-        parts: list[str] = []
-        end: StreamEnd | None = None
-        started = time.perf_counter()
-        async for event in self.backend.stream_chat(EMBEDDED_SLM, messages, params):
-            now = time.perf_counter()
-            if isinstance(event, TokenEvent):
-                first_at = now if first_at is None else first_at
-                last_at = now
-                parts.append(event.text)
-            elif isinstance(event, StreamEnd):
-                end = event
-        assert end is not None
-        # Tokens actually decoded, not events: held-back text can merge tokens into one event.
-        tokens = end.usage.completion_tokens
+        stream = await timed_stream(self.backend, messages, params)
+        first_at, last_at = stream.first_at, stream.last_at
         return Run(
             BACKEND_LOGPROBS if params.logprobs else BACKEND,
-            tokens,
-            _since(started, first_at),
-            _rate(tokens, first_at, last_at),
-            end.finish_reason,
-            "".join(parts),
-            tuple(parts),
+            stream.tokens,
+            _since(stream.started, first_at),
+            stream.decode_tok_s,
+            stream.end.finish_reason,
+            "".join(stream.pieces),
+            stream.pieces,
             last_at - first_at if first_at is not None and last_at is not None else None,
         )
 
