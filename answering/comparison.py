@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from answering.attempts import Answer
@@ -261,7 +261,7 @@ async def stream_comparison(
     model still answers.
     """
     budget = min((config.budget(model) for model in models), default=config.server_context_budget)
-    shared = replace(config, embedded_context_budget=budget, server_context_budget=budget)
+    shared = config.with_budget(budget)
     for model in models:
         started = time.perf_counter()
         parts: list[str] = []

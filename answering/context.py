@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from answering.grounding import CITATION, Evidence, exact_terms
@@ -120,32 +120,62 @@ def select_context(
     match no query term fill the rest of the budget, in the hits' order. Excerpts
     keep the hits' order and are numbered from 1.
     """
+    return select_contexts(hits, query, [budget_tokens], count_tokens, fill=fill)[budget_tokens]
+
+
+def select_contexts(
+    hits: Sequence[Hit],
+    query: str,
+    budgets: Collection[int],
+    count_tokens: Callable[[str], int] = estimate_tokens,
+    *,
+    fill: bool = False,
+) -> dict[int, list[Excerpt]]:
+    """`select_context` for several budgets at once (models that read different amounts).
+
+    The largest budget is filled first; each smaller one is then chosen from within
+    it, so that a model with more room reads all that one with less reads, and an
+    excerpt's number (its place in the largest) means one passage whichever model cites it.
+    """
     split = [units(hit.chunk.text) for hit in hits]
     scored = ranked_units(split, query, [passage_label(hit.chunk) for hit in hits])
-    chosen: dict[int, set[int]] = {}
-    room = budget_tokens
-
-    def take(h: int, i: int, force: bool = False) -> bool:
-        nonlocal room
-        if not 0 <= i < len(split[h]) or i in chosen.get(h, ()):
-            return True
-        cost = count_tokens(split[h][i]) + (0 if h in chosen else count_tokens(passage_label(hits[h].chunk)) + 4)
-        if cost > room and not force:
-            return False
-        room -= cost
-        chosen.setdefault(h, set()).add(i)
-        return True
-
     best = [(h, i) for score, h, i in scored if score > 0 or fill]
-    for rank, (h, i) in enumerate(best or [(0, 0)] if split and split[0] else []):
-        if not take(h, i, force=rank == 0):
-            continue
-        take(h, i + 1)
-        take(h, i - 1)
-    return [
-        Excerpt(number, hits[h], _joined(split[h], sorted(chosen[h])))
-        for number, h in enumerate(sorted(chosen), start=1)
-    ]
+    order = best or [(0, 0)] if split and split[0] else []
+
+    def choose(budget: int, within: dict[int, set[int]] | None) -> dict[int, set[int]]:
+        chosen: dict[int, set[int]] = {}
+        room = budget
+
+        def take(h: int, i: int, force: bool = False) -> bool:
+            nonlocal room
+            if (
+                not 0 <= i < len(split[h])
+                or i in chosen.get(h, ())
+                or (within is not None and i not in within.get(h, ()))
+            ):
+                return True
+            cost = count_tokens(split[h][i]) + (0 if h in chosen else count_tokens(passage_label(hits[h].chunk)) + 4)
+            if cost > room and not force:
+                return False
+            room -= cost
+            chosen.setdefault(h, set()).add(i)
+            return True
+
+        for rank, (h, i) in enumerate(order):
+            if not take(h, i, force=rank == 0):
+                continue
+            take(h, i + 1)
+            take(h, i - 1)
+        return chosen
+
+    largest = choose(max(budgets), None)
+    numbers = {h: number for number, h in enumerate(sorted(largest), start=1)}
+    selections = {budget: choose(budget, largest) for budget in budgets if budget != max(budgets)}
+    selections[max(budgets)] = largest
+    return {
+        budget: [Excerpt(numbers[h], hits[h], _joined(split[h], sorted(picked[h]))) for h in sorted(picked)]
+        for budget, picked in selections.items()
+    }
 
 
 def ranked_units(

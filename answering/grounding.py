@@ -220,6 +220,13 @@ def is_abstention(answer: str) -> bool:
     return bool(_ABSTENTION.search(answer))
 
 
+def opens_with_abstention(answer: str) -> bool:
+    """Whether an answer starts by saying that the passages do not answer the question; a
+    claim before such a sentence makes the answer a claim ("X. This is not stated in the text")."""
+    first = next((sentence.text for sentence in split_sentences(answer) if words(sentence.text)), "")
+    return is_abstention(first)
+
+
 _ABSTENTION = re.compile(
     r"\b("
     r"(do|does|did)( not|n't) (cover|contain|mention|say|provide|include|specify)"
@@ -257,11 +264,13 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     named = [term for term in exact if not _NUMBER.fullmatch(term.strip('`"'))]
     if len(terms) >= MIN_CONTENT_WORDS and evidence.anchored_share(named, terms) < MIN_ANCHORED_SHARE:
         return Verdict(False, f"the passages say something else about {named[0]}", (), share)
+    # A "Yes" or "No" claims the polarity of the passage that answers, whatever follows it.
+    opening = _YES_OR_NO.match(sentence)
     # What the sentence says beyond its exact terms: too little, and it means what the question asks.
-    if len(_terms(_without(exact, CITATION.sub(" ", sentence)))) >= MIN_CONTENT_WORDS:
+    if not opening and len(_terms(_without(exact, CITATION.sub(" ", sentence)))) >= MIN_CONTENT_WORDS:
         return Verdict(True, content_share=share)
-    says_no = bool(_NEGATION.search(sentence))
-    if says_no or _YES_OR_NO.match(sentence):
+    says_no = opening[1].lower() == "no" if opening else bool(_NEGATION.search(sentence))
+    if says_no or opening:
         negative = evidence.polarity_of_best_match()
         if negative is not None and negative != says_no:
             answer = "no" if negative else "yes"
@@ -465,6 +474,22 @@ def support_share(answer: str, passages: Sequence[str]) -> float:
     return sum(term in known for term in claimed) / len(claimed)
 
 
+# Questions that ask for a quantity or a port, which only a number answers.
+_ASKS_FOR_NUMBER = re.compile(
+    r"\b(?:how (?:many|much|long|often|big|large|small|short|fast|far|old|high|low|soon)|(?:what|which) port)\b",
+    re.IGNORECASE,
+)
+
+
+def lacks_asked_number(answer: str, question: str) -> bool:
+    """Whether the question asks how many, how long or which port, and the answer states no
+    number ("up to `CHUNK_OVERLAP` characters" for "How many characters…?")."""
+    if not _ASKS_FOR_NUMBER.search(question):
+        return False
+    text = CITATION.sub(" ", answer)
+    return not _NUMBER.search(text) and not any(word in NUMBER_WORDS for word in words(text))
+
+
 def restates_question(answer: str, question: str) -> bool:
     return new_information(answer, question) < MIN_NEW_INFORMATION
 
@@ -476,4 +501,6 @@ def new_information(answer: str, question: str) -> float:
     asked = set(_terms(question))
     if not said or any(_normal(term.strip('`"')) not in _normal(question) for term in exact_terms(answer)):
         return 1.0
+    if _YES_OR_NO.match(answer):
+        return 1.0  # "Yes, the app reloads by itself": the first word answers, the rest may repeat the question
     return sum(term not in asked for term in said) / len(said)

@@ -21,14 +21,15 @@ from typing import Literal, Protocol
 
 from answering.attempts import Answer, AttemptStart, stream_answer
 from answering.confidence import Signals, collect_signals
-from answering.context import Excerpt, best_sentences, drawn_from_best, estimate_tokens, select_context, whole_chunks
+from answering.context import Excerpt, best_sentences, drawn_from_best, estimate_tokens, select_contexts, whole_chunks
 from answering.grounding import (
     AnswerGuard,
     Cut,
     Evidence,
     GuardedText,
     GuardMode,
-    is_abstention,
+    lacks_asked_number,
+    opens_with_abstention,
     restates_question,
 )
 from answering.prompt import GENERAL_PROMPT, build_messages, refine_messages, retrieval_query
@@ -76,9 +77,10 @@ class TurnConfig:
     thresholds: Thresholds = Thresholds()
     # Below this best retrieval score the documents do not cover the question.
     min_retrieval_score: float = 0.3
-    # Tokens of passages each kind of model reads.
+    # Tokens of passages each kind of model reads, and budgets of their own for some models.
     embedded_context_budget: int = 400
     server_context_budget: int = 2000
+    model_context_budgets: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnConfig:
@@ -89,10 +91,16 @@ class TurnConfig:
             settings.min_retrieval_score,
             settings.embedded_context_budget,
             settings.server_context_budget,
+            dict(settings.model_context_budgets),
         )
 
     def budget(self, spec: ModelSpec) -> int:
-        return self.embedded_context_budget if spec.backend == "embedded" else self.server_context_budget
+        default = self.embedded_context_budget if spec.backend == "embedded" else self.server_context_budget
+        return self.model_context_budgets.get(spec.model, default)
+
+    def with_budget(self, budget: int) -> TurnConfig:
+        """This configuration with every model reading `budget` tokens of passages."""
+        return replace(self, embedded_context_budget=budget, server_context_budget=budget, model_context_budgets={})
 
 
 # Out of scope but above this share of MIN_RETRIEVAL_SCORE, the closest sentences are
@@ -172,10 +180,20 @@ TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceCut | Answe
 # A weakly supported small answer escalates: more than this share of its sentences cut.
 MAX_UNSUPPORTED_SHARE = 0.0
 QUOTES = 3  # sentences quoted when no model answer is supported
+# Between a model's "the documents do not cover this" and the passage sentences quoted under it.
+CLOSEST_PASSAGES = "\n\nThe closest passages say:\n\n"
 # Share of a model answer's own words that must come from the passage sentences that best
 # match the question (chosen on the handbook set): a supported sentence from elsewhere in
 # the passages usually answers another question.
 MIN_DRAWN_FROM_BEST = 0.85
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """The excerpts one model reads, and the evidence its answer is checked against."""
+
+    excerpts: list[Excerpt]
+    evidence: Evidence
 
 
 @dataclass
@@ -185,8 +203,12 @@ class _Turn:
     backends: Mapping[str, Backend]
     started: float = field(default_factory=time.perf_counter)
     timings: PhaseTimings = field(default_factory=PhaseTimings)
+    # The most that any model of the turn reads: shown beside the answer, and quoted from.
     excerpts: list[Excerpt] = field(default_factory=list)
-    evidence: Evidence = Evidence.of([])
+    readings: dict[int, _Reading] = field(default_factory=dict)  # by context budget
+
+    def reading(self, model: ModelSpec) -> _Reading:
+        return self.readings[self.config.budget(model)]
 
 
 async def run_turn(
@@ -212,15 +234,20 @@ async def run_turn(
 
     prepared = time.perf_counter()
     models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
-    turn.excerpts = select_context(hits, query, min(config.budget(m) for m in models), fill=request.given_context)
-    turn.evidence = Evidence.of((f"{e.label}\n{e.text}" for e in turn.excerpts), request.question)
+    # A small model may read less than the large one (it reads more slowly); the large one
+    # reads all of that and more, under the same [n].
+    selections = select_contexts(hits, query, {config.budget(m) for m in models}, fill=request.given_context)
+    turn.readings = {
+        budget: _Reading(excerpts, Evidence.of((f"{e.label}\n{e.text}" for e in excerpts), request.question))
+        for budget, excerpts in selections.items()
+    }
+    turn.excerpts = selections[max(selections)]
     turn.timings.prep_s = time.perf_counter() - prepared
     yield Retrieved(hits, turn.excerpts)
 
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
-        return build_messages(
-            request.question, request.history, turn.excerpts, spec.context_window, request.params.max_tokens
-        )
+        excerpts, window = turn.reading(spec).excerpts, spec.context_window
+        return build_messages(request.question, request.history, excerpts, window, request.params.max_tokens)
 
     slm_answer: Answer | None = None
     signals: Signals | None = None
@@ -257,7 +284,9 @@ async def run_turn(
         draft = slm_answer.checked.kept if slm_answer and slm_answer.checked and mode is Mode.DRAFT_REFINE else ""
 
         def llm_messages(spec: ModelSpec) -> list[ChatMessage]:
-            return refine_messages(request.question, turn.excerpts, draft) if draft else messages_for(spec)
+            if not draft:
+                return messages_for(spec)
+            return refine_messages(request.question, turn.reading(spec).excerpts, draft)
 
         # If the large model fails, the small answer stands; with no small answer
         # (always-llm), the embedded fallback answers instead.
@@ -321,7 +350,7 @@ async def _checked_answer(
     fallback: ModelSpec | None,
 ) -> AsyncIterator[TurnEvent]:
     """One model's answer with the guard reading along; the answer comes back with `.checked`."""
-    guard = AnswerGuard(turn.evidence, turn.request.guard)
+    guard = AnswerGuard(turn.reading(model).evidence, turn.request.guard)
     current = model
     attempt = stream_answer(model, messages_for, params, turn.backends, fallback)
     started = first_token = None
@@ -331,7 +360,7 @@ async def _checked_answer(
     try:
         async for event in attempt:
             if isinstance(event, AttemptStart):
-                current, guard = event.model, AnswerGuard(turn.evidence, turn.request.guard)
+                current, guard = event.model, AnswerGuard(turn.reading(event.model).evidence, turn.request.guard)
                 started, first_token, parts, logprobs = time.perf_counter(), None, [], []
                 yield event
             elif isinstance(event, TokenEvent):
@@ -387,21 +416,23 @@ def _with_support(decision: Decision, answer: Answer, turn: _Turn) -> Decision:
             if checked.cuts
             else "the small model's answer is empty",
         )
-    elif (problem := _not_an_answer(checked.kept, turn)) is not None:
+    elif (problem := _not_an_answer(checked.kept, turn, answer.model)) is not None:
         reason = problem
     else:
         return decision
     return replace(decision, escalate=True, reasons=(*decision.reasons, reason))
 
 
-def _not_an_answer(text: str, turn: _Turn) -> Reason | None:
+def _not_an_answer(text: str, turn: _Turn, model: ModelSpec) -> Reason | None:
     """Why supported text still does not answer the question, or None."""
-    if is_abstention(text):
+    if opens_with_abstention(text):
         return None
     question = turn.request.question
     if restates_question(text, question):
         return Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
-    drawn = drawn_from_best(text, question, turn.excerpts)
+    if lacks_asked_number(text, question):
+        return Reason("no_number", 1.0, 0.0, "the question asks for a number and the answer gives none")
+    drawn = drawn_from_best(text, question, turn.reading(model).excerpts)
     if drawn < MIN_DRAWN_FROM_BEST:
         return Reason(
             "drawn_from_best",
@@ -418,7 +449,7 @@ def _usable(answer: Answer | None, turn: _Turn) -> GuardedText | None:
         return None
     if turn.request.guard is GuardMode.OFF:  # shown as the model wrote it
         return answer.checked
-    return answer.checked if _not_an_answer(answer.checked.kept, turn) is None else None
+    return answer.checked if _not_an_answer(answer.checked.kept, turn, answer.model) is None else None
 
 
 def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decision) -> FinalAnswer:
@@ -434,9 +465,9 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
         checked = _usable(answer, turn)
         if checked is not None:
             text = checked.kept
-            if is_abstention(text):
+            if opens_with_abstention(text):
                 if quotes := quote_passages(turn.request.question, turn.excerpts):
-                    text += "\n\nThe closest passages say:\n\n" + quotes
+                    text += CLOSEST_PASSAGES + quotes
                 return FinalAnswer(text, source, tuple(checked.cuts))  # type: ignore[arg-type]
             evidence = quote_evidence(text, turn.excerpts)
             return FinalAnswer(text, source, tuple(checked.cuts), evidence)  # type: ignore[arg-type]

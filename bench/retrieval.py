@@ -3,21 +3,31 @@
 Builds a corpus of at least `--chunks` chunks (default 50,000) from the public sets in
 ../shared/eval (clapnq, covidqa, pubmedqa: their documents, repeated with new ids as
 often as needed), chunked as the app chunks its corpus (CHUNK_SIZE, CHUNK_OVERLAP), and
-for each mode (lexical, bm25) measures:
+for each mode (lexical, bm25, hybrid) measures:
 
 - build: the time to index the corpus (`SharedCorpus.retriever`), wall and CPU (the
   CPU time is what to compare on a shared machine, where the wall time also counts
   waiting for a core), and the memory it holds (the process's RSS after the build minus
   before);
+- load: the time to read the index back from a file as the persisted index keeps it
+  (`to_arrays`, `np.savez`, then `np.load` and `retriever_from_arrays`);
 - query latency: median and p99 of `search(question, TOP_K)` over `--queries` questions
-  of the same sets;
+  of the same sets (for hybrid, embedding the question included; its median is also
+  given alone);
 - one upload in a chat: `KnowledgeBase.add` of a `--upload-kb` text file (default 300 KB,
-  the issue's figure) plus the first search, which indexes it;
+  the issue's figure) plus the first search, which indexes it (for hybrid, embeds it:
+  `embed_s`);
 - the baseline, in the same run on the same corpus: the previous implementation
   (rank-bm25's BM25Okapi with Lucene's idf, and the term-overlap loop in Python), which
   indexed each chat's uploads together with the whole corpus again. `ratio` is the
   baseline's figure over ours (above 1: ours is faster or smaller); `same_hits` is the
   share of questions whose TOP_K hits are the same chunks in the same order.
+
+Embedding 50,000 chunks would take hours on two cores (0.2-0.5 s a chunk), so the hybrid
+mode embeds `--embed-sample` distinct chunks (default 200), reports the time per chunk and
+what the whole corpus would take at that rate (`embed_s_extrapolated`), and gives the other
+chunks the sample's vectors in turn: the query latency, load time and memory are those of
+a full 50,000-vector index.
 
 Each measurement runs in a forked child process, so that one index's memory or warm
 caches do not count for the next.
@@ -26,6 +36,7 @@ Run:
 
     .venv/bin/python -m bench.retrieval                        # 50,000 chunks, 300 questions
     .venv/bin/python -m bench.retrieval --chunks 5000 --queries 50 --no-baseline
+    .venv/bin/python -m bench.retrieval --modes hybrid --no-baseline --embed-sample 100
 
 Figures go to bench/results/retrieval.json (`--out PATH` to change).
 """
@@ -42,6 +53,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -57,8 +69,9 @@ import psutil
 from models.settings import PROJECT_ROOT, Settings
 from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document, Hit
+from rag.embedding import DEFAULT_EMBEDDER, Embedder, Vectors, embedded_text, text_key
 from rag.index import KnowledgeBase, SharedCorpus
-from rag.retrieval import RETRIEVERS, Retriever, indexed_text
+from rag.retrieval import RETRIEVERS, HybridRetriever, Retriever, TermRetriever, indexed_text, retriever_from_arrays
 from rag.text import tokenize
 
 DEFAULT_OUT = PROJECT_ROOT / "bench" / "results" / "retrieval.json"
@@ -200,26 +213,102 @@ def _summary(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
+class TimedEmbedder:
+    """The packaged model, adding up the time spent embedding passages: wall, and the process's
+    CPU (the engine runs on one thread of this process; on a shared machine the wall time
+    also counts waiting for a core)."""
+
+    def __init__(self, embedder: Embedder = DEFAULT_EMBEDDER) -> None:
+        self.embedder = embedder
+        self.name, self.dimensions = embedder.name, embedder.dimensions
+        self.passages_s = self.passages_cpu_s = 0.0
+        self.passages_embedded = 0
+
+    def passages(self, texts: Sequence[str]) -> Vectors:
+        started, cpu = time.perf_counter(), time.process_time()
+        vectors = self.embedder.passages(texts)
+        self.passages_s += time.perf_counter() - started
+        self.passages_cpu_s += time.process_time() - cpu
+        self.passages_embedded += len(texts)
+        return vectors
+
+    def query(self, text: str) -> Vectors:
+        return self.embedder.query(text)
+
+
+def sampled_vectors(chunks: Sequence[Chunk], embedder: TimedEmbedder, sample: int) -> dict[bytes, Vectors]:
+    """A vector for every distinct chunk text: `sample` of them embedded (timed by
+    `embedder`), the others given those vectors in turn."""
+    texts = {text_key(text): text for text in map(embedded_text, chunks)}  # distinct, in corpus order
+    # Spread over the corpus: every set's documents, long and short.
+    step = max(1, len(texts) // sample)
+    vectors = embedder.passages(list(texts.values())[::step][:sample])
+    return {key: vectors[index % len(vectors)] for index, key in enumerate(texts)}
+
+
+def _load_s(retriever: Retriever, mode: str, chunks: Sequence[Chunk], embedder: Embedder) -> float:
+    """Writing the index as the persisted index does, then the time to read it back."""
+    assert isinstance(retriever, TermRetriever)
+    arrays, parameters = retriever.to_arrays()
+    contents: dict[str, Any] = dict(arrays)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "index.npz"
+        np.savez(path, **contents)
+        started = time.perf_counter()
+        with np.load(path, allow_pickle=False) as stored:
+            retriever_from_arrays(mode, chunks, stored, parameters, embedder)
+        return time.perf_counter() - started
+
+
 # What a forked child measures. The corpus is read before forking, so each child starts
 # with the same memory and cold caches (the stemmer's cache included).
 _CORPUS: SharedCorpus | None = None
 
 
-def measure_ours(mode: str, questions: Sequence[str], upload: Document, size: int, overlap: int, k: int) -> dict:
+def measure_ours(
+    mode: str, questions: Sequence[str], upload: Document, size: int, overlap: int, k: int, embed_sample: int
+) -> dict:
     assert _CORPUS is not None
-    _CORPUS.chunks(size, overlap)  # chunking is not indexing: done before the clock starts
+    chunks = _CORPUS.chunks(size, overlap)  # chunking is not indexing: done before the clock starts
+    embedder = TimedEmbedder()
+    corpus, embedding = _CORPUS, {}
+    if mode == HybridRetriever.name:
+        known = sampled_vectors(chunks, embedder, embed_sample)
+        per_chunk = embedder.passages_s / max(embedder.passages_embedded, 1)
+        embedding = {
+            "embedded": embedder.passages_embedded,
+            "embed_s_per_chunk": per_chunk,
+            "embed_cpu_s_per_chunk": embedder.passages_cpu_s / max(embedder.passages_embedded, 1),
+            "embed_s_extrapolated": per_chunk * len(chunks),
+        }
     before = _rss()
     started, cpu = time.perf_counter(), time.process_time()
-    retriever = _CORPUS.retriever(mode, size, overlap)
+    if mode == HybridRetriever.name:
+        # Every vector is known: this is the build without the embedding, reported above.
+        retriever: Retriever = HybridRetriever(chunks, embedder, known)
+        corpus = SharedCorpus(
+            _CORPUS.documents, {(size, overlap): chunks}, {(mode, size, overlap): retriever}, embedder
+        )
+    else:
+        retriever = _CORPUS.retriever(mode, size, overlap)
     build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     memory = _rss() - before
+    load_s = _load_s(retriever, mode, chunks, embedder)
     _latencies(retriever.search, questions[:5], k)  # warm-up
     seconds, tops = _latencies(retriever.search, questions, k)
+    if mode == HybridRetriever.name:
+        query_embedding = []
+        for question in questions:
+            started = time.perf_counter()
+            embedder.query(question)
+            query_embedding.append(time.perf_counter() - started)
+        embedding["query_embed_median_ms"] = _summary(query_embedding)["median_ms"]
 
-    knowledge = KnowledgeBase(_CORPUS, size, overlap)
+    knowledge = KnowledgeBase(corpus, size, overlap)
     started = time.perf_counter()
     added = knowledge.add(upload)
     add_s = time.perf_counter() - started
+    embedded_before, embedded_cpu_before = embedder.passages_s, embedder.passages_cpu_s
     started = time.perf_counter()
     knowledge.search(questions[0], mode, k)
     first_search_s = time.perf_counter() - started
@@ -228,9 +317,15 @@ def measure_ours(mode: str, questions: Sequence[str], upload: Document, size: in
         "build_s": build_s,
         "build_cpu_s": build_cpu_s,
         "memory_mb": memory / 2**20,
+        "load_s": load_s,
+        **embedding,
         **_summary(seconds),
         "median_ms_with_upload": _summary(with_upload)["median_ms"],
-        "upload": _upload(added.chunks, add_s, first_search_s),
+        "upload": {
+            **_upload(added.chunks, add_s, first_search_s),
+            "embed_s": embedder.passages_s - embedded_before,
+            "embed_cpu_s": embedder.passages_cpu_s - embedded_cpu_before,
+        },
         "top": tops,
     }
 
@@ -312,9 +407,9 @@ def run(args: argparse.Namespace) -> dict:
     modes: dict[str, dict] = {}
     for mode in args.modes:
         print(f"{mode}: building and querying ours…", file=sys.stderr, flush=True)
-        ours = in_child(measure_ours, mode, questions, upload, size, overlap, k)
+        ours = in_child(measure_ours, mode, questions, upload, size, overlap, k, args.embed_sample)
         entry: dict = {"ours": ours, "baseline": None, "ratio": None, "same_hits": None}
-        if args.baseline:
+        if args.baseline and mode in REFERENCES:  # hybrid has no previous implementation
             print(f"{mode}: building and querying the baseline…", file=sys.stderr, flush=True)
             baseline = in_child(measure_reference, mode, questions, upload, size, overlap, k)
             entry["baseline"] = baseline
@@ -355,8 +450,8 @@ def print_report(result: dict) -> None:
         f"{result['queries']} questions, top {result['top_k']}; upload {result['upload_kb']} KB"
     )
     header = (
-        f"{'mode':8} {'impl':9} {'build s':>8} {'cpu s':>7} {'memory MB':>10} {'median ms':>10} {'p99 ms':>8} "
-        f"{'upload s':>9}"
+        f"{'mode':8} {'impl':9} {'build s':>8} {'cpu s':>7} {'memory MB':>10} {'load s':>7} {'median ms':>10} "
+        f"{'p99 ms':>8} {'upload s':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -365,8 +460,9 @@ def print_report(result: dict) -> None:
             row = entry[name]
             if row is None:
                 continue
+            load = f"{row['load_s']:7.2f}" if "load_s" in row else f"{'-':>7}"
             print(
-                f"{mode:8} {name:9} {row['build_s']:8.2f} {row['build_cpu_s']:7.2f} {row['memory_mb']:10.1f} "
+                f"{mode:8} {name:9} {row['build_s']:8.2f} {row['build_cpu_s']:7.2f} {row['memory_mb']:10.1f} {load} "
                 f"{row['median_ms']:10.2f} "
                 f"{row['p99_ms']:8.2f} {row['upload']['total_s']:9.3f}"
             )
@@ -374,17 +470,31 @@ def print_report(result: dict) -> None:
             ratio = entry["ratio"]
             memory = f"{ratio['memory']:.2f}" if ratio["memory"] is not None else "-"
             print(
-                f"{mode:8} {'ratio':9} {ratio['build']:7.2f}x {ratio['build_cpu']:6.2f}x {memory:>9}x "
+                f"{mode:8} {'ratio':9} {ratio['build']:7.2f}x {ratio['build_cpu']:6.2f}x {memory:>9}x {'':7} "
                 f"{ratio['median']:9.1f}x "
                 f"{ratio['p99']:7.1f}x {ratio['upload']:8.1f}x   same hits: {entry['same_hits']:.0%}"
             )
     for mode, entry in result["modes"].items():
-        upload = entry["ours"]["upload"]
+        ours = entry["ours"]
+        upload = ours["upload"]
+        embedded = (
+            f", of which embedding {upload['embed_s']:.1f} s ({upload['embed_cpu_s']:.1f} s CPU)"
+            if upload["embed_s"]
+            else ""
+        )
         print(
             f"{mode}: one upload ({upload['chunks']} chunks): add {upload['add_s'] * 1000:.0f} ms + first search "
-            f"{upload['first_search_s'] * 1000:.0f} ms; then a query takes "
-            f"{entry['ours']['median_ms_with_upload']:.2f} ms (median)"
+            f"{upload['first_search_s'] * 1000:.0f} ms{embedded}; then a query takes "
+            f"{ours['median_ms_with_upload']:.2f} ms (median)"
         )
+        if "embed_s_per_chunk" in ours:
+            print(
+                f"{mode}: embedding {ours['embed_s_per_chunk'] * 1000:.0f} ms a chunk "
+                f"({ours['embed_cpu_s_per_chunk'] * 1000:.0f} ms CPU; {ours['embedded']} embedded), "
+                f"{ours['embed_s_extrapolated'] / 60:.0f} min for the {corpus['chunks']:,} chunks at that rate "
+                f"(not included in build s); a question {ours['query_embed_median_ms']:.1f} ms (median, included "
+                f"in the query latency)"
+            )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -396,6 +506,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--modes", default=",".join(RETRIEVERS), help="retrieval modes, comma-separated")
     parser.add_argument("--upload-kb", type=int, default=300, help="size of the uploaded file (default 300 KB)")
+    parser.add_argument(
+        "--embed-sample", type=int, default=200, help="chunks the hybrid mode really embeds (default 200)"
+    )
     parser.add_argument("--chunk-size", type=int, help="default: CHUNK_SIZE")
     parser.add_argument("--chunk-overlap", type=int, help="default: CHUNK_OVERLAP")
     parser.add_argument(
@@ -406,8 +519,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.modes = args.modes.split(",")
     if unknown := [mode for mode in args.modes if mode not in RETRIEVERS]:
         parser.error(f"unknown mode {', '.join(unknown)}: choose from {', '.join(RETRIEVERS)}")
-    if args.chunks < 1 or args.queries < 1:
-        parser.error("--chunks and --queries must be at least 1")
+    if args.chunks < 1 or args.queries < 1 or args.embed_sample < 1:
+        parser.error("--chunks, --queries and --embed-sample must be at least 1")
     if missing := [str(folder) for folder in args.sets if not (folder / "docs.jsonl").is_file()]:
         parser.error(f"no docs.jsonl in {', '.join(missing)}: pass set folders such as ../shared/eval/clapnq")
     return args

@@ -47,12 +47,12 @@ from answering.grounding import (
     Evidence,
     GuardMode,
     check_sentence,
-    is_abstention,
     is_repetitive,
+    opens_with_abstention,
     split_sentences,
     words,
 )
-from answering.pipeline import TurnConfig, TurnDone, TurnRequest, run_turn
+from answering.pipeline import CLOSEST_PASSAGES, TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.router import Mode
 from evaluation.retrieval import load_set
 from evaluation.router import sample_questions
@@ -152,10 +152,11 @@ async def answer_one(
     shown = f"{final.text}\n\n{final.evidence}" if final.evidence else final.text
     evidence = Evidence.of((f"{e.label}\n{e.text}" for e in done.excerpts), question["question"])
     from_model = final.source in ("slm", "llm")
-    shown_sentences = [s for s in split_sentences(final.text) if not s.fence and words(s.text)] if from_model else []
+    model_text = final.text.split(CLOSEST_PASSAGES)[0]  # not the passages quoted under an abstention
+    shown_sentences = [s for s in split_sentences(model_text) if not s.fence and words(s.text)] if from_model else []
     unsupported = sum(not check_sentence(s.text, evidence, code=s.code).supported for s in shown_sentences)
     raw = [a.text for a in (done.slm_answer, done.llm_answer) if isinstance(a, Answer)]
-    told = final.source == "out_of_scope" or (from_model and is_abstention(shown))
+    told = final.source == "out_of_scope" or (from_model and opens_with_abstention(shown))
     return TurnRecord(
         id=str(question["id"]),
         question=question["question"],
@@ -165,7 +166,7 @@ async def answer_one(
         fact_seen=fact_seen(shown, golds, question.get("pattern")) if golds else None,
         fact_in_model_words=from_model and bool(golds) and fact_seen(final.text, golds, question.get("pattern")),
         told_out_of_scope=told,
-        invented=not golds and from_model and not is_abstention(shown),
+        invented=not golds and from_model and not opens_with_abstention(shown),
         unsupported_shown=unsupported,
         sentences_shown=len(shown_sentences),
         cuts=len(final.cuts),
@@ -307,7 +308,11 @@ async def evaluate(
         "retrieval_mode": settings.retrieval_mode,
         "top_k": settings.top_k,
         "min_retrieval_score": settings.min_retrieval_score,
-        "context_budget": {"embedded": settings.embedded_context_budget, "server": settings.server_context_budget},
+        "context_budget": {
+            "embedded": settings.embedded_context_budget,
+            "server": settings.server_context_budget,
+            **settings.model_context_budgets,
+        },
         "seconds": round(time.perf_counter() - started, 1),
         "summary": summarise(records),
         "records": [asdict(record) for record in records],

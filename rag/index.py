@@ -3,7 +3,8 @@
 Each upload is an index of its own, searched together with the shared corpus's index
 (`rag.retrieval.Combined`, which says why the scores stay comparable): adding or
 removing a file costs time in proportion to that file, whatever the size of the corpus,
-and the shared index is built once per setting for every session.
+and the shared index is built once per setting for every session. In the hybrid mode an
+upload's chunks are embedded by the shared corpus's model, so that their vectors compare.
 
 The app's shared corpus is a `rag.persisted_index.PersistedCorpus`, which replaces its
 `SharedCorpus` with a new one when a file under the corpus folder changes; a knowledge base
@@ -21,13 +22,15 @@ from typing import Protocol
 
 from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document, Hit
+from rag.embedding import DEFAULT_EMBEDDER, Embedder
 from rag.retrieval import Retriever, combined, make_retriever
 
 
 class SharedCorpus:
     """Documents every session can search; their chunks and indexes are built once per setting.
 
-    `chunks` and `retrievers` hand over ones already made (loaded from the persisted index).
+    `chunks` and `retrievers` hand over ones already made (loaded from the persisted index);
+    `embedder` makes the hybrid mode's vectors, the uploads' included.
     """
 
     def __init__(
@@ -35,11 +38,14 @@ class SharedCorpus:
         documents: Sequence[Document],
         chunks: Mapping[tuple[int, int], list[Chunk]] | None = None,
         retrievers: Mapping[tuple[str, int, int], Retriever] | None = None,
+        embedder: Embedder = DEFAULT_EMBEDDER,
     ) -> None:
         self.documents = tuple(documents)
+        self.embedder = embedder
         self._chunks: dict[tuple[int, int], list[Chunk]] = dict(chunks or {})
         self._retrievers: dict[tuple[str, int, int], Retriever] = dict(retrievers or {})
         self._lock = threading.Lock()
+        self._building: dict[tuple[str, int, int], threading.Lock] = {}
 
     def current(self) -> SharedCorpus:
         """A fixed corpus is its own current version (see `CorpusSource`)."""
@@ -51,12 +57,28 @@ class SharedCorpus:
                 self._chunks[size, overlap] = chunk_documents(self.documents, size, overlap)
             return self._chunks[size, overlap]
 
+    def built(self, mode: str, size: int, overlap: int) -> Retriever | None:
+        """The retriever of that setting if it is made already (None: asking would build it)."""
+        with self._lock:
+            return self._retrievers.get((mode, size, overlap))
+
     def retriever(self, mode: str, size: int, overlap: int) -> Retriever:
         chunks = self.chunks(size, overlap)
+        key = (mode, size, overlap)
         with self._lock:
-            if (mode, size, overlap) not in self._retrievers:
-                self._retrievers[mode, size, overlap] = make_retriever(mode, chunks)
-            return self._retrievers[mode, size, overlap]
+            if key in self._retrievers:
+                return self._retrievers[key]
+            building = self._building.setdefault(key, threading.Lock())
+        # Built once per setting, outside the corpus's lock: embedding the corpus for the
+        # hybrid mode takes minutes, and chats searching in another mode must not wait for it.
+        with building:
+            with self._lock:
+                if key in self._retrievers:
+                    return self._retrievers[key]
+            made = make_retriever(mode, chunks, self.embedder)
+            with self._lock:
+                self._retrievers[key] = made
+            return made
 
 
 class CorpusSource(Protocol):
@@ -124,16 +146,17 @@ class KnowledgeBase:
     def _retriever(self, mode: str) -> Retriever:
         with self._lock:
             size, overlap = self.chunk_size, self.chunk_overlap
-            uploads = [self._upload_retriever(doc_id, mode) for doc_id in self.uploads]
-        # The corpus's version now, not the one the chat opened with: files change while the app runs.
-        return combined([self.corpus.current().retriever(mode, size, overlap), *uploads])
+            # The corpus's version now, not the one the chat opened with: files change while the app runs.
+            corpus = self.corpus.current()
+            uploads = [self._upload_retriever(doc_id, mode, corpus.embedder) for doc_id in self.uploads]
+        return combined([corpus.retriever(mode, size, overlap), *uploads])
 
-    def _upload_retriever(self, doc_id: str, mode: str) -> Retriever:
+    def _upload_retriever(self, doc_id: str, mode: str, embedder: Embedder) -> Retriever:
         """One upload's own index, built on its first search in a mode (under the lock)."""
         if (doc_id, mode) not in self._upload_retrievers:
             if doc_id not in self._upload_chunks:  # after a rechunk
                 self._upload_chunks[doc_id] = chunk_documents(
                     [self.uploads[doc_id]], self.chunk_size, self.chunk_overlap
                 )
-            self._upload_retrievers[doc_id, mode] = make_retriever(mode, self._upload_chunks[doc_id])
+            self._upload_retrievers[doc_id, mode] = make_retriever(mode, self._upload_chunks[doc_id], embedder)
         return self._upload_retrievers[doc_id, mode]

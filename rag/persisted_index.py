@@ -8,7 +8,14 @@ replaced atomically:
   mode and code fingerprint it was built with; per corpus file its SHA-256, its document and
   its chunks at that size; the files that could not be read, with their hash and reason.
 - the default mode's chunks × terms matrix (`terms`, `starts`, `rows`, `values`), in corpus order,
-  as the retriever's `to_arrays` gives it (its parameters go in the manifest's `retriever`).
+  as the retriever's `to_arrays` gives it (its parameters go in the manifest's `retriever`);
+  in the hybrid mode also each chunk's dense vector (`vectors`) and the hash of the text it
+  was made from (`vector_keys`).
+
+Embedding is the slow part of the hybrid mode (about 0.2-0.5 s a chunk on one core), so a
+vector is never made twice for the same text by the same model: a refresh embeds only the
+chunks of the files that changed, and an index that must be rebuilt (other settings or code)
+still lends its vectors when the same model (`key.embedder`) made them.
 
 Why the matrix itself rather than only each chunk's tokens: loading it costs no tokenising at
 all, and tokenising (stemming every word) is most of the cost of building an index. When a
@@ -46,9 +53,10 @@ import numpy as np
 
 from rag.chunking import chunk_document, chunk_documents
 from rag.documents import SEED_DOCUMENTS, Chunk, Document
+from rag.embedding import DEFAULT_EMBEDDER, Embedder, Vectors
 from rag.index import SharedCorpus
 from rag.loading import corpus_files, parse_corpus_file
-from rag.retrieval import Retriever, TermRetriever, make_retriever, retriever_from_arrays
+from rag.retrieval import HybridRetriever, Retriever, TermRetriever, make_retriever, retriever_from_arrays
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +66,7 @@ LOCK_FILE = "lock"
 
 # What a stored index depends on besides the documents: chunking, tokenising and scoring.
 # Their source is hashed, so that an index built by other code is rebuilt rather than trusted.
-_CODE = ("chunking.py", "documents.py", "loading.py", "retrieval.py", "text.py")
+_CODE = ("chunking.py", "documents.py", "embedding.py", "loading.py", "retrieval.py", "text.py")
 
 # (path under the corpus folder, its bytes) -> its document; raises when the file cannot be read.
 Reader = Callable[[str, bytes], Document]
@@ -129,6 +137,7 @@ class PersistedCorpus:
 
     `current()` is the corpus to search now; `refresh()` (blocking) brings it up to date with
     the folder. Other chunk sizes and modes than the indexed ones are built on demand, in memory.
+    `embedder` makes the hybrid mode's vectors.
     """
 
     def __init__(
@@ -139,13 +148,17 @@ class PersistedCorpus:
         chunk_overlap: int,
         mode: str,
         read: Reader = parse_corpus_file,
+        embedder: Embedder = DEFAULT_EMBEDDER,
     ) -> None:
         self.folder = Path(folder)
         self.index_dir = Path(index_dir)
         self.chunk_size, self.chunk_overlap, self.mode = chunk_size, chunk_overlap, mode
         self.read = read
+        self.embedder = embedder
         self._key = {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "mode": mode, "code": code_fingerprint()}
-        self._state = _State({}, {}, SharedCorpus(SEED_DOCUMENTS))
+        if mode == HybridRetriever.name:
+            self._key["embedder"] = embedder.name
+        self._state = _State({}, {}, SharedCorpus(SEED_DOCUMENTS, embedder=embedder))
         self._refreshed = False
         self._refreshing = threading.Lock()  # one refresh at a time in this process
         self.last_change = Change()
@@ -223,7 +236,34 @@ class PersistedCorpus:
             if versions:
                 files[path] = versions[0]  # its previous version stays
         chunks = self._chunks(files)
-        return _State(files, failed, self._corpus(files, chunks, make_retriever(self.mode, chunks)))
+        return _State(files, failed, self._corpus(files, chunks, self._retriever(chunks, bases)))
+
+    def _retriever(self, chunks: list[Chunk], bases: list[_State]) -> Retriever:
+        """The mode's retriever over `chunks`; in the hybrid mode, with the vectors the bases
+        and the stored index have for the same texts (embedding only the new ones)."""
+        if self.mode != HybridRetriever.name:
+            return make_retriever(self.mode, chunks)
+        known = self._stored_vectors()
+        for base in bases:
+            built = base.corpus.built(self.mode, self.chunk_size, self.chunk_overlap)
+            if isinstance(built, HybridRetriever) and built.embedder.name == self.embedder.name:
+                known.update(built.known_vectors())
+        return make_retriever(self.mode, chunks, self.embedder, known)
+
+    def _stored_vectors(self) -> dict[bytes, Vectors]:
+        """The stored index's vectors by text, if the same model made them, even when the
+        index itself cannot be used (built with other settings or code); {} otherwise."""
+        try:
+            with np.load(self.index_file, allow_pickle=False) as stored:
+                manifest = json.loads(stored["manifest"].tobytes())
+                if manifest.get("key", {}).get("embedder") != self.embedder.name:
+                    return {}
+                keys, vectors = stored["vector_keys"], stored["vectors"]
+                if keys.dtype != np.uint8 or vectors.shape != (len(keys), self.embedder.dimensions):
+                    return {}
+                return dict(zip(map(bytes, keys), vectors.astype(np.float32), strict=True))
+        except Exception:  # noqa: BLE001 - no stored vectors to reuse: they are made again
+            return {}
 
     def _entry(self, path: str) -> FileEntry:
         data = (self.folder / path).read_bytes()
@@ -243,6 +283,7 @@ class PersistedCorpus:
             [*SEED_DOCUMENTS, *(entry.document for entry in files.values())],
             chunks={(self.chunk_size, self.chunk_overlap): chunks},
             retrievers={(self.mode, self.chunk_size, self.chunk_overlap): retriever},
+            embedder=self.embedder,
         )
 
     def _save(self, state: _State) -> tuple[int, int, int]:
@@ -296,7 +337,7 @@ class PersistedCorpus:
                 files = {path: _entry_of(path, raw) for path, raw in manifest["files"].items()}
                 failed = {path: Failure(raw["sha256"], raw["reason"]) for path, raw in manifest["failed"].items()}
                 chunks = self._chunks(files)
-                retriever = retriever_from_arrays(self.mode, chunks, stored, manifest["retriever"])
+                retriever = retriever_from_arrays(self.mode, chunks, stored, manifest["retriever"], self.embedder)
             return _State(files, failed, self._corpus(files, chunks, retriever), stored_as)
         except Exception as error:  # noqa: BLE001 - whatever is wrong with the file, the documents are still there
             log.warning("The corpus index %s is unreadable (%s); rebuilding it.", self.index_file, error)

@@ -1,15 +1,21 @@
-"""Ranking chunks for a query: one `Retriever` protocol, two implementations side by side.
+"""Ranking chunks for a query: one `Retriever` protocol, three implementations side by side.
 
-Both return hits whose `score` is in [0, 1] and comparable across queries (how
-much of the query the chunk covers), so a single threshold can say "the documents
-do not seem to cover this", and the escalation router can read them.
+All return hits whose `score` is in [0, 1] and comparable across queries (how
+much of the query the chunk covers; for `hybrid`, also how close the chunk's meaning is),
+so a single threshold can say "the documents do not seem to cover this", and the
+escalation router can read them.
 
-Both keep a sparse chunks × terms matrix and score a query with a few numpy calls
+All keep a sparse chunks × terms matrix and score a query with a few numpy calls
 over the columns of its terms, so a query costs time in proportion to the chunks that
 hold its terms, not to the corpus (at 50,000 chunks, scoring every chunk in Python
 took about 60 ms a query). The term statistics (how many chunks, and how many hold
 each term) are applied per query, which lets several indexes be searched as one with
 `Combined`: a chat's uploads beside the shared corpus.
+
+`HybridRetriever` adds a dense vector per chunk (rag/embedding.py) and fuses its cosine
+with the BM25 score, so that a passage that says the same thing in other words is found.
+Its dense part does cost time in proportion to the corpus (one matrix-vector product over
+every chunk's vector, plus embedding the question; bench/retrieval.py measures both).
 
 A built-in retriever can be kept as plain arrays and rebuilt from them without
 tokenising its chunks again (`TermRetriever.to_arrays`, `retriever_from_arrays`);
@@ -33,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag.documents import Chunk, Hit
+from rag.embedding import DEFAULT_EMBEDDER, KEY_BYTES, Embedder, Vectors, embed_chunks, embedded_text, text_key
 from rag.text import tokenize
 
 # bm25s sets its own logger to DEBUG at import (bm25s 0.3.16, bm25s/__init__.py), so its
@@ -209,9 +216,9 @@ class TermRetriever:
         return retriever
 
     @classmethod
-    def _scores(cls, parts: Sequence[Self], terms: list[str]) -> list[Floats] | None:
-        """Each part's chunk scores in [0, 1] for the query's terms, from the term
-        statistics of all the parts together; None when the query has nothing to score."""
+    def _scores(cls, parts: Sequence[Self], query: str) -> list[Floats] | None:
+        """Each part's chunk scores in [0, 1] for the query, from the term statistics of
+        all the parts together; None when the query has nothing to score."""
         raise NotImplementedError
 
     def search(self, query: str, k: int) -> list[Hit]:
@@ -221,7 +228,7 @@ class TermRetriever:
 def _search(parts: Sequence[TermRetriever], query: str, k: int) -> list[Hit]:
     if len({type(part) for part in parts}) != 1:
         raise ValueError("indexes searched together must be of one mode")
-    scores = type(parts[0])._scores(parts, tokenize(query))
+    scores = type(parts[0])._scores(parts, query)
     if scores is None:
         return []
     return _ranked([part.chunks for part in parts], scores, k)
@@ -261,7 +268,8 @@ class LexicalRetriever(TermRetriever):
         super().__init__(chunks, _Columns.of_sets(set(tokenize(indexed_text(chunk))) for chunk in chunks))
 
     @classmethod
-    def _scores(cls, parts: Sequence[Self], terms: list[str]) -> list[Floats] | None:
+    def _scores(cls, parts: Sequence[Self], query: str) -> list[Floats] | None:
+        terms = tokenize(query)
         total = sum(len(part.chunks) for part in parts)
         # idf log((N + 1) / (n + 0.5)); a term no chunk holds (n = 0) weighs the most.
         weights = {
@@ -315,7 +323,8 @@ class BM25Retriever(TermRetriever):
         return retriever
 
     @classmethod
-    def _scores(cls, parts: Sequence[Self], terms: list[str]) -> list[Floats] | None:
+    def _scores(cls, parts: Sequence[Self], query: str) -> list[Floats] | None:
+        terms = tokenize(query)
         total = sum(len(part.chunks) for part in parts)
         if not terms or not total:
             return None
@@ -346,6 +355,92 @@ def _bm25_columns(chunks: Sequence[Chunk], k1: float, b: float) -> _Columns:
     return _Columns(vocabulary, starts, index.scores["indices"], values.astype(np.float32), len(chunks))
 
 
+# The dense part of a hybrid score: the cosine between the question's and the chunk's
+# vectors mapped onto [0, 1]. At DENSE_FLOOR or below it is 0: 99% of all question-chunk
+# pairs of clapnq score under 0.82 (median 0.75), so a cosine there says nothing. At
+# DENSE_CEILING and above it is 1 (the best chunk for an answerable clapnq question scores
+# 0.84-0.92). Tuned on clapnq with the weight: doc recall@1 0.960 and @5 0.997 (BM25 0.930
+# and 0.983, reciprocal rank fusion 0.957 and 0.993), and with these values the best
+# scores of answerable and unanswerable questions fall on either side of MIN_RETRIEVAL_SCORE
+# and ROUTER_MIN_RETRIEVAL_SCORE a little more cleanly than BM25's, so the thresholds stay.
+DENSE_FLOOR = 0.80
+DENSE_CEILING = 0.95
+# The dense part's share of the score; recall@1 stays at 0.96 or above from 0.3 to 0.6.
+DENSE_WEIGHT = 0.5
+
+
+class HybridRetriever(BM25Retriever):
+    """BM25 fused with dense vectors: a weighted sum of the BM25 score (as `BM25Retriever`
+    gives it) and the chunk's cosine with the question (see `DENSE_FLOOR`).
+
+    A weighted sum of two absolute scores, not reciprocal rank fusion: a rank says how a
+    chunk compares with the others for this question, not whether it answers it, so the
+    first chunk of every question would score the same and the low-coverage threshold would
+    mean nothing. Each part keeps its chunks' vectors; searched together (`Combined`) the
+    BM25 part uses the statistics of all the parts and the dense part needs none, so an
+    upload scores as it would in one index with the corpus.
+
+    Building embeds every chunk not in `known` (vectors by `text_key`, from a previous
+    index): slow, about 0.2-0.5 s a chunk on one core, so callers run it in a worker thread.
+    """
+
+    name = "hybrid"
+
+    def __init__(
+        self,
+        chunks: Sequence[Chunk],
+        embedder: Embedder = DEFAULT_EMBEDDER,
+        known: Mapping[bytes, Vectors] | None = None,
+    ) -> None:
+        super().__init__(chunks)
+        self.embedder = embedder
+        self.vectors = embed_chunks(self.chunks, embedder, known)
+
+    def known_vectors(self) -> dict[bytes, Vectors]:
+        """The chunks' vectors by `text_key`: what a new index of mostly the same chunks reuses."""
+        return {text_key(embedded_text(chunk)): vector for chunk, vector in zip(self.chunks, self.vectors, strict=True)}
+
+    def to_arrays(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
+        """BM25's arrays, the chunks' `vectors` and their `vector_keys` (each row a chunk's
+        `text_key`), with which an index built by other code can still reuse the vectors."""
+        arrays, parameters = super().to_arrays()
+        keys = b"".join(text_key(embedded_text(chunk)) for chunk in self.chunks)
+        vector_keys = np.frombuffer(keys, dtype=np.uint8).reshape(len(self.chunks), KEY_BYTES)
+        return {**arrays, "vectors": self.vectors, "vector_keys": vector_keys}, parameters
+
+    @classmethod
+    def from_arrays(
+        cls, chunks: Sequence[Chunk], arrays: Arrays, parameters: Parameters, embedder: Embedder = DEFAULT_EMBEDDER
+    ) -> Self:
+        """As `TermRetriever.from_arrays`, with the chunks' vectors, which `embedder` made
+        (the caller checks that: the arrays do not say which model made them)."""
+        retriever = super().from_arrays(chunks, arrays, parameters)
+        vectors = arrays["vectors"]
+        if vectors.shape != (len(chunks), embedder.dimensions) or not np.issubdtype(vectors.dtype, np.floating):
+            raise ValueError(f"the vectors are not {len(chunks)} rows of {embedder.dimensions} numbers")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("a vector is not finite")
+        retriever.embedder = embedder
+        retriever.vectors = vectors.astype(np.float32, copy=False)
+        return retriever
+
+    @classmethod
+    def _scores(cls, parts: Sequence[Self], query: str) -> list[Floats] | None:
+        if len({part.embedder.name for part in parts}) != 1:
+            raise ValueError("indexes searched together must embed with one model")
+        if not sum(len(part.chunks) for part in parts) or not query.strip():
+            return None
+        lexical = super()._scores(parts, query)  # None: no term to score (stop words only), the dense part decides
+        question = parts[0].embedder.query(query)
+        scores = []
+        for index, part in enumerate(parts):
+            cosine = (part.vectors @ question).astype(np.float64)
+            dense = np.clip((cosine - DENSE_FLOOR) / (DENSE_CEILING - DENSE_FLOOR), 0.0, 1.0)
+            bm25 = lexical[index] if lexical is not None else 0.0
+            scores.append((1 - DENSE_WEIGHT) * bm25 + DENSE_WEIGHT * dense)
+        return scores
+
+
 class Combined:
     """Indexes of one mode searched as one: a chat's uploads beside the shared corpus.
 
@@ -354,8 +449,9 @@ class Combined:
     each query term, how many chunks hold it, summed over the indexes. The scores are
     therefore the ones a single index over all the chunks would give: lexical scores
     exactly; BM25 scores up to the average chunk length, which each index takes from
-    its own chunks (the length normalisation is stored in the matrix). Every part's
-    scores share one ceiling, so they compare as directly as within one index.
+    its own chunks (the length normalisation is stored in the matrix); hybrid scores
+    as BM25's, plus a dense part that depends on the chunk and the question alone. Every
+    part's scores share one ceiling, so they compare as directly as within one index.
 
     Normalising each index by its own ceiling (its own idf) would not: in an upload of
     a few chunks every term it holds is common (idf near log 1.3) and every term it
@@ -383,15 +479,32 @@ def combined(parts: Sequence[Retriever]) -> Retriever:
     return Combined(term_parts)
 
 
-RETRIEVERS: dict[str, Callable[[Sequence[Chunk]], Retriever]] = {"lexical": LexicalRetriever, "bm25": BM25Retriever}
+RETRIEVERS: dict[str, Callable[[Sequence[Chunk]], Retriever]] = {
+    "lexical": LexicalRetriever,
+    "bm25": BM25Retriever,
+    "hybrid": HybridRetriever,
+}
 
 
-def make_retriever(mode: str, chunks: Sequence[Chunk]) -> Retriever:
+def make_retriever(
+    mode: str,
+    chunks: Sequence[Chunk],
+    embedder: Embedder = DEFAULT_EMBEDDER,
+    known: Mapping[bytes, Vectors] | None = None,
+) -> Retriever:
+    """The `mode` retriever over `chunks`; `embedder` and the vectors `known` already (by
+    `text_key`) serve the hybrid mode only."""
+    if mode == HybridRetriever.name:
+        return HybridRetriever(chunks, embedder, known)
     return RETRIEVERS[mode](chunks)
 
 
-def retriever_from_arrays(mode: str, chunks: Sequence[Chunk], arrays: Arrays, parameters: Parameters) -> TermRetriever:
+def retriever_from_arrays(
+    mode: str, chunks: Sequence[Chunk], arrays: Arrays, parameters: Parameters, embedder: Embedder = DEFAULT_EMBEDDER
+) -> TermRetriever:
     """The `mode` retriever over `chunks` that `to_arrays` described (see `TermRetriever.from_arrays`)."""
+    if mode == HybridRetriever.name:
+        return HybridRetriever.from_arrays(chunks, arrays, parameters, embedder)
     kind = RETRIEVERS[mode]
     if not (isinstance(kind, type) and issubclass(kind, TermRetriever)):
         raise ValueError(f"a {mode} retriever cannot be rebuilt from arrays")

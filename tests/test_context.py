@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from answering.context import Excerpt, best_sentences, drawn_from_best, select_context, units
+from answering.context import Excerpt, best_sentences, drawn_from_best, select_context, select_contexts, units
 from rag.documents import Chunk, Document, Hit
 
 FOUNDRY = Document("foundry", "Models and backends", "models.md", "")
@@ -41,6 +41,15 @@ def test_the_best_matching_sentence_is_given_even_over_budget_and_the_rest_fits_
     generous = select_context(HITS, QUESTION, budget_tokens=1000)
     assert [e.number for e in generous] == [1, 2]
     assert "5273" in generous[0].text and "8001" in generous[1].text
+
+
+def test_a_larger_budget_reads_all_that_a_smaller_one_reads_under_the_same_numbers():
+    selections = select_contexts(HITS, QUESTION, [1, 1000])
+    small, large = selections[1], selections[1000]
+
+    assert [e.number for e in small] == [1] and [e.number for e in large] == [1, 2]
+    assert small[0].text in large[0].text and len(small[0].text) < len(large[0].text)
+    assert select_context(HITS, QUESTION, budget_tokens=1000) == large
 
 
 def test_the_best_sentences_are_quoted_once_each():

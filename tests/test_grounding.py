@@ -10,6 +10,9 @@ from answering.grounding import (
     exact_terms,
     guard_text,
     is_repetitive,
+    lacks_asked_number,
+    opens_with_abstention,
+    restates_question,
     split_sentences,
 )
 
@@ -111,6 +114,30 @@ def test_a_bare_yes_must_agree_with_the_passage_that_answers_the_question():
     evidence = Evidence.of(UPLOADS, "Is the Gemma 3 270M model the instruction-tuned one?")
     assert check_sentence("No, it is not.", evidence).supported
     assert not check_sentence("Yes, it is.", evidence).supported
+
+
+def test_a_yes_that_repeats_the_question_must_still_agree_with_the_passage():
+    evidence = Evidence.of(UPLOADS, "Is the Gemma 3 270M model the instruction-tuned one?")
+    assert not check_sentence("Yes, the Gemma 3 270M model is the instruction-tuned one.", evidence).supported
+    assert check_sentence("No, the Gemma 3 270M model is not the instruction-tuned one.", evidence).supported
+
+
+def test_a_yes_or_no_before_the_questions_words_is_an_answer_not_a_restatement():
+    assert not restates_question("Yes, the app reloads by itself.", "Does the app reload by itself?")
+    assert restates_question("The app reloads by itself.", "Does the app reload by itself?")
+
+
+def test_a_question_for_a_number_is_not_answered_without_one():
+    question = "How many characters of the previous chunk are repeated?"
+    assert lacks_asked_number("Up to `CHUNK_OVERLAP` characters of the previous one.", question)
+    assert not lacks_asked_number("150 characters.", question)
+    assert not lacks_asked_number("Three hundred.", question)
+    assert not lacks_asked_number("The setting is `CHUNK_OVERLAP`.", "Which setting repeats characters?")
+
+
+def test_an_answer_abstains_only_when_it_starts_by_saying_so():
+    assert opens_with_abstention("The documents do not cover this. They cover ports.")
+    assert not opens_with_abstention("Port 5273. This is not stated in the passages.")
 
 
 def test_a_code_line_copied_across_an_excerpt_gap_is_supported():

@@ -107,9 +107,9 @@ def test_an_upload_is_indexed_alone_and_the_shared_index_is_reused(corpus, monke
     indexed: list[list[str]] = []
     real = rag.index.make_retriever
 
-    def counting(mode, chunks):
+    def counting(mode, chunks, *embedding):
         indexed.append(sorted({chunk.document.id for chunk in chunks}))
-        return real(mode, chunks)
+        return real(mode, chunks, *embedding)
 
     shared = corpus.retriever("bm25", 1000, 0)
     monkeypatch.setattr(rag.index, "make_retriever", counting)

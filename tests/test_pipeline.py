@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from answering.attempts import Answer
 from answering.grounding import GuardMode
 from answering.pipeline import Notice, Retrieved, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn
@@ -119,6 +121,44 @@ async def test_the_draft_and_the_escalated_answer_read_the_same_numbered_passage
     [retrieved] = [e for e in events if isinstance(e, Retrieved)]
     assert [e.number for e in retrieved.excerpts] == [1]
     assert done(events).excerpts == tuple(retrieved.excerpts)
+
+
+async def test_a_model_with_a_smaller_budget_reads_less_and_is_checked_against_what_it_read():
+    backend = ScriptedBackend(
+        {
+            "small": ["Set FOUNDRY_LOCAL_ENDPOINT [1]."],  # in the passage, but not in what the small model read
+            "large": ["Foundry Local ", "usually listens on port 5273 [1]."],
+        }
+    )
+    config = replace(CONFIG, model_context_budgets={"small": 1})
+
+    events = [
+        event async for event in run_turn(TurnRequest(PORT_QUESTION, HANDBOOK, SMALL, LARGE), {"fake": backend}, config)
+    ]
+
+    small_prompt = "".join(message.content for message in backend.prompts["small"])
+    large_prompt = "".join(message.content for message in backend.prompts["large"])
+    assert "5273" in small_prompt and "FOUNDRY_LOCAL_ENDPOINT" not in small_prompt
+    assert "FOUNDRY_LOCAL_ENDPOINT" in large_prompt
+    [cut] = [event for event in events if isinstance(event, SentenceCut)]
+    assert cut.model == SMALL and "FOUNDRY_LOCAL_ENDPOINT" in cut.cut.reason
+    [retrieved] = [e for e in events if isinstance(e, Retrieved)]
+    assert "FOUNDRY_LOCAL_ENDPOINT" in retrieved.excerpts[0].text  # the page shows the most any model read
+    assert done(events).final.source == "llm"
+
+
+async def test_an_answer_without_the_number_the_question_asks_for_escalates():
+    backend = ScriptedBackend(
+        {
+            "small": ["Set FOUNDRY_LOCAL_ENDPOINT to the URL that the service prints [1]."],
+            "large": ["Foundry Local usually listens on port 5273 [1]."],
+        }
+    )
+
+    result = done(await turn(backend))  # "On which port does Foundry Local listen?"
+
+    assert [reason.signal for reason in result.decision.reasons] == ["no_number"]
+    assert result.final.source == "llm" and "5273" in result.final.text
 
 
 async def test_a_question_the_documents_do_not_cover_gets_no_model_answer():

@@ -122,7 +122,7 @@ def settings_panel(app: Assistant, catalog: Catalog, chosen: dict[str, Any]) -> 
         Select(
             id="retrieval_mode",
             label="Retrieval",
-            values=["bm25", "lexical"],
+            values=["bm25", "lexical", "hybrid"],
             initial_value=chosen.get("retrieval_mode", settings.retrieval_mode),
         ),
         Slider(
