@@ -86,7 +86,7 @@ async def resume(thread: ThreadDict) -> None:
 
 @cl.on_settings_update
 async def settings_changed(chosen: dict[str, Any]) -> None:
-    chat.settings_changed(APP, chosen)
+    await chat.settings_changed(APP, chosen)
 
 
 @cl.on_message

@@ -23,7 +23,7 @@ from typing import Protocol
 from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document, Hit
 from rag.embedding import DEFAULT_EMBEDDER, Embedder
-from rag.retrieval import Retriever, combined, make_retriever
+from rag.retrieval import HybridRetriever, Retriever, combined, make_retriever
 
 
 class SharedCorpus:
@@ -142,6 +142,15 @@ class KnowledgeBase:
 
     def search(self, query: str, mode: str, k: int) -> list[Hit]:
         return self._retriever(mode).search(query, k)
+
+    def unembedded(self, mode: str) -> int:
+        """How many shared passages the next search in `mode` embeds first (0: none, or not hybrid)."""
+        if mode != HybridRetriever.name:
+            return 0
+        corpus = self.corpus.current()
+        if corpus.built(mode, self.chunk_size, self.chunk_overlap) is not None:
+            return 0
+        return len(corpus.chunks(self.chunk_size, self.chunk_overlap))
 
     def _retriever(self, mode: str) -> Retriever:
         with self._lock:

@@ -126,10 +126,10 @@ class ChainlitClient:
         await self.send(text, file_ids)
         return await self._collect(until=_task_end_after_start(), timeout_s=timeout_s)
 
-    async def change_settings(self, settings: dict) -> None:
+    async def change_settings(self, settings: dict) -> Turn:
         """Submit the settings panel; waits for the app's on_settings_update task to end."""
         await self._sio.emit("chat_settings_change", settings)
-        await self._collect(until=_task_end_after_start())
+        return await self._collect(until=_task_end_after_start())
 
     async def stop(self) -> None:
         await self._sio.emit("stop")

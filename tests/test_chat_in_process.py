@@ -117,6 +117,16 @@ async def test_the_chat_settings_change_the_model_that_answers(chat, models):
     assert "*gemma3-270m (embedded)*" in final_output(turn)
 
 
+async def test_choosing_hybrid_retrieval_says_that_the_next_question_waits_for_embedding(chat):
+    changed = await chat.change_settings({"retrieval_mode": "hybrid"})
+
+    [notice] = [message["output"] for message in changed.messages if "embeds" in message["output"]]
+    assert "Hybrid retrieval" in notice and "passages are embedded" in notice
+
+    unchanged = await chat.change_settings({"retrieval_mode": "bm25"})
+    assert not [message for message in unchanged.messages if "embeds" in message["output"]]
+
+
 async def test_when_the_large_model_fails_the_small_models_answer_stands_with_a_notice(chat, models):
     models.replies[EMBEDDED_SLM] = SUPPORTED[:3]  # short: escalated
     models.replies[EMBEDDED_LLM] = BackendError("The model server broke off", "http://127.0.0.1:9/v1")

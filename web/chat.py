@@ -156,10 +156,22 @@ def settings_panel(app: Assistant, catalog: Catalog, chosen: dict[str, Any]) -> 
     ]
 
 
-def settings_changed(app: Assistant, chosen: dict[str, Any]) -> None:
+# Embedding one passage for the hybrid mode, on one core (rag/embedding.py).
+EMBEDDING_S_PER_PASSAGE = 0.5
+
+
+async def settings_changed(app: Assistant, chosen: dict[str, Any]) -> None:
+    knowledge: KnowledgeBase = cl.user_session.get("knowledge")
     if "chunk_size" in chosen:
-        knowledge: KnowledgeBase = cl.user_session.get("knowledge")
         knowledge.rechunk(int(chosen["chunk_size"]), app.settings.chunk_overlap)
+    # Chunking a large corpus takes a while: off the event loop.
+    if pending := await asyncio.to_thread(knowledge.unembedded, chosen.get("retrieval_mode", "")):
+        minutes = max(1, round(pending * EMBEDDING_S_PER_PASSAGE / 60))
+        await cl.Message(
+            content=f"Hybrid retrieval first embeds the meaning of every passage: your next question waits "
+            f"while {pending} passages are embedded (about {minutes} min on one CPU core). This happens once; "
+            "later questions, and chats in other retrieval modes, do not wait for it."
+        ).send()
 
 
 async def on_message(app: Assistant, message: cl.Message) -> None:
