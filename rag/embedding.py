@@ -123,10 +123,9 @@ def embed_chunks(chunks: Sequence[Chunk], embedder: Embedder, known: Mapping[byt
     keys = [text_key(text) for text in texts]
     known = known or {}
     vectors = np.zeros((len(chunks), embedder.dimensions), dtype=np.float32)
-    missing = [index for index, key in enumerate(keys) if key not in known]
     # A text repeated in the corpus is embedded once.
-    unique = list(dict.fromkeys(texts[index] for index in missing))
-    fresh = dict(zip(map(text_key, unique), embedder.passages(unique), strict=True))
+    missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
+    fresh = dict(zip(missing, embedder.passages(list(missing.values())), strict=True))
     for index, key in enumerate(keys):
         vectors[index] = known[key] if key in known else fresh[key]
     return vectors

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -123,6 +123,14 @@ def app_root_of(log: Path) -> Path:
 
 
 UNGUARDED = {"GROUNDING_GUARD": "off", "MIN_RETRIEVAL_SCORE": "0"}
+
+
+@contextlib.asynccontextmanager
+async def local_user_client(url: str, timeout_s: float = 120) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app at `url`, logged in as the local user, as its pages are."""
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
+        (await client.post("/auth/header")).raise_for_status()
+        yield client
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from models.weights import smollm2_path
 from tests.browser import ACTION_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, VIEWPORT, screenshot
 from tests.fakes import ScriptedBackend
 from tests.in_process import app_in_process
-from tests.servers import chainlit_app
+from tests.servers import chainlit_app, local_user_client
 from web.accounts import hash_password
 from web.browser_runner import ASSETS, MODEL_ROUTE, missing_assets
 
@@ -53,8 +53,7 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture
 async def http(app_url):
-    async with httpx.AsyncClient(base_url=app_url, timeout=120) as client:
-        (await client.post("/auth/header")).raise_for_status()  # the local user, as the page does
+    async with local_user_client(app_url) as client:
         yield client
 
 

@@ -10,7 +10,7 @@ from playwright.async_api import expect
 
 from tests.browser import open_page, screenshot
 from tests.fault_server import fault_server
-from tests.servers import chainlit_app
+from tests.servers import chainlit_app, local_user_client
 
 ENV = {"MAX_TOKENS": "24", "ROUTER_MODE": "off", "TEMPERATURE": "0"}
 NOTE = "The Zorblax depot opens at 07:15 on weekdays and closes at noon on Saturdays."
@@ -25,8 +25,7 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture
 async def http(app_url):
-    async with httpx.AsyncClient(base_url=app_url, timeout=120) as client:
-        (await client.post("/auth/header")).raise_for_status()  # the local user, as the page does
+    async with local_user_client(app_url) as client:
         yield client
 
 
@@ -100,8 +99,7 @@ async def test_a_server_model_that_fails_mid_answer_keeps_its_partial_text(tmp_p
     async with fault_server("cut") as server_url:
         env = {**ENV, "MODEL_SERVER_URL": server_url, "SLM_MODEL": "scripted", "TOKEN_TIMEOUT_S": "2"}
         with chainlit_app(tmp_path / "chainlit.log", env) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-                await client.post("/auth/header")
+            async with local_user_client(url, timeout_s=60) as client:
                 events = await compare(client, prompt="hi", models=["slm", "embedded:smollm2-135m"])
 
     failed, embedded = results(events)["server:scripted"], results(events)["embedded:smollm2-135m"]

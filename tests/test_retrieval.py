@@ -103,16 +103,6 @@ def test_lexical_rare_terms_count_for_more_than_common_ones():
     assert hits[0].chunk.document.id == "rare"
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_words_in_other_scripts_are_searchable(mode):
-    documents = [
-        Document("ru", "Отчёт", "ru.md", "Запуск проекта назначен на март."),
-        Document("en", "Report", "en.md", "The project launches in March."),
-    ]
-    hits = make_retriever(mode, chunk_documents(documents)).search("запуск проекта", k=1)
-    assert hits[0].chunk.document.id == "ru"
-
-
 # Scores against the reference implementations (the previous code, kept in bench.retrieval):
 # rank-bm25 for BM25, the term-overlap loop in Python for lexical.
 REFERENCE_CORPUS = [

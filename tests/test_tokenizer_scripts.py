@@ -75,6 +75,7 @@ def test_english_with_typographic_quotes_reads_as_plain_ascii():
         ("स्थानीय मॉडल की गति", "hi"),
         ("本地模型的延迟是多少", "zh"),
         ("ローカルモデルの速度", "ja"),
+        ("запуск проекта", "ru"),
     ],
 )
 def test_passages_in_each_script_are_found(mode, query, expected):
@@ -83,7 +84,8 @@ def test_passages_in_each_script_are_found(mode, query, expected):
         Document("hi", "", "hi.md", "स्थानीय मॉडल तेज़ी से उत्तर देते हैं।"),
         Document("zh", "", "zh.md", "本地模型的延迟很低，回答很快。"),
         Document("ja", "", "ja.md", "ローカルモデルの速度は速いです。"),
-        Document("en", "", "en.md", "Local models answer quickly."),
+        Document("ru", "Отчёт", "ru.md", "Запуск проекта назначен на март."),
+        Document("en", "", "en.md", "Local models answer quickly. The project launches in March."),
     ]
     hits = make_retriever(mode, chunk_documents(documents)).search(query, k=1)
     assert hits[0].chunk.document.id == expected
