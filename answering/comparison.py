@@ -187,6 +187,10 @@ class PastedContext:
         rest = [chunk for chunk in chunks if chunk.position not in found]
         return ranked + [Hit(chunk, 0.0, rank) for rank, chunk in enumerate(rest, start=len(ranked) + 1)]
 
+    def mentions(self, word: str, mode: str) -> bool:
+        """Text the user gave covers the question whatever it names (it is never out of scope)."""
+        return True
+
 
 class NoKnowledge:
     """No documents at all: a turn over it is out of scope, so a comparison with neither
@@ -194,6 +198,9 @@ class NoKnowledge:
 
     def search(self, query: str, mode: str, k: int) -> list[Hit]:
         return []
+
+    def mentions(self, word: str, mode: str) -> bool:
+        return False
 
 
 NO_KNOWLEDGE = NoKnowledge()

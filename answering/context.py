@@ -32,6 +32,8 @@ _SENTENCE = re.compile(r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)\s+(?=[A-Z0-9`\"(*])")
 # continuation lines join them), quotes.
 _STANDALONE = re.compile(r"^(#{1,6}\s|\||[-*+]\s|\d+[.)]\s|>)")
 _LIST_ITEM = re.compile(r"^([-*+]\s|\d+[.)]\s)")
+_NUMBERED = re.compile(r"^\d+[.)]\s")
+_FIRST_NUMBER = re.compile(r"^0*1[.)]\s")
 
 
 def estimate_tokens(text: str) -> int:
@@ -83,17 +85,23 @@ def units(text: str) -> list[str]:
             paragraph.clear()
 
     code = False
+    in_list = False  # the open paragraph is a list item
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith(("```", "~~~")):
             close()
             code = not code
             continue
+        # A wrapped line of running text may start "10) is the most…": as in CommonMark, only
+        # "1." or "1)" starts a numbered list inside a paragraph.
+        continues = paragraph and not in_list and _NUMBERED.match(stripped) and not _FIRST_NUMBER.match(stripped)
         if not stripped:
             close()
-        elif code or _STANDALONE.match(stripped):
+            in_list = False
+        elif not continues and (code or _STANDALONE.match(stripped)):
             close()
-            if code or not _LIST_ITEM.match(stripped):
+            in_list = bool(not code and _LIST_ITEM.match(stripped))
+            if not in_list:
                 found.append(stripped)
             else:
                 paragraph.append(stripped)  # a list item: its wrapped lines follow

@@ -107,6 +107,10 @@ class Evidence:
     # Each passage sentence, folded, with its terms and numbers.
     sentences: tuple[tuple[str, frozenset[str], frozenset[str]], ...] = ()
     asked: frozenset[str] = frozenset()  # the question's terms
+    # The terms of the names the question asks about ("Ollama", "SmolLM2"), and of the first
+    # line of each sentence's passage: its label, "Models and backends › Ollama".
+    asked_names: frozenset[str] = frozenset()
+    headings: tuple[frozenset[str], ...] = ()
 
     @classmethod
     def of(cls, passages: Iterable[str], question: str = "") -> Evidence:
@@ -114,11 +118,13 @@ class Evidence:
         joined = "\n".join(passages)
         windows: list[frozenset[str]] = []
         sentences: list[tuple[str, frozenset[str], frozenset[str]]] = []
+        headings: list[frozenset[str]] = []
         for passage in passages:
             split = [s for s in _EVIDENCE_SENTENCE.split(passage) if s.strip()]
             terms = [frozenset(_terms(s)) for s in split]
             windows += [a | b for a, b in zip(terms, [*terms[1:], frozenset()], strict=False)]
             sentences += [(_normal(s), t, _numbers(s)) for s, t in zip(split, terms, strict=True)]
+            headings += [frozenset(_terms(passage.lstrip().partition("\n")[0]))] * len(split)
         return cls(
             _normal(joined),
             _numbers(joined),
@@ -126,6 +132,8 @@ class Evidence:
             tuple(windows),
             tuple(sentences),
             frozenset(_terms(question)),
+            frozenset(term for name in names(question) for term in _terms(name)),
+            tuple(headings),
         )
 
     def states(self, term: str) -> bool:
@@ -161,6 +169,38 @@ class Evidence:
         ]
         return max((sum(term in found for term in terms) / len(terms) for found in holding), default=0.0)
 
+    def names_what_was_asked(self, exact: Sequence[str]) -> bool:
+        """Whether a passage sentence holding every exact term names, in itself or its heading,
+        each thing the question names that the passages mention: `vllm.internal:8000` is not
+        Ollama's address because the sentence giving it is about vLLM."""
+        names = [name for name in self.asked_names if name in self.terms]
+        if not exact or not names:
+            return True
+        return any(
+            all(name in found or name in heading for name in names)
+            for (text, found, numbers), heading in zip(self.sentences, self.headings, strict=True)
+            if all(_states(term, text, numbers) for term in exact)
+        )
+
+
+def names(question: str) -> list[str]:
+    """What an English question names: "Does Ollama work with SmolLM2?" names Ollama and
+    SmolLM2. Other languages name nothing here: German, for one, capitalises every noun."""
+    if not _ENGLISH.search(question):
+        return []
+    return list(dict.fromkeys(_NAME.findall(question.strip())))
+
+
+# Words that mark a question as English.
+_ENGLISH = re.compile(
+    r"\b(?:the|is|are|does|do|did|can|could|should|will|would|how|what|which|where|when|why|who|there|of|with)\b",
+    re.IGNORECASE,
+)
+
+
+# What a question names: a capitalised word not at its start ("Ollama", "Foundry Local"), or
+# one that mixes cases or letters and digits ("vLLM", "SmolLM2").
+_NAME = re.compile(r"(?<!^)(?<![.?!]\s)\b(?:[A-Z][\w-]*[A-Za-z0-9]|[a-z]+[A-Z0-9][\w-]*)")
 
 _NEGATION = re.compile(r"\b(?:not|no|never|cannot)\b|n't\b", re.IGNORECASE)
 _YES_OR_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
@@ -264,6 +304,8 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     named = [term for term in exact if not _NUMBER.fullmatch(term.strip('`"'))]
     if len(terms) >= MIN_CONTENT_WORDS and evidence.anchored_share(named, terms) < MIN_ANCHORED_SHARE:
         return Verdict(False, f"the passages say something else about {named[0]}", (), share)
+    if not evidence.names_what_was_asked(exact):
+        return Verdict(False, f"the passage that gives {exact[0]} is about something else", (), share)
     # A "Yes" or "No" claims the polarity of the passage that answers, whatever follows it.
     opening = _YES_OR_NO.match(sentence)
     # What the sentence says beyond its exact terms: too little, and it means what the question asks.

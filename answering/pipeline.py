@@ -1,6 +1,7 @@
 """One turn, once: the chat and every evaluation tool run this and nothing else.
 
-    TurnRequest ─► retrieve ─► out of scope? ─► select context for the budget
+    TurnRequest ─► retrieve ─► out of scope (weak match, or a name no passage mentions)?
+      ─► select context for the budget
       ─► small model, checked sentence by sentence as it streams
       ─► route (length, token confidence, retrieval score, support)
       ─► large model when routed, checked the same way
@@ -29,6 +30,7 @@ from answering.grounding import (
     GuardedText,
     GuardMode,
     lacks_asked_number,
+    names,
     opens_with_abstention,
     restates_question,
 )
@@ -45,6 +47,10 @@ class Searchable(Protocol):
     """A knowledge base: the shared corpus and a chat's uploads, or pasted text."""
 
     def search(self, query: str, mode: str, k: int) -> list[Hit]: ...
+
+    def mentions(self, word: str, mode: str) -> bool:
+        """Whether any passage holds the word (a name the question asks about)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -219,16 +225,20 @@ async def run_turn(
     query = retrieval_query(request.question, request.history)
     searched = time.perf_counter()
     # BM25 over a big corpus blocks: every chat shares this event loop.
-    hits = await asyncio.to_thread(request.knowledge.search, query, request.retrieval_mode, request.top_k)
+    hits, unknown = await asyncio.to_thread(_search, request, query)
     turn.timings.retrieval_s = time.perf_counter() - searched
     best = hits[0].score if hits else 0.0
 
-    weak = best < config.min_retrieval_score and not request.given_context  # pasted text is never out of scope
+    # Out of scope: nothing matches well, or the question names something no passage mentions
+    # ("Is there a Slack bot?"). Pasted text is never out of scope, and with a threshold of 0
+    # a model answers every question.
+    unknown = unknown if config.min_retrieval_score > 0 else []
+    weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
     # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
     nothing = not hits and request.general_knowledge
     if weak or nothing:
         yield Retrieved(hits, [])
-        async for event in _out_of_scope(turn, hits, best):
+        async for event in _out_of_scope(turn, hits, best, unknown):
             yield event
         return
 
@@ -308,7 +318,16 @@ async def run_turn(
     yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts))
 
 
-async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float) -> AsyncIterator[TurnEvent]:
+def _search(request: TurnRequest, query: str) -> tuple[list[Hit], list[str]]:
+    """The hits for the query, and the names in the question that no passage mentions (blocking)."""
+    hits = request.knowledge.search(query, request.retrieval_mode, request.top_k)
+    if request.given_context:
+        return hits, []
+    mode = request.retrieval_mode
+    return hits, [name for name in names(request.question) if not request.knowledge.mentions(name, mode)]
+
+
+async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float, unknown: Sequence[str]) -> AsyncIterator[TurnEvent]:
     """The documents do not cover the question: say so, or answer from general knowledge if asked."""
     request = turn.request
     nothing = Decision(Mode.OFF, escalate=False)
@@ -317,10 +336,13 @@ async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float) -> AsyncItera
         # quoted, as what the documents say, not as an answer.
         near = best >= NEAR_MISS_SHARE * turn.config.min_retrieval_score
         quotes = quote_passages(request.question, whole_chunks(hits)) if near else ""
-        text = (
-            f"The documents {'do not seem to' if quotes else 'do not'} cover this question (the best passage "
-            f"matched with score {best:.2f}, below {turn.config.min_retrieval_score:.2f})."
-        )
+        if unknown:
+            text = f"The documents never mention {_listed(unknown)}, so they do not cover this question."
+        else:
+            text = (
+                f"The documents {'do not seem to' if quotes else 'do not'} cover this question (the best passage "
+                f"matched with score {best:.2f}, below {turn.config.min_retrieval_score:.2f})."
+            )
         if quotes:
             text += f" The closest they come:\n\n{quotes}"
         yield Notice("out_of_scope", text)
@@ -474,6 +496,11 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
     cuts = tuple(cut for answer in (slm, llm) if answer and answer.checked for cut in answer.checked.cuts)
     quotes = quote_passages(turn.request.question, turn.excerpts)
     return FinalAnswer(quotes, "quotes", cuts) if quotes else FinalAnswer("", "none", cuts)
+
+
+def _listed(words: Sequence[str]) -> str:
+    """ "Slack", "Slack or Teams", "SAML, Okta or Entra"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def quote_evidence(answer: str, excerpts: Sequence[Excerpt]) -> str:

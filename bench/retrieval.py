@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -71,7 +71,15 @@ from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document, Hit
 from rag.embedding import DEFAULT_EMBEDDER, Embedder, Vectors, embedded_text, text_key
 from rag.index import KnowledgeBase, SharedCorpus
-from rag.retrieval import RETRIEVERS, HybridRetriever, Retriever, TermRetriever, indexed_text, retriever_from_arrays
+from rag.retrieval import (
+    MIN_PREFIX,
+    RETRIEVERS,
+    HybridRetriever,
+    Retriever,
+    TermRetriever,
+    indexed_text,
+    retriever_from_arrays,
+)
 from rag.text import tokenize
 
 DEFAULT_OUT = PROJECT_ROOT / "bench" / "results" / "retrieval.json"
@@ -98,6 +106,9 @@ class ReferenceLexicalRetriever:
             return []
         scores = [sum(weights[t] for t in weights if t in terms) / total for terms in self._terms]
         return _ranked(self.chunks, scores, k)
+
+    def mentions(self, word: str) -> bool:
+        return _mentions(self._idf, word)
 
 
 class ReferenceBM25Retriever:
@@ -130,6 +141,18 @@ class ReferenceBM25Retriever:
         ceiling = sum(self._bm25.idf.get(t, best_idf) * (self.k1 + 1) for t in terms)
         scores = np.clip(raw / ceiling, 0.0, 1.0) if ceiling > 0 else raw * 0
         return _ranked(self.chunks, scores.tolist(), k)
+
+    def mentions(self, word: str) -> bool:
+        return self._bm25 is not None and _mentions(self._bm25.idf, word)
+
+
+def _mentions(vocabulary: Collection[str], word: str) -> bool:
+    """`Retriever.mentions` by a scan of the whole vocabulary."""
+
+    def held(term: str) -> bool:
+        return term in vocabulary or (len(term) >= MIN_PREFIX and any(known.startswith(term) for known in vocabulary))
+
+    return all(map(held, tokenize(word)))
 
 
 def _ranked(chunks: Sequence[Chunk], scores: Sequence[float], k: int) -> list[Hit]:

@@ -143,6 +143,10 @@ class KnowledgeBase:
     def search(self, query: str, mode: str, k: int) -> list[Hit]:
         return self._retriever(mode).search(query, k)
 
+    def mentions(self, word: str, mode: str) -> bool:
+        """Whether the shared corpus or an upload of this chat holds the word (see `Retriever.mentions`)."""
+        return self._retriever(mode).mentions(word)
+
     def unembedded(self, mode: str) -> int:
         """How many shared passages the next search in `mode` embeds first (0: none, or not hybrid)."""
         if mode != HybridRetriever.name:

@@ -67,6 +67,15 @@ class Retriever(Protocol):
 
     def search(self, query: str, k: int) -> list[Hit]: ...
 
+    def mentions(self, word: str) -> bool:
+        """Whether some chunk holds the word, or a longer word it begins ("Mac" in "macOS");
+        true for a word retrieval does not index ("The")."""
+        ...
+
+
+# A word this short is not looked for as the start of longer words.
+MIN_PREFIX = 3
+
 
 def _term_ids(terms: Collection[str], vocabulary: dict[str, int]) -> list[int]:
     """The terms' ids in the vocabulary, adding the new ones.
@@ -100,6 +109,7 @@ class _Columns:
         self.rows = rows
         self.values = values  # None: every value is 1
         self.size = size  # the number of chunks
+        self._sorted_terms: list[str] | None = None  # sorted on first use by `holds_term_starting`
 
     @classmethod
     def of_sets(cls, term_sets: Iterable[set[str]]) -> _Columns:
@@ -162,6 +172,17 @@ class _Columns:
             size,
         )
 
+    def holds_term_starting(self, prefix: str) -> bool:
+        """Whether a term of the vocabulary is `prefix` or begins with it."""
+        if prefix in self.vocabulary:
+            return True
+        if len(prefix) < MIN_PREFIX:
+            return False
+        if self._sorted_terms is None:
+            self._sorted_terms = sorted(self.vocabulary)
+        at = bisect.bisect_left(self._sorted_terms, prefix)
+        return at < len(self._sorted_terms) and self._sorted_terms[at].startswith(prefix)
+
     def frequency(self, term: str) -> int:
         """How many chunks hold the term."""
         column = self.vocabulary.get(term)
@@ -223,6 +244,14 @@ class TermRetriever:
 
     def search(self, query: str, k: int) -> list[Hit]:
         return _search([self], query, k)
+
+    def mentions(self, word: str) -> bool:
+        return _mentions([self], word)
+
+
+def _mentions(parts: Sequence[TermRetriever], word: str) -> bool:
+    # A word that is not indexed at all ("The") cannot be ruled out.
+    return all(any(part._columns.holds_term_starting(term) for part in parts) for term in tokenize(word))
 
 
 def _search(parts: Sequence[TermRetriever], query: str, k: int) -> list[Hit]:
@@ -467,6 +496,9 @@ class Combined:
 
     def search(self, query: str, k: int) -> list[Hit]:
         return _search(self.parts, query, k)
+
+    def mentions(self, word: str) -> bool:
+        return _mentions(self.parts, word)
 
 
 def combined(parts: Sequence[Retriever]) -> Retriever:

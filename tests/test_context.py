@@ -34,6 +34,12 @@ def test_hard_wrapped_lines_are_joined_and_cut_into_sentences_and_list_items_kee
     ]
 
 
+def test_a_wrapped_line_that_starts_with_a_number_other_than_one_continues_its_sentence():
+    text = "`UPLOAD_MAX_FILES` (default\n10) is the most files per message.\n\n1. First\n2) Second"
+
+    assert units(text) == ["`UPLOAD_MAX_FILES` (default 10) is the most files per message.", "1. First", "2) Second"]
+
+
 def test_the_best_matching_sentence_is_given_even_over_budget_and_the_rest_fits_the_budget():
     [excerpt] = select_context(HITS, QUESTION, budget_tokens=1)
     assert excerpt.number == 1 and "5273" in excerpt.text and excerpt.text.count(".") <= 3

@@ -11,6 +11,7 @@ from answering.grounding import (
     guard_text,
     is_repetitive,
     lacks_asked_number,
+    names,
     opens_with_abstention,
     restates_question,
     split_sentences,
@@ -108,6 +109,30 @@ def test_a_bare_term_answers_only_what_its_passage_sentence_is_about():
     evidence = Evidence.of(UPLOADS, "Which model answers first?")
     assert check_sentence("`SLM_MODEL`", evidence).supported
     assert not check_sentence("`LLM_MODEL`", evidence).supported
+
+
+MODEL_SPEEDS = [
+    "[1] Models › SmolLM2-135M\nIt decodes about 86 tokens per second on 2 CPU cores.",
+    "[2] Models › Gemma 3 270M\nIt decodes about 45 tokens per second on 2 CPU cores.",
+]
+
+
+def test_a_figure_is_supported_only_from_a_passage_about_what_the_question_names():
+    evidence = Evidence.of(MODEL_SPEEDS, "How many tokens per second does Gemma decode?")
+    assert check_sentence("Gemma decodes about 45 tokens per second.", evidence).supported
+    verdict = check_sentence("Gemma decodes about 86 tokens per second.", evidence)
+    assert not verdict.supported and "86" in verdict.reason
+
+
+def test_an_english_question_names_its_capitalised_words_and_a_german_one_nothing():
+    assert names("Is there a Slack bot for the Knowledge Assistant?") == ["Slack", "Knowledge", "Assistant"]
+    assert names("Wie lange bleibt eine Sitzung im Speicher?") == []
+
+
+def test_a_passage_heading_names_what_its_sentences_are_about():
+    evidence = Evidence.of(MODEL_SPEEDS, "How fast does SmolLM2 decode?")
+    assert check_sentence("About 86 tokens per second.", evidence).supported
+    assert not check_sentence("About 45 tokens per second.", evidence).supported
 
 
 def test_a_bare_yes_must_agree_with_the_passage_that_answers_the_question():

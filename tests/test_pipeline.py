@@ -171,6 +171,36 @@ async def test_a_question_the_documents_do_not_cover_gets_no_model_answer():
     assert done(events).final.source == "out_of_scope"
 
 
+async def test_a_question_naming_something_no_passage_mentions_is_out_of_scope():
+    backend = ScriptedBackend({"small": ["Foundry Local listens on port 5273."]})
+
+    events = await turn(backend, question="Which port does Foundry Local use for Slack or Okta?")
+
+    assert backend.log == []
+    final = done(events).final
+    assert final.source == "out_of_scope"
+    assert final.text.startswith("The documents never mention Slack or Okta, so they do not cover this question.")
+
+
+async def test_with_no_retrieval_threshold_a_question_naming_an_unknown_thing_is_answered():
+    backend = ScriptedBackend({"small": ["Foundry Local listens on port 5273."]})
+    request = TurnRequest("Which port does Foundry Local use for Slack?", HANDBOOK, SMALL, LARGE, router_mode=Mode.OFF)
+
+    answer_everything = replace(CONFIG, min_retrieval_score=0)
+
+    final = done([event async for event in run_turn(request, {"fake": backend}, answer_everything)]).final
+
+    assert final.source == "slm"
+
+
+async def test_a_name_that_begins_a_word_of_the_passages_is_mentioned():
+    backend = ScriptedBackend({"small": ["Foundry Local listens on port 5273."]})
+
+    events = await turn(backend, mode=Mode.OFF, question="On which port does Foundry listen?")
+
+    assert done(events).final.source == "slm"
+
+
 async def test_a_general_knowledge_answer_is_given_only_when_asked_and_is_labelled():
     backend = ScriptedBackend({"small": ["Germany."], "large": ["France won it."]})
 
@@ -223,7 +253,7 @@ async def test_a_supported_answer_taken_from_a_passage_the_question_does_not_poi
                 ),
                 Document(
                     "sessions",
-                    "Sessions",
+                    "Foundry Local sessions",  # names what the question names, unlike its sentences
                     "sessions.md",
                     "Port numbers are not kept in a session. A closed tab's session stays in memory for 120 seconds.",
                 ),
@@ -280,6 +310,9 @@ class WeakMatch:
     def search(self, query: str, mode: str, k: int) -> list[Hit]:
         found = HANDBOOK.search("Foundry Local port sessions memory", mode, 10) if self.hits else []
         return [Hit(hit.chunk, self.score, hit.rank) for hit in found]
+
+    def mentions(self, word: str, mode: str) -> bool:
+        return True
 
 
 async def test_text_the_user_gave_is_never_out_of_scope_and_is_read_whole_when_it_fits():

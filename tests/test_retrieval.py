@@ -34,6 +34,24 @@ def chunks():
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_retriever_mentions_the_words_its_chunks_hold_and_the_starts_of_longer_ones(mode, chunks):
+    retriever = make_retriever(mode, chunks)
+
+    assert retriever.mentions("vLLM") and retriever.mentions("OpenAI")
+    assert retriever.mentions("Open")  # begins "openai"
+    assert not retriever.mentions("Slack") and not retriever.mentions("Op")
+    assert retriever.mentions("The")  # a stop word is not indexed, so it cannot be ruled out
+
+
+def test_indexes_searched_together_mention_what_any_of_them_holds(chunks):
+    upload = chunk_documents([Document("up", "Notes", "notes.md", "Slack messages are archived weekly.")], 500, 0)
+    together = combined([make_retriever("bm25", chunks), make_retriever("bm25", upload)])
+
+    assert together.mentions("Slack") and together.mentions("vLLM")
+    assert not together.mentions("Okta")
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_the_chunk_that_answers_ranks_first(mode, chunks):
     hits = make_retriever(mode, chunks).search("Why do cats purr?", k=3)
 
