@@ -545,20 +545,4 @@ def new_information(answer: str, question: str) -> float:
         return 1.0
     if _YES_OR_NO.match(answer):
         return 1.0  # "Yes, the app reloads by itself": the first word answers, the rest may repeat the question
-    if _picks_one(answer, question):
-        return 1.0
     return sum(term not in asked for term in said) / len(said)
-
-
-_CHOICE = re.compile(r"\b(?:or|which one|which of|both)\b", re.IGNORECASE)
-
-
-def _picks_one(answer: str, question: str) -> bool:
-    """Whether the answer names some but not all of the terms a question offers to choose
-    from ("`MODEL_SERVER_URL` wins." to "I set both `MODEL_SERVER_URL` and
-    `FOUNDRY_LOCAL_ENDPOINT`. Which one wins?")."""
-    if not _CHOICE.search(question):
-        return False
-    offered = {_normal(term.strip('`"')) for term in exact_terms(question)}
-    named = {_normal(term.strip('`"')) for term in exact_terms(answer)}
-    return len(offered) >= 2 and bool(named) and named < offered

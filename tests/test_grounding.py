@@ -152,12 +152,6 @@ def test_a_yes_or_no_before_the_questions_words_is_an_answer_not_a_restatement()
     assert restates_question("The app reloads by itself.", "Does the app reload by itself?")
 
 
-def test_naming_one_of_the_terms_a_question_offers_answers_it():
-    question = "I set both MODEL_SERVER_URL and FOUNDRY_LOCAL_ENDPOINT. Which one wins?"
-    assert not restates_question("`MODEL_SERVER_URL` wins.", question)
-    assert restates_question("MODEL_SERVER_URL and FOUNDRY_LOCAL_ENDPOINT are both set.", question)
-
-
 def test_a_question_for_a_number_is_not_answered_without_one():
     question = "How many characters of the previous chunk are repeated?"
     assert lacks_asked_number("Up to `CHUNK_OVERLAP` characters of the previous one.", question)
