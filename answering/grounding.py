@@ -173,11 +173,11 @@ class Evidence:
         """Whether a passage sentence holding every exact term names, in itself or its heading,
         each thing the question names that the passages mention: `vllm.internal:8000` is not
         Ollama's address because the sentence giving it is about vLLM."""
-        names = [name for name in self.asked_names if name in self.terms]
-        if not exact or not names:
+        mentioned = [name for name in self.asked_names if name in self.terms]
+        if not exact or not mentioned:
             return True
         return any(
-            all(name in found or name in heading for name in names)
+            all(name in found or name in heading for name in mentioned)
             for (text, found, numbers), heading in zip(self.sentences, self.headings, strict=True)
             if all(_states(term, text, numbers) for term in exact)
         )

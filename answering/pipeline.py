@@ -223,16 +223,15 @@ async def run_turn(
     """Answer one question; see the module's docstring for the events, in order."""
     turn = _Turn(request, config, backends)
     query = retrieval_query(request.question, request.history)
-    searched = time.perf_counter()
-    # BM25 over a big corpus blocks: every chat shares this event loop.
-    hits, unknown = await asyncio.to_thread(_search, request, query)
-    turn.timings.retrieval_s = time.perf_counter() - searched
-    best = hits[0].score if hits else 0.0
-
     # Out of scope: nothing matches well, or the question names something no passage mentions
     # ("Is there a Slack bot?"). Pasted text is never out of scope, and with a threshold of 0
     # a model answers every question.
-    unknown = unknown if config.min_retrieval_score > 0 else []
+    scoped = not request.given_context and config.min_retrieval_score > 0
+    searched = time.perf_counter()
+    # BM25 over a big corpus blocks: every chat shares this event loop.
+    hits, unknown = await asyncio.to_thread(_search, request, query, scoped)
+    turn.timings.retrieval_s = time.perf_counter() - searched
+    best = hits[0].score if hits else 0.0
     weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
     # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
     nothing = not hits and request.general_knowledge
@@ -318,10 +317,11 @@ async def run_turn(
     yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts))
 
 
-def _search(request: TurnRequest, query: str) -> tuple[list[Hit], list[str]]:
-    """The hits for the query, and the names in the question that no passage mentions (blocking)."""
+def _search(request: TurnRequest, query: str, scoped: bool) -> tuple[list[Hit], list[str]]:
+    """The hits for the query, and (`scoped`) the names in the question that no passage
+    mentions. Blocking."""
     hits = request.knowledge.search(query, request.retrieval_mode, request.top_k)
-    if request.given_context:
+    if not scoped:
         return hits, []
     mode = request.retrieval_mode
     return hits, [name for name in names(request.question) if not request.knowledge.mentions(name, mode)]

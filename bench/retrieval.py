@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -72,7 +72,6 @@ from rag.documents import Chunk, Document, Hit
 from rag.embedding import DEFAULT_EMBEDDER, Embedder, Vectors, embedded_text, text_key
 from rag.index import KnowledgeBase, SharedCorpus
 from rag.retrieval import (
-    MIN_PREFIX,
     RETRIEVERS,
     HybridRetriever,
     Retriever,
@@ -107,9 +106,6 @@ class ReferenceLexicalRetriever:
         scores = [sum(weights[t] for t in weights if t in terms) / total for terms in self._terms]
         return _ranked(self.chunks, scores, k)
 
-    def mentions(self, word: str) -> bool:
-        return _mentions(self._idf, word)
-
 
 class ReferenceBM25Retriever:
     """The previous BM25 retriever, kept as the reference: rank-bm25 (scores every chunk in
@@ -142,18 +138,6 @@ class ReferenceBM25Retriever:
         scores = np.clip(raw / ceiling, 0.0, 1.0) if ceiling > 0 else raw * 0
         return _ranked(self.chunks, scores.tolist(), k)
 
-    def mentions(self, word: str) -> bool:
-        return self._bm25 is not None and _mentions(self._bm25.idf, word)
-
-
-def _mentions(vocabulary: Collection[str], word: str) -> bool:
-    """`Retriever.mentions` by a scan of the whole vocabulary."""
-
-    def held(term: str) -> bool:
-        return term in vocabulary or (len(term) >= MIN_PREFIX and any(known.startswith(term) for known in vocabulary))
-
-    return all(map(held, tokenize(word)))
-
 
 def _ranked(chunks: Sequence[Chunk], scores: Sequence[float], k: int) -> list[Hit]:
     """The previous ranking: a Python sort of every positive score; ties keep corpus order."""
@@ -161,7 +145,8 @@ def _ranked(chunks: Sequence[Chunk], scores: Sequence[float], k: int) -> list[Hi
     return [Hit(chunks[i], float(scores[i]), rank) for rank, i in enumerate(order[:k], start=1)]
 
 
-REFERENCES: dict[str, Callable[[Sequence[Chunk]], Retriever]] = {
+# Only ranked with (`search`): they are the previous rankings, not retrievers the app can use.
+REFERENCES: dict[str, Callable[[Sequence[Chunk]], ReferenceLexicalRetriever | ReferenceBM25Retriever]] = {
     "lexical": ReferenceLexicalRetriever,
     "bm25": ReferenceBM25Retriever,
 }
