@@ -111,6 +111,7 @@ class Evidence:
     # line of each sentence's passage: its label, "Models and backends › Ollama".
     asked_names: frozenset[str] = frozenset()
     headings: tuple[frozenset[str], ...] = ()
+    question: str = ""  # folded, single-spaced
 
     @classmethod
     def of(cls, passages: Iterable[str], question: str = "") -> Evidence:
@@ -134,6 +135,7 @@ class Evidence:
             frozenset(_terms(question)),
             frozenset(term for name in names(question) for term in _terms(name)),
             tuple(headings),
+            _normal(question),
         )
 
     def states(self, term: str) -> bool:
@@ -311,6 +313,10 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     # What the sentence says beyond its exact terms: too little, and it means what the question asks.
     if not opening and len(_terms(_without(exact, CITATION.sub(" ", sentence)))) >= MIN_CONTENT_WORDS:
         return Verdict(True, content_share=share)
+    # "135M." to "How much does SmolLM2-135M read?" gives back what the question says.
+    asked_exactly = all(_states(term, evidence.question, _numbers(evidence.question)) for term in exact)
+    if not opening and exact and asked_exactly and all(term in evidence.asked for term in terms):
+        return Verdict(False, "it only repeats what the question says", (), share)
     says_no = opening[1].lower() == "no" if opening else bool(_NEGATION.search(sentence))
     if says_no or opening:
         negative = evidence.polarity_of_best_match()

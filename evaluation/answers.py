@@ -52,7 +52,7 @@ from answering.grounding import (
     split_sentences,
     words,
 )
-from answering.pipeline import CLOSEST_PASSAGES, TurnConfig, TurnDone, TurnRequest, run_turn
+from answering.pipeline import CLOSEST_PASSAGES, Retrieved, TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.router import Mode
 from evaluation.retrieval import load_set
 from evaluation.router import sample_questions
@@ -106,7 +106,7 @@ class TurnRecord:
     loops_raw: bool
     words: int
     escalated: bool
-    best_score: float
+    best_score: float  # the best retrieved passage's score (what the out-of-scope threshold sees)
     ttft_s: float | None
     total_s: float
     slm_text: str | None = None
@@ -141,9 +141,12 @@ async def answer_one(
     started = time.perf_counter()
     first_token: float | None = None
     done: TurnDone | None = None
+    best_score = 0.0
     async for event in run_turn(request, backends, TurnConfig.from_settings(settings)):
         if isinstance(event, TokenEvent) and first_token is None:
             first_token = time.perf_counter() - started
+        elif isinstance(event, Retrieved):
+            best_score = event.best_score
         elif isinstance(event, TurnDone):
             done = event
     assert done is not None, "run_turn ends every turn with TurnDone"
@@ -170,11 +173,11 @@ async def answer_one(
         unsupported_shown=unsupported,
         sentences_shown=len(shown_sentences),
         cuts=len(final.cuts),
-        loops_shown=from_model and is_repetitive(final.text),
+        loops_shown=from_model and is_repetitive(model_text),
         loops_raw=any(is_repetitive(text) for text in raw),
         words=len(words(shown)),
         escalated=done.decision.escalate,
-        best_score=max((e.hit.score for e in done.excerpts), default=0.0),
+        best_score=best_score,
         ttft_s=first_token,
         total_s=done.timings.total_s,
         slm_text=done.slm_answer.text if done.slm_answer else None,

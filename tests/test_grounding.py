@@ -135,6 +135,13 @@ def test_a_passage_heading_names_what_its_sentences_are_about():
     assert not check_sentence("About 45 tokens per second.", evidence).supported
 
 
+def test_a_bare_term_taken_from_the_question_answers_nothing():
+    evidence = Evidence.of(MODEL_SPEEDS, "How fast does SmolLM2-135M decode?")
+    verdict = check_sentence("135M.", evidence)
+    assert not verdict.supported and "repeats" in verdict.reason
+    assert check_sentence("86.", evidence).supported
+
+
 def test_a_bare_yes_must_agree_with_the_passage_that_answers_the_question():
     evidence = Evidence.of(UPLOADS, "Is the Gemma 3 270M model the instruction-tuned one?")
     assert check_sentence("No, it is not.", evidence).supported
