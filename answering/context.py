@@ -214,13 +214,18 @@ def _ranked_excerpts(excerpts: Sequence[Excerpt], query: str) -> tuple[list[list
 
 
 def best_sentences(excerpts: Sequence[Excerpt], query: str, count: int) -> list[tuple[str, int]]:
-    """The `count` units of the excerpts that best match the query, with their excerpt's number."""
+    """The `count` units of the excerpts that best match the query, with their excerpt's number.
+    A unit ending in a colon comes with the unit after it: "reinstall it with those flags:"
+    says nothing without the command that follows."""
     split, ranked = _ranked_excerpts(excerpts, query)
     best: dict[str, int] = {}  # chunks overlap: the same sentence can be in two excerpts
     for score, h, i in ranked:
         if score <= 0 or len(best) == count:
             break
-        best.setdefault(split[h][i].strip(), excerpts[h].number)
+        unit = split[h][i].strip()
+        if unit.endswith(":") and i + 1 < len(split[h]):
+            unit = f"{unit} {split[h][i + 1].strip()}"
+        best.setdefault(unit, excerpts[h].number)
     return list(best.items())
 
 

@@ -65,6 +65,12 @@ def test_the_best_sentences_are_quoted_once_each():
     assert "5273" in quoted[0][0]
 
 
+def test_a_quoted_sentence_that_ends_in_a_colon_comes_with_what_follows():
+    text = "To find the port Foundry Local listens on, run:\n\n```\nfoundry service status\n```"
+    [(quoted, number)] = best_sentences([Excerpt(1, HITS[0], text)], QUESTION, count=1)
+    assert quoted.endswith("run: foundry service status") and number == 1
+
+
 def test_an_answer_whose_number_comes_from_another_paragraph_is_not_drawn_from_the_best():
     excerpts = select_context(HITS, QUESTION, budget_tokens=1000)
     assert drawn_from_best("Foundry Local usually listens on port 5273.", QUESTION, excerpts) == 1.0
