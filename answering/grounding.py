@@ -207,7 +207,7 @@ _ENGLISH = re.compile(
 # one that mixes cases or letters and digits ("vLLM", "SmolLM2").
 _NAME = re.compile(r"(?<!^)(?<![.?!]\s)\b(?:[A-Z][\w-]*[A-Za-z0-9]|[a-z]+[A-Z0-9][\w-]*)")
 
-_NEGATION = re.compile(r"\b(?:not|no|never|cannot)\b|n't\b", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|without)\b|n't\b", re.IGNORECASE)
 _YES_OR_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 

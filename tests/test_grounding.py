@@ -148,6 +148,15 @@ def test_a_bare_yes_must_agree_with_the_passage_that_answers_the_question():
     assert not check_sentence("Yes, it is.", evidence).supported
 
 
+def test_a_passage_that_does_it_without_something_answers_no():
+    evidence = Evidence.of(
+        ["[1] Retrieval › Editing the handbook\nAn edited file is re-indexed within a few seconds, without a restart."],
+        "Do I need to restart the app after editing a handbook file?",
+    )
+    assert check_sentence("No.", evidence).supported
+    assert not check_sentence("Yes.", evidence).supported
+
+
 def test_a_yes_that_repeats_the_question_must_still_agree_with_the_passage():
     evidence = Evidence.of(UPLOADS, "Is the Gemma 3 270M model the instruction-tuned one?")
     assert not check_sentence("Yes, the Gemma 3 270M model is the instruction-tuned one.", evidence).supported
