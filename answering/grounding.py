@@ -317,8 +317,7 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     if not opening and len(_terms(_without(exact, CITATION.sub(" ", sentence)))) >= MIN_CONTENT_WORDS:
         return Verdict(True, content_share=share)
     # "135M." to "How much does SmolLM2-135M read?" gives back what the question says.
-    asked_exactly = all(_states(term, evidence.question, _numbers(evidence.question)) for term in exact)
-    if not opening and exact and asked_exactly and all(term in evidence.asked for term in terms):
+    if not opening and exact and evidence.question and new_information(sentence, evidence.question) == 0:
         return Verdict(False, "it only repeats what the question says", (), share)
     says_no = opening[1].lower() == "no" if opening else bool(_NEGATION.search(sentence))
     if says_no or opening:
