@@ -241,8 +241,7 @@ def _with_meaning(
     matching = [(h, i) for score, h, i in scored if score > 0]
     if not matching:
         return scored
-    # The model reads a unit under its heading path, and so does the embedder.
-    close = meaning.closeness(query, [f"{labels[h]}: {texts[h][i]}" if labels else texts[h][i] for h, i in matching])
+    close = _closeness(texts, query, labels, matching, meaning)
     low, high = min(close), max(close)
     nearness = {unit: (c - low) / (high - low) if high > low else 0.0 for unit, c in zip(matching, close, strict=True)}
     best = max(score for score, _, _ in scored)
@@ -250,6 +249,26 @@ def _with_meaning(
         ((1 - meaning.weight) * score / best + meaning.weight * nearness[h, i] if score > 0 else 0.0, h, i)
         for score, h, i in scored
     ]
+
+
+def _closeness(
+    texts: Sequence[Sequence[str]],
+    query: str,
+    labels: Sequence[str] | None,
+    wanted: Sequence[tuple[int, int]],
+    meaning: Meaning,
+) -> Sequence[float]:
+    # The model reads a unit under its heading path, and so does the embedder.
+    return meaning.closeness(query, [f"{labels[h]}: {texts[h][i]}" if labels else texts[h][i] for h, i in wanted])
+
+
+def closest_in_meaning(hits: Sequence[Hit], query: str, meaning: Meaning) -> float:
+    """The closeness in meaning to the query of the hits' closest unit among those that share
+    a term with it; 0 when none does. Blocking."""
+    split = [units(hit.chunk.text) for hit in hits]
+    labels = [passage_label(hit.chunk) for hit in hits]
+    matching = [(h, i) for score, h, i in ranked_units(split, query, labels) if score > 0]
+    return max(_closeness(split, query, labels, matching, meaning), default=0.0)
 
 
 def _ranked_excerpts(

@@ -26,6 +26,7 @@ from answering.context import (
     Excerpt,
     Meaning,
     best_sentences,
+    closest_in_meaning,
     drawn_from_best,
     estimate_tokens,
     select_contexts,
@@ -98,6 +99,9 @@ class TurnConfig:
     model_context_budgets: Mapping[str, int] = field(default_factory=dict)
     # Closeness in meaning mixed into choosing the sentences read and quoted; None: terms only.
     meaning: Meaning | None = None
+    # With `meaning`: below this closeness of the closest passage sentence, the documents do
+    # not cover the question either.
+    min_closeness: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnConfig:
@@ -110,6 +114,7 @@ class TurnConfig:
             settings.server_context_budget,
             dict(settings.model_context_budgets),
             Meaning(_SHARED_CLOSENESS, settings.sentence_meaning_weight) if settings.sentence_meaning_weight else None,
+            settings.min_sentence_closeness,
         )
 
     def budget(self, spec: ModelSpec) -> int:
@@ -251,11 +256,17 @@ async def run_turn(
     turn.timings.retrieval_s = time.perf_counter() - searched
     best = hits[0].score if hits else 0.0
     weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
+    # A question can share words with the passages and still ask about something else
+    # ("Can I export a chat as a PDF?" against the upload page).
+    closest: float | None = None
+    if scoped and not weak and hits and config.meaning and config.min_closeness > 0:
+        closest = await asyncio.to_thread(closest_in_meaning, hits, query, config.meaning)
+        weak = closest < config.min_closeness
     # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
     nothing = not hits and request.general_knowledge
     if weak or nothing:
         yield Retrieved(hits, [])
-        async for event in _out_of_scope(turn, hits, best, unknown):
+        async for event in _out_of_scope(turn, hits, best, unknown, closest):
             yield event
         return
 
@@ -349,7 +360,9 @@ def _search(request: TurnRequest, query: str, scoped: bool) -> tuple[list[Hit], 
     return hits, [name for name in names(request.question) if not request.knowledge.mentions(name, mode)]
 
 
-async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float, unknown: Sequence[str]) -> AsyncIterator[TurnEvent]:
+async def _out_of_scope(
+    turn: _Turn, hits: list[Hit], best: float, unknown: Sequence[str], closest: float | None = None
+) -> AsyncIterator[TurnEvent]:
     """The documents do not cover the question: say so, or answer from general knowledge if asked."""
     request = turn.request
     nothing = Decision(Mode.OFF, escalate=False)
@@ -364,6 +377,11 @@ async def _out_of_scope(turn: _Turn, hits: list[Hit], best: float, unknown: Sequ
         )
         if unknown:
             text = f"The documents never mention {_listed(unknown)}, so they do not cover this question."
+        elif closest is not None:
+            text = (
+                "The documents do not seem to cover this question (no passage sentence comes close to it in "
+                f"meaning: {closest:.2f}, below {turn.config.min_closeness:.2f})."
+            )
         else:
             text = (
                 f"The documents {'do not seem to' if quotes else 'do not'} cover this question (the best passage "

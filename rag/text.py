@@ -21,12 +21,15 @@ import snowballstemmer
 
 # Function words that match everywhere and rank nothing, plus the question words
 # (who, when, where, why…) that name the kind of answer, not its topic. Kept short on
-# purpose; "us" is not in it, since questions say "the US" (tuned on clapnq).
+# purpose; "us" is not in it, since questions say "the US" (tuned on clapnq). The last
+# line is what contractions leave ("I've", "you'll", "what's"): a user's question has
+# them, documents seldom do, so they would count against every passage.
 STOP_WORDS = frozenset(
     """a an and are as at be been being but by can could did do does for from had has have
     how i if in into is it its me my of on or our so than that the their them then there
     these they this those to too was we were what when where which who whom whose why will
-    with would you your""".split()
+    with would you your
+    d ll m re s t ve""".split()
 )
 
 # The original Porter algorithm: on clapnq it matched a little better than its

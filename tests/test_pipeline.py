@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from answering.attempts import Answer
+from answering.context import Meaning
 from answering.grounding import GuardMode
 from answering.pipeline import Notice, Retrieved, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.router import Mode, Thresholds
@@ -395,3 +397,35 @@ async def test_a_bare_term_is_checked_against_the_question_it_answers():
 
     assert result.decision.escalate
     assert result.final.source == "llm" and result.final.text == "Port 5273 [1]."
+
+
+class ConstantCloseness:
+    """Every passage sentence is this close in meaning to every question."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, question: str, texts: Sequence[str]) -> list[float]:
+        return [self.value] * len(texts)
+
+
+async def test_a_question_no_passage_sentence_comes_close_to_in_meaning_is_out_of_scope_with_quotes():
+    backend = ScriptedBackend({"small": ["Foundry Local listens on port 5273."]})
+    request = TurnRequest(PORT_QUESTION, HANDBOOK, SMALL, LARGE, router_mode=Mode.OFF)
+    far = replace(CONFIG, meaning=Meaning(ConstantCloseness(0.7)), min_closeness=0.82)
+
+    final = done([event async for event in run_turn(request, {"fake": backend}, far)]).final
+
+    assert final.source == "out_of_scope" and not backend.prompts
+    assert "no passage sentence comes close to it in meaning: 0.70, below 0.82" in final.text
+    assert "> Foundry Local usually listens on port 5273. [1]" in final.text
+
+
+async def test_a_question_a_passage_sentence_comes_close_to_is_answered():
+    backend = ScriptedBackend({"small": ["Foundry Local listens on port 5273."]})
+    request = TurnRequest(PORT_QUESTION, HANDBOOK, SMALL, LARGE, router_mode=Mode.OFF)
+    near = replace(CONFIG, meaning=Meaning(ConstantCloseness(0.9)), min_closeness=0.82)
+
+    final = done([event async for event in run_turn(request, {"fake": backend}, near)]).final
+
+    assert final.source == "slm"

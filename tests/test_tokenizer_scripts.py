@@ -67,6 +67,12 @@ def test_english_with_typographic_quotes_reads_as_plain_ascii():
     assert tokenize("The “running” dogs’ bark — naïve") == tokenize('The "running" dogs\' bark - naive')
 
 
+def test_what_contractions_leave_is_not_a_word():
+    # "ve" is in no document: it would count against every passage of the knowledge base.
+    assert tokenize("Which files I've uploaded? What's the limit you'll hit?") == ["file", "upload", "limit", "hit"]
+    assert tokenize("I’ve uploaded") == ["upload"]
+
+
 @pytest.mark.parametrize("mode", ["lexical", "bm25"])
 @pytest.mark.parametrize(
     ("query", "expected"),
