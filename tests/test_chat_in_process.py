@@ -185,11 +185,11 @@ async def test_a_bad_upload_is_explained_and_the_good_one_beside_it_still_goes_i
 
 
 async def test_an_answer_shows_the_passage_sentence_it_is_drawn_from(chat, models):
-    models.replies[EMBEDDED_SLM] = ["It ", "listens ", "on ", "port ", "5273 ", "[1]."]
+    models.replies[EMBEDDED_SLM] = ["Its ", "usual ", "port ", "is ", "5273 ", "[1]."]
     await chat.change_settings({"router_mode": "off"})
 
     turn = await chat.ask(PORT_QUESTION)
 
     answer, evidence = final_output(turn).split("*From the documents:*")
-    assert answer.startswith("It listens on port 5273 [1].")
+    assert answer.startswith("Its usual port is 5273 [1].")
     assert evidence.strip().startswith(">") and "5273" in evidence.split("Sources:")[0]
