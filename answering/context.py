@@ -257,8 +257,18 @@ def _closeness(
     wanted: Sequence[tuple[int, int]],
     meaning: Meaning,
 ) -> Sequence[float]:
+    return meaning.closeness(query, [_as_embedded(labels[h] if labels else "", texts[h][i]) for h, i in wanted])
+
+
+def _as_embedded(label: str, unit: str) -> str:
     # The model reads a unit under its heading path, and so does the embedder.
-    return meaning.closeness(query, [f"{labels[h]}: {texts[h][i]}" if labels else texts[h][i] for h, i in wanted])
+    return f"{label}: {unit}" if label else unit
+
+
+def embedded_units(chunks: Sequence[Chunk]) -> list[str]:
+    """The texts ranking by meaning embeds for these chunks' units, as it embeds them: each
+    of the chunk's units under its heading path."""
+    return [_as_embedded(passage_label(chunk), unit) for chunk in chunks for unit in units(chunk.text)]
 
 
 def closest_in_meaning(hits: Sequence[Hit], query: str, meaning: Meaning) -> float:

@@ -157,7 +157,10 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         validation_alias=AliasChoices("MODEL_CACHE_DIR"),
-        description="Folder where the Gemma 3 270M model file is assembled, once, on its first use.",
+        description=(
+            "Folder where the Gemma 3 270M model file is assembled, once, on its first use, and where the "
+            "embedding model's vectors of the corpus's sentences are kept across restarts."
+        ),
         json_schema_extra={
             "group": "Embedded models",
             "default_text": "`$XDG_CACHE_HOME/local-knowledge-assistant`, else `~/.cache/local-knowledge-assistant`",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from watchfiles import awatch
 
@@ -21,9 +22,13 @@ log = logging.getLogger(__name__)
 class CorpusWatcher:
     """Keeps a `PersistedCorpus` up to date with its folder from `start()` until `stop()`."""
 
-    def __init__(self, corpus: PersistedCorpus, debounce_ms: int = 300) -> None:
+    def __init__(
+        self, corpus: PersistedCorpus, debounce_ms: int = 300, after_refresh: Callable[[], None] | None = None
+    ) -> None:
         self.corpus = corpus
         self.debounce_ms = debounce_ms
+        # Blocking work on the refreshed corpus, run in the same worker thread after each refresh.
+        self.after_refresh = after_refresh
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -52,6 +57,11 @@ class CorpusWatcher:
         # each one compares every file's hash with the index, not the events.
         async for _ in awatch(folder, stop_event=self._stop, debounce=self.debounce_ms, step=50, recursive=True):
             try:
-                await asyncio.to_thread(self.corpus.refresh)
+                await asyncio.to_thread(self._refresh)
             except Exception:  # log.exception names it; the watcher must outlive one failed refresh
                 log.exception("Re-indexing %s failed; the previous index stays in use.", folder)
+
+    def _refresh(self) -> None:
+        self.corpus.refresh()
+        if self.after_refresh is not None:
+            self.after_refresh()

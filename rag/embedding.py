@@ -17,11 +17,16 @@ persisted index keeps the shared corpus's vectors so that a start-up embeds only
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import tempfile
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,6 +35,8 @@ import numpy.typing as npt
 from rag.documents import Chunk
 
 Vectors = npt.NDArray[np.float32]
+
+log = logging.getLogger(__name__)
 
 # One core: the app's other blocking work (a model decoding an answer, BM25) needs the
 # other one, and on a busy 2-core machine two OpenMP threads embedded a question in about
@@ -144,7 +151,8 @@ class Closeness:
 
     The answer pipeline ranks a chunk's sentences with it, so the same sentences come back
     question after question: their vectors are kept (the `capacity` most recently used,
-    about 1.5 KB each), and so are the last few questions'. Blocking; thread-safe.
+    about 1.5 KB each), and so are the last few questions'. `embed_ahead` makes them before
+    any question asks, and `save` and `load` keep them across restarts. Blocking; thread-safe.
     """
 
     def __init__(self, embedder: Embedder = DEFAULT_EMBEDDER, capacity: int = 20_000) -> None:
@@ -162,13 +170,68 @@ class Closeness:
         missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in known}
         if missing:
             known.update(zip(missing, self.embedder.passages(list(missing.values())), strict=True))
+        self._keep([(key, known[key]) for key in keys])
+        return [float(np.dot(known[key], asked)) for key in keys]
+
+    def embed_ahead(self, texts: Sequence[str]) -> int:
+        """Embed the texts not kept yet, so that questions about them need not wait for it;
+        how many were embedded. A batch at a time, so a question waits for one batch at most."""
         with self._lock:
-            for key in keys:
-                self._texts[key] = known[key]
+            missing = list(dict.fromkeys(text for text in texts if text_key(text) not in self._texts))
+        for start in range(0, len(missing), BATCH):
+            batch = missing[start : start + BATCH]
+            self._keep(list(zip(map(text_key, batch), self.embedder.passages(batch), strict=True)))
+        return len(missing)
+
+    def load(self, path: Path) -> int:
+        """Keep the vectors `save` wrote to `path`; how many."""
+        stored = self._stored(path)
+        self._keep(list(stored.items()))
+        return len(stored)
+
+    def save(self, path: Path, texts: Sequence[str]) -> int:
+        """Write the kept vectors of `texts` to `path`, with those already there (up to this
+        cache's capacity), replacing the file at once; how many were written."""
+        with self._lock:
+            wanted = {key: self._texts[key] for key in map(text_key, texts) if key in self._texts}
+        stored = {key: vector for key, vector in self._stored(path).items() if key not in wanted}
+        kept = [*list(stored.items())[-max(self.capacity - len(wanted), 0) :], *wanted.items()]
+        keys = np.array([np.frombuffer(key, dtype=np.uint8) for key, _ in kept], dtype=np.uint8).reshape(-1, 32)
+        vectors = np.array([vector for _, vector in kept], dtype=np.float32).reshape(-1, self.embedder.dimensions)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".vectors-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, embedder=np.array(self.embedder.name), keys=keys, vectors=vectors)
+            os.replace(temporary, path)  # readers see the old file or the new one
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        return len(kept)
+
+    def _stored(self, path: Path) -> dict[bytes, Vectors]:
+        """What `save` wrote to `path`; nothing when the file is missing, unreadable (logged), or
+        another embedder's: those vectors are made again."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                embedder, keys, vectors = str(stored["embedder"]), stored["keys"], stored["vectors"]
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            log.warning("Sentence vectors in %s are unreadable (%s); they are made again.", path, error)
+            return {}
+        if embedder != self.embedder.name or vectors.shape[1:] != (self.embedder.dimensions,):
+            return {}
+        return {bytes(key): vector.astype(np.float32) for key, vector in zip(keys, vectors, strict=True)}
+
+    def _keep(self, vectors: Sequence[tuple[bytes, Vectors]]) -> None:
+        with self._lock:
+            for key, vector in vectors:
+                self._texts[key] = vector
                 self._texts.move_to_end(key)
             while len(self._texts) > self.capacity:
                 self._texts.popitem(last=False)
-        return [float(np.dot(known[key], asked)) for key in keys]
 
     def _question(self, question: str) -> Vectors:
         with self._lock:

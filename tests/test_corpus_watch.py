@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 from chainlit.server import app as http_app
 
+from answering.context import embedded_units
+from answering.pipeline import SENTENCE_VECTORS
 from models.catalog import EMBEDDED_LLM, EMBEDDED_SLM
 from models.settings import Settings
 from rag.corpus_watch import CorpusWatcher
+from rag.embedding import Closeness
 from rag.persisted_index import PersistedCorpus
 from tests.chainlit_client import ChainlitClient
 from tests.fakes import ScriptedBackend
@@ -64,6 +67,35 @@ async def test_the_watcher_indexes_a_new_file_and_drops_a_deleted_one(folder, tm
     finally:
         await watcher.stop()
     assert not watcher.running
+
+
+async def test_after_each_refresh_the_watcher_runs_the_work_given_to_it(folder, tmp_path):
+    corpus = PersistedCorpus(folder, tmp_path / "index", 1500, 150, "bm25")
+    corpus.refresh()
+    seen: list[list[str]] = []
+    watcher = CorpusWatcher(corpus, after_refresh=lambda: seen.append(sources(corpus)))
+    watcher.start()
+    try:
+        await asyncio.sleep(0.2)
+        (folder / "osprey.md").write_bytes(OSPREY)
+        await eventually(lambda: any("osprey.md" in found for found in seen))
+    finally:
+        await watcher.stop()
+
+
+async def test_the_app_embeds_its_corpus_s_sentences_ahead_into_its_model_cache(folder, tmp_path):
+    settings = Settings(
+        corpus_dir=folder, data_dir=tmp_path / "data", model_cache_dir=tmp_path / "models", upload_parse_workers=0
+    )
+    assistant = build_assistant(settings, {"embedded": ScriptedBackend({})})
+    await assistant.start()
+    try:
+        await eventually(lambda: (tmp_path / "models" / SENTENCE_VECTORS).is_file(), timeout_s=30)
+    finally:
+        await assistant.stop()
+
+    chunks = assistant.corpus.current().chunks(settings.chunk_size, settings.chunk_overlap)
+    assert Closeness().load(tmp_path / "models" / SENTENCE_VECTORS) >= len(embedded_units(chunks))
 
 
 async def test_stopping_the_app_stops_its_watcher_and_watch_corpus_false_starts_none(folder, tmp_path):

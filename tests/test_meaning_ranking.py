@@ -7,11 +7,19 @@ implements the `Embedder` protocol and counts what it is asked to embed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from answering.context import Meaning, best_sentences, ranked_units, select_context, whole_chunks
-from answering.pipeline import TurnConfig
+from answering.context import (
+    Meaning,
+    best_sentences,
+    embedded_units,
+    ranked_units,
+    select_context,
+    whole_chunks,
+)
+from answering.pipeline import SENTENCE_VECTORS, TurnConfig, embed_ahead
 from models.settings import Settings
 from rag.documents import Chunk, Document, Hit
 from rag.embedding import Closeness, Vectors
@@ -113,3 +121,92 @@ def test_the_least_recently_used_vectors_are_forgotten_beyond_capacity():
     closeness("q", ["a", "b"])
 
     assert embedder.embedded == ["a", "b", "c", "b"]
+
+
+def test_sentences_embedded_ahead_are_not_embedded_again_when_a_question_ranks_them():
+    embedder = CountingEmbedder()
+    closeness = Closeness(embedder)
+
+    made = closeness.embed_ahead(["Port 5273.", "Port 8000.", "Port 5273."])
+    closeness("Which port?", ["Port 8000.", "Port 5273."])
+
+    assert made == 2
+    assert embedder.embedded == ["Port 5273.", "Port 8000."]
+
+
+def test_what_ranking_embeds_for_a_chunk_is_what_embedding_ahead_embeds():
+    closeness = RecordingCloseness()
+
+    select_context(HITS, QUESTION, budget_tokens=50, meaning=Meaning(closeness))
+
+    assert closeness.asked
+    assert set(closeness.asked) <= set(embedded_units([hit.chunk for hit in HITS]))
+
+
+def test_saved_vectors_load_into_a_new_process_cache_and_are_not_embedded_again(tmp_path: Path):
+    store = tmp_path / "vectors.npz"
+    first = Closeness(CountingEmbedder())
+    first.embed_ahead(["Port 5273.", "Port 8000."])
+    first.save(store, ["Port 5273.", "Port 8000."])
+    embedder = CountingEmbedder()
+    restarted = Closeness(embedder)
+
+    loaded = restarted.load(store)
+    scores = restarted("Which port?", ["Port 5273.", "Port 8000."])
+
+    assert loaded == 2
+    assert embedder.embedded == []
+    assert scores == first("Which port?", ["Port 5273.", "Port 8000."])
+
+
+def test_saving_keeps_what_the_file_held_for_other_texts(tmp_path: Path):
+    store = tmp_path / "vectors.npz"
+    handbook, clapnq = Closeness(CountingEmbedder()), Closeness(CountingEmbedder())
+    handbook.embed_ahead(["Port 5273."])
+    handbook.save(store, ["Port 5273."])
+    clapnq.embed_ahead(["Paris is in France."])
+
+    written = clapnq.save(store, ["Paris is in France."])
+
+    assert written == 2 and Closeness(CountingEmbedder()).load(store) == 2
+
+
+def test_vectors_of_another_embedder_are_not_loaded(tmp_path: Path):
+    store = tmp_path / "vectors.npz"
+    other = CountingEmbedder()
+    other.name = "another model"
+    saved = Closeness(other)
+    saved.embed_ahead(["Port 5273."])
+    saved.save(store, ["Port 5273."])
+
+    assert Closeness(CountingEmbedder()).load(store) == 0
+
+
+def test_an_unreadable_vector_file_loads_nothing_and_is_replaced_by_the_next_save(tmp_path: Path):
+    store = tmp_path / "vectors.npz"
+    store.write_bytes(b"PK\x03\x04 cut short")
+    closeness = Closeness(CountingEmbedder())
+    closeness.embed_ahead(["Port 5273."])
+
+    assert closeness.load(store) == 0
+    assert closeness.save(store, ["Port 5273."]) == 1
+    assert Closeness(CountingEmbedder()).load(store) == 1
+
+
+def test_the_app_embeds_a_corpus_s_sentences_ahead_into_its_model_cache_once(tmp_path: Path):
+    settings = Settings(_env_file=None, model_cache_dir=tmp_path)
+    chunks = [Chunk(UPLOADS, 0, f"{UPLOADS_TEXT} Each chat keeps its own files ({tmp_path.name}).", ("Uploads",))]
+
+    first = embed_ahead(settings, chunks)
+    again = embed_ahead(settings, chunks)
+
+    assert first == len(embedded_units(chunks)) == 3
+    assert again == 0
+    assert (tmp_path / SENTENCE_VECTORS).is_file()
+
+
+def test_nothing_is_embedded_ahead_when_ranking_by_meaning_is_off(tmp_path: Path):
+    settings = Settings(_env_file=None, model_cache_dir=tmp_path, sentence_meaning_weight=0)
+
+    assert embed_ahead(settings, [HITS[0].chunk]) == 0
+    assert not (tmp_path / SENTENCE_VECTORS).exists()

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import chainlit.server as chainlit_server
 
-from answering.pipeline import TurnConfig
+from answering.pipeline import TurnConfig, embed_ahead
 from models.base import Backend
 from models.catalog import Catalog
 from models.factory import load_catalog, make_backends
@@ -28,6 +30,8 @@ from rag.uploads import UploadReader
 from web.accounts import load_users
 from web.chat_store import ChatStoreError, LocalFileStorage, create_schema, ensure_auth_secret
 from web.loop_health import IdleCollector, keep_timer_heap_clean
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Assistant:
     # Re-indexes the handbook when a file under CORPUS_DIR changes (WATCH_CORPUS), from start to stop.
     watcher: CorpusWatcher | None = None
     _upkeep: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop_embedding: threading.Event = field(default_factory=threading.Event)
 
     @property
     def saves_chats(self) -> bool:
@@ -69,12 +74,23 @@ class Assistant:
             asyncio.create_task(self.collector.run(), name="idle-garbage-collector"),
         ]
         await asyncio.to_thread(self.upload_reader.start)
+        self._stop_embedding.clear()
+        self._upkeep.append(asyncio.create_task(asyncio.to_thread(self.embed_corpus_ahead), name="embed-corpus"))
         if self.settings.watch_corpus:
-            self.watcher = CorpusWatcher(self.corpus)
+            self.watcher = CorpusWatcher(self.corpus, after_refresh=self.embed_corpus_ahead)
             self.watcher.start()
+
+    def embed_corpus_ahead(self) -> None:
+        """Embed the handbook's sentences before questions need them (`embed_ahead`); blocking."""
+        chunks = self.corpus.current().chunks(self.settings.chunk_size, self.settings.chunk_overlap)
+        try:
+            embed_ahead(self.settings, chunks, self._stop_embedding)
+        except Exception:  # questions embed what they need themselves; the app runs on
+            log.exception("Embedding the corpus's sentences ahead of questions failed.")
 
     async def stop(self) -> None:
         """Stop what `start` started and release the models, so that a replacement starts clean."""
+        self._stop_embedding.set()
         for task in self._upkeep:
             task.cancel()
         self._upkeep.clear()
