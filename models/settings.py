@@ -300,6 +300,15 @@ class Settings(BaseSettings):
         "embedding model.",
         json_schema_extra={"group": "Retrieval"},
     )
+    embed_corpus_ahead: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("EMBED_CORPUS_AHEAD"),
+        description="Embed every sentence of the corpus for the ranking by meaning when the app starts and after "
+        "a change to `CORPUS_DIR`, in the background (about 60 ms a sentence on one core), so that first questions "
+        "need not wait for it; the vectors are kept in `MODEL_CACHE_DIR` for later starts. `false` embeds a "
+        "passage's sentences the first time a question retrieves it (about 0.5 s for three chunks).",
+        json_schema_extra={"group": "Retrieval"},
+    )
     min_sentence_closeness: float = Field(
         # Chosen on clapnq: 0.82 tells 24% of its unanswerable questions that the documents do
         # not cover them, against 15% by the score alone, and refuses 3.3% of its answerable

@@ -162,7 +162,14 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
     # A fresh chat database per server unless the test brings one (to restart on it).
     # Tests about streaming, faults and sessions see every answer as the model wrote it;
     # the grounding tests (test_grounded_chat.py) turn the guard and the scope check on.
-    env = {"CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(app_root / "data"), **UNGUARDED, **(env or {})}
+    # Embedding the handbook ahead (a minute of one core) would only compete with what they test.
+    env = {
+        "CHAINLIT_APP_ROOT": str(app_root),
+        "DATA_DIR": str(app_root / "data"),
+        "EMBED_CORPUS_AHEAD": "false",
+        **UNGUARDED,
+        **(env or {}),
+    }
     with running(command, base, log, clean_environment(env), PROJECT_ROOT):
         yield base
 

@@ -85,7 +85,11 @@ async def test_after_each_refresh_the_watcher_runs_the_work_given_to_it(folder, 
 
 async def test_the_app_embeds_its_corpus_s_sentences_ahead_into_its_model_cache(folder, tmp_path):
     settings = Settings(
-        corpus_dir=folder, data_dir=tmp_path / "data", model_cache_dir=tmp_path / "models", upload_parse_workers=0
+        corpus_dir=folder,
+        data_dir=tmp_path / "data",
+        model_cache_dir=tmp_path / "models",
+        upload_parse_workers=0,
+        embed_corpus_ahead=True,
     )
     assistant = build_assistant(settings, {"embedded": ScriptedBackend({})})
     await assistant.start()

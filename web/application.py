@@ -74,10 +74,12 @@ class Assistant:
             asyncio.create_task(self.collector.run(), name="idle-garbage-collector"),
         ]
         await asyncio.to_thread(self.upload_reader.start)
-        self._stop_embedding.clear()
-        self._upkeep.append(asyncio.create_task(asyncio.to_thread(self.embed_corpus_ahead), name="embed-corpus"))
+        ahead = self.settings.embed_corpus_ahead
+        if ahead:
+            self._stop_embedding.clear()
+            self._upkeep.append(asyncio.create_task(asyncio.to_thread(self.embed_corpus_ahead), name="embed-corpus"))
         if self.settings.watch_corpus:
-            self.watcher = CorpusWatcher(self.corpus, after_refresh=self.embed_corpus_ahead)
+            self.watcher = CorpusWatcher(self.corpus, after_refresh=self.embed_corpus_ahead if ahead else None)
             self.watcher.start()
 
     def embed_corpus_ahead(self) -> None:
