@@ -157,10 +157,7 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         validation_alias=AliasChoices("MODEL_CACHE_DIR"),
-        description=(
-            "Folder where the Gemma 3 270M model file is assembled, once, on its first use, and where the "
-            "embedding model's vectors of the corpus's sentences are kept across restarts."
-        ),
+        description="Folder where the Gemma 3 270M model file is assembled, once, on its first use.",
         json_schema_extra={
             "group": "Embedded models",
             "default_text": "`$XDG_CACHE_HOME/local-knowledge-assistant`, else `~/.cache/local-knowledge-assistant`",
@@ -303,11 +300,9 @@ class Settings(BaseSettings):
     embed_corpus_ahead: bool = Field(
         default=True,
         validation_alias=AliasChoices("EMBED_CORPUS_AHEAD"),
-        description="Embed every sentence of the corpus for the ranking by meaning when the app starts and after "
-        "a change to `CORPUS_DIR`, in the background (about 60 ms a sentence on one core), so that first questions "
-        "need not wait for it; the vectors are kept in `MODEL_CACHE_DIR` for later starts. `false` embeds a "
-        "passage's sentences the first time a question retrieves it (about 0.5 s for three chunks).",
-        json_schema_extra={"group": "Retrieval"},
+        description="Embed every corpus sentence in the background at start-up, once (kept in `MODEL_CACHE_DIR`), "
+        "so that first answers come sooner; `false` embeds them when questions first need them.",
+        json_schema_extra={"group": "Embedded models"},
     )
     min_sentence_closeness: float = Field(
         # Chosen on clapnq: 0.82 tells 24% of its unanswerable questions that the documents do
