@@ -295,11 +295,10 @@ async def evaluate(
             spec.model, [ChatMessage("user", "Hi")], GenerationParams(max_tokens=1, temperature=0.0)
         ):
             pass
-    # As the app does at start-up, before the first question.
+    # As the app does at start-up, before the first question (EMBED_CORPUS_AHEAD).
     started = time.perf_counter()
-    embedded = await asyncio.to_thread(
-        embed_ahead, settings, corpus.chunks(settings.chunk_size, settings.chunk_overlap)
-    )
+    chunks = corpus.chunks(settings.chunk_size, settings.chunk_overlap)
+    embedded = await asyncio.to_thread(embed_ahead, settings, chunks) if settings.embed_corpus_ahead else 0
     embedding_s = time.perf_counter() - started
     started = time.perf_counter()
     records = []
