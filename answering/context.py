@@ -139,9 +139,9 @@ def select_context(
     Units are chosen best first (by `ranked_units`: the query terms they contain,
     and with `meaning` their closeness in meaning; among equals, the better-ranked
     chunk first), each with the unit before and after it when the budget allows.
-    The best unit is always given, however long. With `fill` (text the user pasted on purpose), the units that
-    match no query term fill the rest of the budget, in the hits' order. Excerpts
-    keep the hits' order and are numbered from 1.
+    The best unit is always given, however long. With `fill` (text the user pasted
+    on purpose), the units that match no query term fill the rest of the budget, in
+    the hits' order. Excerpts keep the hits' order and are numbered from 1.
     """
     return select_contexts(hits, query, [budget_tokens], count_tokens, fill=fill, meaning=meaning)[budget_tokens]
 

@@ -141,9 +141,9 @@ _SAVE_EVERY = 64
 def embed_ahead(settings: Settings, chunks: Sequence[Chunk], stop: threading.Event | None = None) -> int:
     """Embed the sentences of `chunks` that ranking by meaning compares with questions before
     any question asks, so that a first question about them does not wait for it (about 60 ms a
-    sentence on one core: 45 s for the handbook). They are kept in MODEL_CACHE_DIR, so a
-    restart embeds only sentences it has not seen. Returns how many were embedded; blocking; `stop`
-    ends it between batches."""
+    sentence on one core: a minute for the handbook). They are kept in MODEL_CACHE_DIR, so a
+    restart embeds only sentences it has not seen. Returns how many were embedded; blocking;
+    `stop` ends it between batches."""
     if not settings.sentence_meaning_weight:
         return 0
     store = settings.model_cache_dir / SENTENCE_VECTORS
