@@ -50,6 +50,11 @@ MIN_ANCHORED_SHARE = 0.7
 # embedding model) and 2 right ones, which become quotes.
 MIN_ASKED_SHARE = 0.7
 
+# A setting or command in an answer must come from a passage sentence under a heading that
+# shares a word with the question, or holding this share of the question's words (chosen on
+# the handbook labels: it cuts none that a person marked supported).
+MIN_TOPIC_SHARE = 0.8
+
 # Counts written as words state a number as exactly as digits do ("counted twice"). "One"
 # is left out: it is mostly a pronoun ("the one that answers").
 _COUNTS = "zero one two three four five six seven eight nine ten eleven twelve".split()
@@ -115,6 +120,8 @@ class Evidence:
     asked_names: frozenset[str] = frozenset()
     headings: tuple[frozenset[str], ...] = ()
     question: str = ""  # folded, single-spaced
+    # Each table row read under its header, cell by cell.
+    rows: tuple[tuple[_Cell, ...], ...] = ()
 
     @classmethod
     def of(cls, passages: Iterable[str], question: str = "") -> Evidence:
@@ -139,6 +146,7 @@ class Evidence:
             frozenset(term for name in names(question) for term in _terms(name)),
             tuple(headings),
             _normal(question),
+            tuple(row for passage in passages for row in _table_rows(passage)),
         )
 
     def states(self, term: str) -> bool:
@@ -174,6 +182,41 @@ class Evidence:
         ]
         return max((sum(term in found for term in terms) / len(terms) for found in holding), default=0.0)
 
+    def misplaced_value(self, sentence: str) -> str | None:
+        """Why a number the sentence gives from a table is not the answer, or None. A value in a
+        table belongs to its column and its row: "2.0 (default)" names the Default column while
+        2.0 is in another one; "512" answers a question about the temperature from the
+        `MAX_TOKENS` row."""
+        text = CITATION.sub(" ", sentence)
+        said = set(_terms(text))
+        numbers = _numbers(text) - _numbers(self.question)
+        for number in sorted(numbers):
+            rows = [row for row in self.rows if any(number in cell.numbers for cell in row)]
+            if not rows or any(number in found for _, _, found in self.sentences if not _in_table(found, rows)):
+                continue
+            if self.asked and not any(_row_terms(row) & self.asked for row in rows):
+                return f"the passages give {number} in a table row about something else than the question"
+            for row in rows:
+                named = [cell for cell in row if cell.name_terms and cell.name_terms <= said and cell.numbers]
+                holding = [cell for cell in row if number in cell.numbers]
+                if named and not any(cell in named for cell in holding) and not any(c.numbers & numbers for c in named):
+                    return f"the passages give {number} as the {holding[0].name}, not the {named[0].name}"
+        return None
+
+    def about_what_was_asked(self, named: Sequence[str]) -> bool:
+        """Whether a passage sentence holding every named term (a setting, a command) is about
+        what the question asks: under a heading that shares a word with the question, or itself
+        holding most of the question's words. `ROUTER_MODE=off` does not turn off saving chats
+        because the sentence giving it is about escalation."""
+        named = [term for term in named if _SETTING_OR_COMMAND.search(term)]
+        if not named or not self.asked:
+            return True
+        return any(
+            _shares_a_word(heading, self.asked) or len(found & self.asked) >= MIN_TOPIC_SHARE * len(self.asked)
+            for (text, found, numbers), heading in zip(self.sentences, self.headings, strict=True)
+            if all(_states(term, text, numbers) for term in named)
+        )
+
     def names_what_was_asked(self, exact: Sequence[str]) -> bool:
         """Whether a passage sentence holding every exact term names, in itself or its heading,
         each thing the question names that the passages mention: `vllm.internal:8000` is not
@@ -186,6 +229,65 @@ class Evidence:
             for (text, found, numbers), heading in zip(self.sentences, self.headings, strict=True)
             if all(_states(term, text, numbers) for term in exact)
         )
+
+
+_TABLE_RULE = re.compile(r"^\|?[\s:|-]*-[\s:|-]*$")
+
+
+@dataclass(frozen=True)
+class _Cell:
+    name: str  # its column's name, as the header writes it
+    name_terms: frozenset[str]
+    terms: frozenset[str]
+    numbers: frozenset[str]
+
+
+def _table_rows(passage: str) -> list[tuple[_Cell, ...]]:
+    """The passage's table rows that come under a header row, cell by cell."""
+    rows = []
+    header: list[str] | None = None
+    lines = [line.strip() for line in passage.replace(" … ", "\n").splitlines()]
+    for previous, line in zip(["", *lines], lines, strict=False):
+        if not line.startswith("|"):
+            header = None
+        elif _TABLE_RULE.match(line) and previous.startswith("|"):
+            header = _cells(previous)
+        elif header is not None and not _TABLE_RULE.match(line):
+            cells = _cells(line)
+            if len(cells) == len(header):
+                rows.append(
+                    tuple(
+                        _Cell(name, frozenset(_terms(name)), frozenset(_terms(cell)), _numbers(cell))
+                        for name, cell in zip(header, cells, strict=True)
+                    )
+                )
+    return rows
+
+
+def _row_terms(row: tuple[_Cell, ...]) -> frozenset[str]:
+    """What a row is about: its cells' terms, without its columns' names."""
+    return frozenset().union(*(cell.terms for cell in row)) - frozenset().union(*(cell.name_terms for cell in row))
+
+
+def _in_table(numbers: frozenset[str], rows: Sequence[tuple[_Cell, ...]]) -> bool:
+    """Whether a passage sentence's numbers are those of one of these table rows (the row itself)."""
+    return any(numbers <= frozenset().union(*(cell.numbers for cell in row)) for row in rows)
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+# What names a setting or a command: code, a SETTING_NAME, an assignment, a path or a flag.
+_SETTING_OR_COMMAND = re.compile(r"^`|[A-Z]{2,}_[A-Z]|=|/|^--?[a-z]")
+
+
+def _shares_a_word(these: frozenset[str], those: frozenset[str]) -> bool:
+    """Whether two sets of stemmed terms share a word; a stem that begins the other counts
+    ("log" and "login")."""
+    return any(
+        a == b or (min(len(a), len(b)) >= 3 and (a.startswith(b) or b.startswith(a))) for a in these for b in those
+    )
 
 
 def names(question: str) -> list[str]:
@@ -300,6 +402,8 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     share = sum(term in evidence.terms for term in terms) / len(terms) if terms else 1.0
     if missing:
         return Verdict(False, f"the passages never state {', '.join(missing[:3])}", missing, share)
+    if (misplaced := evidence.misplaced_value(sentence)) is not None:
+        return Verdict(False, misplaced, (), share)
     if len(terms) >= MIN_CONTENT_WORDS and share < MIN_CONTENT_SHARE:
         return Verdict(False, f"most of it is not in the passages ({share:.0%} of its words are)", (), share)
     if len(terms) >= MIN_CONTENT_WORDS and evidence.local_share(terms) < MIN_LOCAL_SHARE:
@@ -309,8 +413,9 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
     named = [term for term in exact if not _NUMBER.fullmatch(term.strip('`"'))]
     if len(terms) >= MIN_CONTENT_WORDS and evidence.anchored_share(named, terms) < MIN_ANCHORED_SHARE:
         return Verdict(False, f"the passages say something else about {named[0]}", (), share)
-    if not evidence.names_what_was_asked(exact):
-        return Verdict(False, f"the passage that gives {exact[0]} is about something else", (), share)
+    if not evidence.names_what_was_asked(exact) or not evidence.about_what_was_asked(named):
+        about = exact[0] if not evidence.names_what_was_asked(exact) else named[0]
+        return Verdict(False, f"the passage that gives {about} is about something else", (), share)
     # A "Yes" or "No" claims the polarity of the passage that answers, whatever follows it.
     opening = _YES_OR_NO.match(sentence)
     # What the sentence says beyond its exact terms: too little, and it means what the question asks.
@@ -531,13 +636,21 @@ _ASKS_FOR_NUMBER = re.compile(
 )
 
 
+def asks_for_number(question: str) -> bool:
+    """Whether the question asks how many, how long, which port…: only a number answers it."""
+    return bool(_ASKS_FOR_NUMBER.search(question))
+
+
+def states_a_number(text: str) -> bool:
+    """Whether the text states a number, in digits or as a word ("twice"); [n] markers do not count."""
+    text = CITATION.sub(" ", text)
+    return bool(_NUMBER.search(text)) or any(word in NUMBER_WORDS for word in words(text))
+
+
 def lacks_asked_number(answer: str, question: str) -> bool:
     """Whether the question asks how many, how long or which port, and the answer states no
     number ("up to `CHUNK_OVERLAP` characters" for "How many characters…?")."""
-    if not _ASKS_FOR_NUMBER.search(question):
-        return False
-    text = CITATION.sub(" ", answer)
-    return not _NUMBER.search(text) and not any(word in NUMBER_WORDS for word in words(text))
+    return asks_for_number(question) and not states_a_number(answer)
 
 
 def restates_question(answer: str, question: str) -> bool:

@@ -237,3 +237,40 @@ def test_a_long_answer_that_repeats_a_run_of_words_is_repetitive():
     looping = "Set the endpoint in the settings file and restart the app. " * 2
     assert is_repetitive(looping)
     assert not is_repetitive("Set the endpoint in the settings file, then restart the app to apply it.")
+
+
+GENERATION_TABLE = [
+    "[1] Configuration › Generation\n| Variable | Default | Meaning |\n|---|---|---|\n"
+    "| `TEMPERATURE` | `0.0` | Sampling temperature; higher varies the wording. Allowed: 0.0 to 2.0. |\n"
+    "| `MAX_TOKENS` | `512` | Longest answer, in tokens. Allowed: 1 to 8192. |"
+]
+
+
+def test_a_value_from_a_table_belongs_to_its_column():
+    evidence = Evidence.of(GENERATION_TABLE, "What is the default sampling temperature?")
+    assert check_sentence("The default sampling temperature is 0.0 [1].", evidence).supported
+    assert check_sentence("The sampling temperature is allowed from 0.0 to 2.0 [1].", evidence).supported
+    verdict = check_sentence("The temperature is 2.0 (default) [1].", evidence)
+    assert not verdict.supported and verdict.reason == "the passages give 2 as the Meaning, not the Default"
+
+
+def test_a_value_from_a_table_belongs_to_its_row():
+    evidence = Evidence.of(GENERATION_TABLE, "What is the default sampling temperature?")
+    verdict = check_sentence("The default is 512.", evidence)
+    assert not verdict.supported and "512" in verdict.reason
+
+
+ESCALATION_AND_HISTORY = [
+    "[1] Escalation › Choosing the escalation mode\nA new chat starts with the mode from `ROUTER_MODE`; "
+    "`ROUTER_MODE=off` in `.env` turns escalation off for every new chat.",
+    "[2] Chat history and login › Keeping nothing\n`PERSIST_CHATS=false` keeps no chat once it ends.",
+]
+
+
+def test_a_setting_from_a_passage_about_something_else_is_not_the_answer():
+    evidence = Evidence.of(ESCALATION_AND_HISTORY, "How do I turn off saving chats?")
+    assert check_sentence("Set `PERSIST_CHATS=false` to keep no chat once it ends [2].", evidence).supported
+    verdict = check_sentence("To turn off saving chats, set `ROUTER_MODE=off` for every new chat.", evidence)
+    assert (
+        not verdict.supported and verdict.reason == "the passage that gives `ROUTER_MODE=off` is about something else"
+    )
