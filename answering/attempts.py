@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
+from answering.copying import Choice
 from answering.grounding import GuardedText
 from models.base import Backend, BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
 from models.catalog import ModelSpec
@@ -21,6 +22,7 @@ class AttemptStart:
 
     model: ModelSpec
     replacing: BackendError | None = None
+    copying: bool = False  # the model chooses a passage sentence instead of writing (answering.copying)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,14 @@ class Answer:
     # per-token log-probabilities the router reads (None where the backend gave none).
     checked: GuardedText | None = None
     logprobs: tuple[float | None, ...] = ()
+    # A copy answer: the candidates the model chose among, and its choice (`answering.copying`);
+    # in the auto style, the answer the model wrote first, which did not stand.
+    choice: Choice | None = None
+    written: Answer | None = None
+
+    @property
+    def copied(self) -> bool:
+        return self.choice is not None
 
     @property
     def generation_s(self) -> float:

@@ -208,7 +208,9 @@ NO_KNOWLEDGE = NoKnowledge()
 
 @dataclass(frozen=True)
 class Comparison:
-    """One prompt put to each model, and what the models answer over."""
+    """One prompt put to each model, and what the models answer over. The models write their
+    answers (compose): comparing models is comparing their own words, speed and cost, so a
+    copy answer, which the chat gives by default with embedded models, has no place here."""
 
     prompt: str
     knowledge: Searchable = NO_KNOWLEDGE
@@ -251,6 +253,7 @@ class Comparison:
             guard=self.guard,
             general_knowledge=True,
             given_context=isinstance(self.knowledge, PastedContext),
+            answer_style="compose",
         )
 
 

@@ -26,6 +26,9 @@ class Signals:
     min_token_prob: float | None = None
     low_token_prob: float | None = None  # the LOW_QUANTILE quantile
     mean_token_logprob: float | None = None
+    # A copy answer (the model chose a passage sentence): how far its choice leads the next
+    # candidate. Its token signals do not apply: it wrote nothing.
+    copy_margin: float | None = None
 
     @property
     def has_token_probs(self) -> bool:

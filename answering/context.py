@@ -33,6 +33,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)\s+(?=[A-Z0-9`\"(*])")
 _STANDALONE = re.compile(r"^(#{1,6}\s|\||[-*+]\s|\d+[.)]\s|>)")
 _LIST_ITEM = re.compile(r"^([-*+]\s|\d+[.)]\s)")
 _NUMBERED = re.compile(r"^\d+[.)]\s")
+_TABLE_RULE = re.compile(r"^\|?[\s:|-]*-[\s:|-]*$")
 _FIRST_NUMBER = re.compile(r"^0*1[.)]\s")
 
 
@@ -125,6 +126,60 @@ def units(text: str) -> list[str]:
     return [unit for unit in found if unit.strip()]
 
 
+def is_table_rule(unit: str) -> bool:
+    """A table's separator line, `|---|---|`: it says nothing."""
+    return bool(_TABLE_RULE.match(unit.strip()))
+
+
+def table_cells(row: str) -> list[str]:
+    """The cells of a Markdown table row, stripped."""
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def table_header(text: str, row: str) -> str | None:
+    """The header row of the table in `text` that `row` belongs to; None when `row` is not a
+    table row of it, or is the header itself."""
+    lines = [line.strip() for line in text.splitlines()]
+    wanted = row.strip()
+    if not wanted.startswith("|") or wanted not in lines:
+        return None
+    at = lines.index(wanted)
+    top = at
+    while top > 0 and lines[top - 1].startswith("|"):
+        top -= 1
+    if top + 1 < len(lines) and is_table_rule(lines[top + 1]) and top != at and not is_table_rule(wanted):
+        return lines[top]
+    return None
+
+
+def readable(unit: str, text: str) -> str:
+    """A unit as the reader sees it: a table row with each cell under its column's name
+    ("Variable: `TEMPERATURE` · Default: `0.2` · …"), anything else as it is. A value in a
+    table means something only with its column."""
+    header = table_header(text, unit)
+    if header is None:
+        return unit.strip()
+    names, cells = table_cells(header), table_cells(unit)
+    if len(names) != len(cells):
+        return unit.strip()
+    return " · ".join(f"{name}: {cell}" if name else cell for name, cell in zip(names, cells, strict=True) if cell)
+
+
+def is_statement(unit: str, text: str) -> bool:
+    """Whether a unit can answer on its own: not a heading, a table's separator or header row,
+    or a code fence."""
+    stripped = unit.strip()
+    if stripped.startswith(("#", "```", "~~~")) or is_table_rule(stripped):
+        return False
+    return not (stripped.startswith("|") and _is_header_row(text, stripped))
+
+
+def _is_header_row(text: str, row: str) -> bool:
+    lines = [line.strip() for line in text.splitlines()]
+    at = lines.index(row) if row in lines else -1
+    return at >= 0 and at + 1 < len(lines) and is_table_rule(lines[at + 1])
+
+
 def select_context(
     hits: Sequence[Hit],
     query: str,
@@ -165,6 +220,7 @@ def select_contexts(
     scored = ranked_units(split, query, [passage_label(hit.chunk) for hit in hits], meaning)
     best = [(h, i) for score, h, i in scored if score > 0 or fill]
     order = best or [(0, 0)] if split and split[0] else []
+    headers = [_header_units(text_units) for text_units in split]
 
     def choose(budget: int, within: dict[int, set[int]] | None) -> dict[int, set[int]]:
         chosen: dict[int, set[int]] = {}
@@ -188,6 +244,9 @@ def select_contexts(
         for rank, (h, i) in enumerate(order):
             if not take(h, i, force=rank == 0):
                 continue
+            # A table row is read under its column names.
+            for header in headers[h].get(i, ()):
+                take(h, header)
             take(h, i + 1)
             take(h, i - 1)
         return chosen
@@ -200,6 +259,21 @@ def select_contexts(
         budget: [Excerpt(numbers[h], hits[h], _joined(split[h], sorted(picked[h]))) for h in sorted(picked)]
         for budget, picked in selections.items()
     }
+
+
+def _header_units(text_units: Sequence[str]) -> dict[int, tuple[int, int]]:
+    """For each table row among a chunk's units, the indexes of its table's header row and
+    separator line."""
+    found: dict[int, tuple[int, int]] = {}
+    header: tuple[int, int] | None = None
+    for i, unit in enumerate(text_units):
+        if not unit.startswith("|"):
+            header = None
+        elif i > 0 and is_table_rule(unit) and text_units[i - 1].startswith("|"):
+            header = (i - 1, i)
+        elif header is not None:
+            found[i] = header
+    return found
 
 
 def ranked_units(

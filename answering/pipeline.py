@@ -15,6 +15,7 @@ See docs/architecture.md for where each step lives.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from answering.context import (
     select_contexts,
     whole_chunks,
 )
+from answering.copying import MIN_QUESTION_LIKELIHOOD, Choice, candidates, choose, quoted
 from answering.grounding import (
     AnswerGuard,
     Cut,
@@ -48,11 +50,16 @@ from answering.grounding import (
 from answering.prompt import GENERAL_PROMPT, build_messages, refine_messages, retrieval_query
 from answering.router import Decision, Mode, Reason, Thresholds, decide
 from answering.timings import PhaseTimings
-from models.base import Backend, ChatMessage, GenerationParams, TokenEvent, Usage
+from models.base import Backend, BackendError, ChatMessage, GenerationParams, LikelihoodScorer, TokenEvent, Usage
 from models.catalog import ModelSpec
+from models.routing import PairRouting, load_routing, pair_key
 from models.settings import Settings
 from rag.documents import Chunk, Hit
 from rag.embedding import Closeness
+
+# compose: the model writes its answer; copy: it chooses the passage sentence that answers
+# (answering.copying); auto: it writes, and chooses when what it wrote does not stand.
+AnswerStyle = Literal["compose", "copy", "auto"]
 
 
 class Searchable(Protocol):
@@ -82,6 +89,8 @@ class TurnRequest:
     guard: GuardMode = GuardMode.STOP
     # Answer from the model's own knowledge when the documents do not cover the question.
     general_knowledge: bool = False
+    # How every model of this turn answers; None: each model's style from the settings.
+    answer_style: AnswerStyle | None = None
     # The knowledge is text the user gave for this question (the /compare page's context box,
     # `evaluation.compare --context-file`): it is never out of scope, and as much of it as the
     # budget holds is given, the sentences that best match the question first.
@@ -104,12 +113,19 @@ class TurnConfig:
     # With `meaning`: below this closeness of the closest passage sentence, the documents do
     # not cover the question either.
     min_closeness: float = 0.0
+    # How each model answers: by model id, else by backend kind ("embedded", "server"); else compose.
+    answer_styles: Mapping[str, AnswerStyle] = field(default_factory=dict)
+    # The routing `evaluation.router` measured for a pair (models/routing.json), by pair key.
+    pairs: Mapping[str, PairRouting] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TurnConfig:
         return cls(
             Thresholds(
-                settings.router_min_answer_tokens, settings.router_min_token_prob, settings.router_min_retrieval_score
+                settings.router_min_answer_tokens,
+                settings.router_min_token_prob,
+                settings.router_min_retrieval_score,
+                settings.router_min_copy_margin,
             ),
             settings.min_retrieval_score,
             settings.embedded_context_budget,
@@ -117,7 +133,22 @@ class TurnConfig:
             dict(settings.model_context_budgets),
             Meaning(_SHARED_CLOSENESS, settings.sentence_meaning_weight) if settings.sentence_meaning_weight else None,
             settings.min_sentence_closeness,
+            dict(settings.answer_styles),
+            load_routing(),
         )
+
+    def thresholds_for(self, slm: ModelSpec, llm: ModelSpec) -> Thresholds:
+        """The pair's measured thresholds, else the settings' (`ROUTER_MIN_*`)."""
+        measured = self.pairs.get(pair_key(slm.key, llm.key))
+        return replace(self.thresholds, **measured.thresholds) if measured else self.thresholds  # type: ignore[arg-type]
+
+    def router_mode_for(self, slm: ModelSpec, llm: ModelSpec) -> Mode:
+        """The escalation mode a chat with this pair starts in when ROUTER_MODE is not set."""
+        measured = self.pairs.get(pair_key(slm.key, llm.key))
+        return Mode(measured.mode) if measured else Mode.ESCALATE
+
+    def style(self, spec: ModelSpec) -> AnswerStyle:
+        return self.answer_styles.get(spec.model, self.answer_styles.get(spec.backend, "compose"))
 
     def budget(self, spec: ModelSpec) -> int:
         default = self.embedded_context_budget if spec.backend == "embedded" else self.server_context_budget
@@ -216,9 +247,12 @@ class FinalAnswer:
     text: str
     source: Source
     cuts: tuple[Cut, ...] = ()
-    # Under a model's answer: the passage sentence it is drawn from, quoted with its [n],
+    # Under a written answer: the passage sentence it is drawn from, quoted with its [n],
     # so that the reader checks the claim against the documents' own words.
     evidence: str = ""
+    copied: bool = False  # a model's choice of a passage sentence, shown word for word
+    # Under quotes: the next-best passage sentences, for "How this answer was made".
+    more: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -235,9 +269,15 @@ TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceCut | Answe
 
 # A weakly supported small answer escalates: more than this share of its sentences cut.
 MAX_UNSUPPORTED_SHARE = 0.0
-# Sentences quoted when no model answer is supported. On the handbook set a fourth shows the
-# fact in 5 more of 94 quoted answers (a fifth in none), for about 25 more words.
-QUOTES = 4
+# When no model answer stands, the passage sentence most likely to answer is quoted, and the
+# next one too when it matches the question nearly as well (at least this share of the first's
+# score); the next few go to "How this answer was made" (chosen on the handbook set).
+SECOND_QUOTE_SHARE = 0.8
+MORE_QUOTES = 3
+GENERAL_KNOWLEDGE_NOTICE = (
+    "The documents do not cover this question; this answer is from the model's general knowledge, "
+    "not from the documents."
+)
 # Between a model's "the documents do not cover this" and the passage sentences quoted under it.
 CLOSEST_PASSAGES = "\n\nThe closest passages say:\n\n"
 # Share of a model answer's own words that must come from the passage sentences that best
@@ -323,12 +363,11 @@ async def run_turn(
     slm_answer: Answer | None = None
     signals: Signals | None = None
     mode = request.router_mode
+    thresholds = config.thresholds_for(request.slm, request.llm)
     if mode is Mode.ALWAYS_LLM:
-        decision = decide(Signals(answer_tokens=0, retrieval_score=best, abstained=False), mode, config.thresholds)
+        decision = decide(Signals(answer_tokens=0, retrieval_score=best, abstained=False), mode, thresholds)
     else:
-        async for event in _checked_answer(
-            turn, request.slm, messages_for, request.params.with_logprobs(), request.fallback
-        ):
+        async for event in _answer(turn, request.slm, messages_for, request.params.with_logprobs(), request.fallback):
             if isinstance(event, Answer):
                 slm_answer = event
             yield event
@@ -343,7 +382,9 @@ async def run_turn(
                 slm_answer.logprobs,
                 best,
             )
-            decision = _with_support(decide(signals, mode, config.thresholds), slm_answer, turn)
+            if slm_answer.choice is not None:
+                signals = replace(signals, copy_margin=slm_answer.choice.margin)
+            decision = _with_support(decide(signals, mode, thresholds), slm_answer, turn)
         turn.timings.router_s = time.perf_counter() - routed_at
         if slm_answer is not None:
             turn.timings.slm_ttft_s = slm_answer.ttft_s or 0.0
@@ -362,7 +403,7 @@ async def run_turn(
         # If the large model fails, the small answer stands; with no small answer
         # (always-llm), the embedded fallback answers instead.
         fallback = request.fallback if slm_answer is None else None
-        async for event in _checked_answer(turn, request.llm, llm_messages, request.params, fallback):
+        async for event in _answer(turn, request.llm, llm_messages, request.params, fallback):
             if isinstance(event, Answer):
                 llm_answer = event
                 turn.timings.llm_ttft_s = event.ttft_s or 0.0
@@ -402,7 +443,7 @@ async def _out_of_scope(
         quotes = (
             await asyncio.to_thread(quote_passages, request.question, whole_chunks(hits), turn.config.meaning)
             if near
-            else ""
+            else Quotes(())
         )
         if unknown:
             text = f"The documents never mention {_listed(unknown)}, so they do not cover this question."
@@ -417,15 +458,14 @@ async def _out_of_scope(
                 f"matched with score {best:.2f}, below {turn.config.min_retrieval_score:.2f})."
             )
         if quotes:
-            text += f" The closest they come:\n\n{quotes}"
+            text += f" The closest they come:\n\n{quotes.text}"
         yield Notice("out_of_scope", text)
         turn.timings.total_s = time.perf_counter() - turn.started
-        yield TurnDone(turn.timings, None, None, nothing, FinalAnswer(text, "out_of_scope"))
+        yield TurnDone(turn.timings, None, None, nothing, FinalAnswer(text, "out_of_scope", more=quotes.more))
         return
     yield Notice(
         "general_knowledge",
-        "The documents do not cover this question; this answer is from the "
-        "model's general knowledge, not from the documents.",
+        GENERAL_KNOWLEDGE_NOTICE,
     )
     messages = [ChatMessage("system", GENERAL_PROMPT), *request.history, ChatMessage("user", request.question)]
     answer: Answer | None = None
@@ -437,17 +477,87 @@ async def _out_of_scope(
     yield TurnDone(turn.timings, None, answer, nothing, FinalAnswer(text, "general"))
 
 
-async def _checked_answer(
+async def _answer(
     turn: _Turn,
     model: ModelSpec,
     messages_for: Callable[[ModelSpec], list[ChatMessage]],
     params: GenerationParams,
     fallback: ModelSpec | None,
 ) -> AsyncIterator[TurnEvent]:
+    """One model's answer in its style (`TurnConfig.style`); a failed server model's fallback
+    answers in its own. Ends with the `Answer` that stands for this model."""
+    style = turn.request.answer_style or turn.config.style(model)
+    scorer = turn.backends.get(model.backend)
+    if style == "copy" and isinstance(scorer, LikelihoodScorer):
+        async for event in _copied_answer(turn, model, scorer):
+            yield event
+        return
+    composed: Answer | None = None
+    async for event in _checked_answer(turn, model, messages_for, params):
+        composed = event if isinstance(event, Answer) else composed
+        yield event
+    if composed is None:
+        return
+    if composed.error is not None and fallback is not None and fallback.key != model.key:
+        yield AttemptStart(fallback, replacing=composed.error)
+        async for event in _answer(turn, fallback, messages_for, params, None):
+            if not isinstance(event, AttemptStart) or event.replacing is not None:
+                yield event
+        return
+    # auto: what the model wrote does not stand, so it chooses a passage sentence instead.
+    if style == "auto" and isinstance(scorer, LikelihoodScorer) and _usable(composed, turn) is None:
+        async for event in _copied_answer(turn, model, scorer, after=composed):
+            yield event
+
+
+async def _copied_answer(
+    turn: _Turn, model: ModelSpec, scorer: LikelihoodScorer, after: Answer | None = None
+) -> AsyncIterator[TurnEvent]:
+    """The model's choice of the passage sentence that answers, streamed word by word and
+    checked like any answer (`answering.copying`). `after`: the answer it wrote first (auto)."""
+    yield AttemptStart(model, copying=True)
+    started = time.perf_counter()
+    question = turn.request.question
+    # The model reads only the candidates, so they come from the most the turn retrieved.
+    reading = turn.readings[max(turn.readings)]
+    found = await asyncio.to_thread(candidates, reading.excerpts, question, turn.config.meaning)
+    try:
+        choice = await choose(scorer, model.model, question, found)
+    except BackendError as error:
+        yield Answer(model, "", "error", None, None, time.perf_counter() - started, error)
+        return
+    text = choice.answer
+    first_token = time.perf_counter()
+    guard = AnswerGuard(reading.evidence, turn.request.guard)
+    for piece in re.findall(r"\S+\s*", text):
+        yield TokenEvent(piece)
+        for cut in guard.feed(piece):
+            yield SentenceCut(model, cut, guard.stopped)
+    for cut in guard.finish():
+        yield SentenceCut(model, cut, guard.stopped)
+    yield Answer(
+        model,
+        text,
+        "stop",
+        Usage(choice.tokens_read, 0),
+        first_token - started,
+        time.perf_counter() - started,
+        checked=guard.result,
+        choice=choice,
+        written=after,
+    )
+
+
+async def _checked_answer(
+    turn: _Turn,
+    model: ModelSpec,
+    messages_for: Callable[[ModelSpec], list[ChatMessage]],
+    params: GenerationParams,
+) -> AsyncIterator[TurnEvent]:
     """One model's answer with the guard reading along; the answer comes back with `.checked`."""
     guard = AnswerGuard(turn.reading(model).evidence, turn.request.guard)
     current = model
-    attempt = stream_answer(model, messages_for, params, turn.backends, fallback)
+    attempt = stream_answer(model, messages_for, params, turn.backends, None)
     started = first_token = None
     answered = False
     parts: list[str] = []
@@ -511,23 +621,34 @@ def _with_support(decision: Decision, answer: Answer, turn: _Turn) -> Decision:
             if checked.cuts
             else "the small model's answer is empty",
         )
-    elif (problem := _not_an_answer(checked.kept, turn, answer.model)) is not None:
+    elif (problem := _not_an_answer(checked.kept, turn, answer.model, answer.choice)) is not None:
         reason = problem
     else:
         return decision
     return replace(decision, escalate=True, reasons=(*decision.reasons, reason))
 
 
-def _not_an_answer(text: str, turn: _Turn, model: ModelSpec) -> Reason | None:
-    """Why supported text still does not answer the question, or None."""
+def _not_an_answer(text: str, turn: _Turn, model: ModelSpec, choice: Choice | None = None) -> Reason | None:
+    """Why supported text still does not answer the question, or None. A copied sentence
+    (`choice`) is one of the passage sentences that best match the question by construction,
+    and stands only if the model finds the question likely enough under it."""
     if opens_with_abstention(text):
         return None
     question = turn.request.question
+    likelihood = choice.chosen.likelihood if choice and choice.candidates else None
+    if likelihood is not None and likelihood < MIN_QUESTION_LIKELIHOOD:
+        return Reason(
+            "copy_likelihood",
+            likelihood,
+            MIN_QUESTION_LIKELIHOOD,
+            f"the model doubts that the sentence it chose answers the question (question log-probability "
+            f"{likelihood:.2f} < {MIN_QUESTION_LIKELIHOOD:.2f})",
+        )
     if restates_question(text, question):
         return Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
     if lacks_asked_number(text, question):
         return Reason("no_number", 1.0, 0.0, "the question asks for a number and the answer gives none")
-    drawn = drawn_from_best(text, question, turn.reading(model).excerpts)
+    drawn = 1.0 if choice else drawn_from_best(text, question, turn.reading(model).excerpts)
     if drawn < MIN_DRAWN_FROM_BEST:
         return Reason(
             "drawn_from_best",
@@ -544,7 +665,7 @@ def _usable(answer: Answer | None, turn: _Turn) -> GuardedText | None:
         return None
     if turn.request.guard is GuardMode.OFF:  # shown as the model wrote it
         return answer.checked
-    return answer.checked if _not_an_answer(answer.checked.kept, turn, answer.model) is None else None
+    return answer.checked if _not_an_answer(answer.checked.kept, turn, answer.model, answer.choice) is None else None
 
 
 def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decision) -> FinalAnswer:
@@ -554,21 +675,32 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
     when the large model answered but not from the passages, the router's doubt about
     the small one holds too. A model that says the documents do not cover the question,
     when retrieval found relevant passages, gets the closest sentences quoted under it.
+    Blocking (quoting ranks by meaning).
     """
+    question, meaning = turn.request.question, turn.config.meaning
     small_stands = not decision.escalate or llm is None or llm.error is not None
+    cuts = tuple(cut for answer in _attempts(slm, llm) if answer.checked for cut in answer.checked.cuts)
     for answer, source in ((llm, "llm"), *([(slm, "slm")] if small_stands else [])):
         checked = _usable(answer, turn)
-        if checked is not None:
+        if answer is not None and checked is not None:
             text = checked.kept
             if opens_with_abstention(text):
-                if quotes := quote_passages(turn.request.question, turn.excerpts, turn.config.meaning):
-                    text += CLOSEST_PASSAGES + quotes
-                return FinalAnswer(text, source, tuple(checked.cuts))  # type: ignore[arg-type]
-            evidence = quote_evidence(text, turn.excerpts)
-            return FinalAnswer(text, source, tuple(checked.cuts), evidence)  # type: ignore[arg-type]
-    cuts = tuple(cut for answer in (slm, llm) if answer and answer.checked for cut in answer.checked.cuts)
-    quotes = quote_passages(turn.request.question, turn.excerpts, turn.config.meaning)
-    return FinalAnswer(quotes, "quotes", cuts) if quotes else FinalAnswer("", "none", cuts)
+                if quotes := quote_passages(question, turn.excerpts, meaning):
+                    text += CLOSEST_PASSAGES + quotes.text
+                return FinalAnswer(text, source, cuts)  # type: ignore[arg-type]
+            evidence = "" if answer.copied else quote_evidence(text, turn.excerpts)
+            return FinalAnswer(text, source, cuts, evidence, copied=answer.copied)  # type: ignore[arg-type]
+    quotes = quote_passages(question, turn.excerpts, meaning)
+    return FinalAnswer(quotes.text, "quotes", cuts, more=quotes.more) if quotes else FinalAnswer("", "none", cuts)
+
+
+def _attempts(*answers: Answer | None) -> list[Answer]:
+    """The answers of a turn, each with what its model wrote first (auto style), in order."""
+    found: list[Answer] = []
+    for answer in answers:
+        if answer is not None:
+            found += [*_attempts(answer.written), answer]
+    return found
 
 
 def _listed(words: Sequence[str]) -> str:
@@ -587,11 +719,27 @@ def quote_evidence(answer: str, excerpts: Sequence[Excerpt]) -> str:
     )
 
 
-def quote_passages(
-    question: str, excerpts: Sequence[Excerpt], meaning: Meaning | None = None, count: int = QUOTES
-) -> str:
-    """The excerpts' sentences that best match the question, quoted with their [n]. Blocking
-    when `meaning` embeds."""
-    return "\n\n".join(
-        f"> {unit.strip()} [{number}]" for unit, number in best_sentences(excerpts, question, count, meaning)
-    )
+@dataclass(frozen=True)
+class Quotes:
+    """Passage sentences quoted for the question: those shown, and the next few."""
+
+    shown: tuple[str, ...]
+    more: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(self.shown)
+
+    def __bool__(self) -> bool:
+        return bool(self.shown)
+
+
+def quote_passages(question: str, excerpts: Sequence[Excerpt], meaning: Meaning | None = None) -> Quotes:
+    """The passage sentence most likely to answer the question, and a second one when it
+    matches nearly as well, quoted with their [n] and the question's words in bold; ranked as
+    copy answers' candidates are (`answering.copying.candidates`). Blocking when `meaning` embeds."""
+    found = candidates(excerpts, question, meaning, count=2 + MORE_QUOTES)
+    if not found:
+        return Quotes(())
+    shown = found[:1] + [c for c in found[1:2] if c.ranking >= SECOND_QUOTE_SHARE * found[0].ranking]
+    return Quotes(tuple(quoted(c, question) for c in shown), tuple(quoted(c) for c in found[len(shown) :]))

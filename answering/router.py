@@ -28,6 +28,8 @@ class Thresholds:
     min_answer_tokens: int = 6
     min_low_token_prob: float = 0.10
     min_retrieval_score: float = 0.3
+    # A copy answer whose choice leads the next candidate by less is escalated.
+    min_copy_margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,10 @@ def confidence(signals: Signals, thresholds: Thresholds) -> float:
     if signals.abstained:
         return 0.0
     ratios = [float("inf")]
-    if thresholds.min_answer_tokens:
+    if signals.copy_margin is not None:
+        if thresholds.min_copy_margin:
+            ratios.append(signals.copy_margin / thresholds.min_copy_margin)
+    elif thresholds.min_answer_tokens:
         ratios.append(signals.answer_tokens / thresholds.min_answer_tokens)
     if thresholds.min_retrieval_score:
         ratios.append(signals.retrieval_score / thresholds.min_retrieval_score)
@@ -84,7 +89,16 @@ def decide(signals: Signals, mode: Mode, thresholds: Thresholds) -> Decision:
 
 
 def _weak_signals(signals: Signals, thresholds: Thresholds) -> Iterator[Reason]:
-    if signals.answer_tokens < thresholds.min_answer_tokens:
+    if signals.copy_margin is not None:
+        if signals.copy_margin < thresholds.min_copy_margin:
+            yield Reason(
+                "copy_margin",
+                signals.copy_margin,
+                thresholds.min_copy_margin,
+                f"the small model hesitated between passage sentences (its choice leads by "
+                f"{signals.copy_margin:.2f} < {thresholds.min_copy_margin:.2f})",
+            )
+    elif signals.answer_tokens < thresholds.min_answer_tokens:
         yield Reason(
             "answer_tokens",
             signals.answer_tokens,
@@ -93,7 +107,11 @@ def _weak_signals(signals: Signals, thresholds: Thresholds) -> Iterator[Reason]:
         )
     if signals.abstained:
         yield Reason("abstained", 1.0, 0.0, "the small model said the passages do not answer the question")
-    if signals.low_token_prob is not None and signals.low_token_prob < thresholds.min_low_token_prob:
+    if (
+        signals.copy_margin is None
+        and signals.low_token_prob is not None
+        and signals.low_token_prob < thresholds.min_low_token_prob
+    ):
         yield Reason(
             "low_token_prob",
             signals.low_token_prob,

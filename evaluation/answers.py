@@ -4,12 +4,15 @@
     .venv/bin/python -m evaluation.answers ../shared/eval/clapnq --limit 40 [--router-mode off] [--guard mark]
 
 Each question goes through `answering.pipeline.run_turn` with the app's settings
-(retrieval, context budget, router, guard), at temperature 0, and the report
-counts what the user is left with:
+(retrieval, context budget, answer styles, router, guard, temperature), and the reply is
+built by `answering.reply.reply_for`, as the chat builds it. The report counts what the
+user reads in it; struck-through text, and what is inside the collapsed "How this answer
+was made", does not count as seen:
 
-- answerable questions whose expected fact the user sees (from a model, with the
-  passage sentence quoted under its answer, or from the quoted fallback), and how many
-  of the model's answers state it in their own words;
+- answerable questions whose expected fact the user sees, by a model answer (written, or
+  a passage sentence the model chose) or by the quoted fallback; model answers that do
+  not show it;
+- words in the visible reply, and the word at which the fact first appears;
 - unanswerable questions told so (the documents do not cover it, or the model
   said so), and those given an invented answer;
 - answer sentences shown unmarked that the support check does not support;
@@ -31,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import time
@@ -52,40 +54,17 @@ from answering.grounding import (
     split_sentences,
     words,
 )
-from answering.pipeline import CLOSEST_PASSAGES, Retrieved, TurnConfig, TurnDone, TurnRequest, embed_ahead, run_turn
+from answering.pipeline import Retrieved, TurnConfig, TurnDone, TurnRequest, embed_ahead, run_turn
+from answering.reply import model_words, reply_for, without_struck
 from answering.router import Mode
-from evaluation.retrieval import load_set
-from evaluation.router import sample_questions
+from evaluation.sets import fact_position, fact_seen, load_questions, sample_questions
 from models.base import Backend, ChatMessage, GenerationParams, TokenEvent
 from models.catalog import Catalog
 from models.factory import load_catalog, make_backends
 from models.settings import PROJECT_ROOT, Settings
-from rag.index import KnowledgeBase, SharedCorpus
-from rag.loading import corpus_documents
-from rag.text import normalise_answer, tokenize
+from rag.index import KnowledgeBase
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
-SHORT_FACT_WORDS = 6
-LONG_FACT_RECALL = 0.5
-
-
-def fact_seen(text: str, answers: Sequence[str], pattern: str | None = None) -> bool:
-    """Whether the answer shows one of the expected facts (see the module's docstring)."""
-    if pattern and re.search(pattern, text, re.IGNORECASE):
-        return True
-    shown = f" {normalise_answer(text)} "
-    shown_terms = set(tokenize(text))
-    for answer in answers:
-        if len(answer.split()) <= SHORT_FACT_WORDS:
-            # Word for word, or as written ("~/.cache/x", "-DGGML_NATIVE=OFF"), never inside a longer word.
-            as_written = re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text, re.IGNORECASE)
-            if f" {normalise_answer(answer)} " in shown or as_written:
-                return True
-        else:
-            wanted = set(tokenize(answer))
-            if wanted and len(wanted & shown_terms) / len(wanted) >= LONG_FACT_RECALL:
-                return True
-    return False
 
 
 @dataclass
@@ -93,10 +72,12 @@ class TurnRecord:
     id: str
     question: str
     answerable: bool
-    shown: str  # the final answer the user is left with
+    shown: str  # the reply the user reads (struck-through text left out), without the collapsed element
     source: str  # slm | llm | quotes | out_of_scope | general | none
+    copied: bool  # the final answer is a passage sentence a model chose
     fact_seen: bool | None  # None for an unanswerable question
     fact_in_model_words: bool  # in the model's answer itself, not only in the evidence quoted under it
+    fact_word: int | None  # words of the reply before the fact first appears
     told_out_of_scope: bool
     invented: bool  # an unanswerable question answered by a model with a claim
     unsupported_shown: int  # sentences shown unmarked that the check does not support
@@ -104,7 +85,7 @@ class TurnRecord:
     cuts: int
     loops_shown: bool  # a model answer that loops (quotes are the passages' own words)
     loops_raw: bool
-    words: int
+    words: int  # of the reply the user reads
     escalated: bool
     best_score: float  # the best retrieved passage's score (what the out-of-scope threshold sees)
     ttft_s: float | None
@@ -113,6 +94,8 @@ class TurnRecord:
     llm_text: str | None = None
     reasons: list[str] = field(default_factory=list)
     passages: list[str] = field(default_factory=list)  # what the models read, "[n] label\ntext"
+    # A copy answer's candidates, best first: [text, match, question likelihood, shows the fact].
+    candidates: list[list] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, as the latency panel shows
 
 
@@ -125,6 +108,7 @@ async def answer_one(
     mode: Mode,
     guard: GuardMode,
     max_tokens: int,
+    show_drafts: bool = False,
 ) -> TurnRecord:
     request = TurnRequest(
         question=question["question"],
@@ -132,7 +116,7 @@ async def answer_one(
         slm=catalog.slm,
         llm=catalog.llm,
         fallback=catalog.embedded_fallback,
-        params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
+        params=GenerationParams(max_tokens=max_tokens, temperature=settings.temperature),
         router_mode=mode,
         retrieval_mode=settings.retrieval_mode,
         top_k=settings.top_k,
@@ -151,25 +135,28 @@ async def answer_one(
             done = event
     assert done is not None, "run_turn ends every turn with TurnDone"
     final, golds = done.final, list(question["answers"])
-    # A model's answer is shown with the passage sentence it is drawn from under it.
-    shown = f"{final.text}\n\n{final.evidence}" if final.evidence else final.text
+    shown = without_struck(reply_for(done, show_drafts).body)
     evidence = Evidence.of((f"{e.label}\n{e.text}" for e in done.excerpts), question["question"])
     from_model = final.source in ("slm", "llm")
-    model_text = final.text.split(CLOSEST_PASSAGES)[0]  # not the passages quoted under an abstention
+    model_text = model_words(final)
     shown_sentences = [s for s in split_sentences(model_text) if not s.fence and words(s.text)] if from_model else []
     unsupported = sum(not check_sentence(s.text, evidence, code=s.code).supported for s in shown_sentences)
-    raw = [a.text for a in (done.slm_answer, done.llm_answer) if isinstance(a, Answer)]
-    told = final.source == "out_of_scope" or (from_model and opens_with_abstention(shown))
+    # What the models wrote; a chosen passage sentence is the documents' own words.
+    raw = [a.text for a in (done.slm_answer, done.llm_answer) if isinstance(a, Answer) and not a.copied]
+    told = final.source == "out_of_scope" or (from_model and opens_with_abstention(final.text))
+    position = fact_position(shown, golds, question.get("pattern")) if golds else None
     return TurnRecord(
         id=str(question["id"]),
         question=question["question"],
         answerable=bool(golds),
         shown=shown,
         source=final.source,
-        fact_seen=fact_seen(shown, golds, question.get("pattern")) if golds else None,
-        fact_in_model_words=from_model and bool(golds) and fact_seen(final.text, golds, question.get("pattern")),
+        copied=final.copied,
+        fact_seen=position is not None if golds else None,
+        fact_in_model_words=from_model and bool(golds) and fact_seen(model_text, golds, question.get("pattern")),
+        fact_word=position,
         told_out_of_scope=told,
-        invented=not golds and from_model and not opens_with_abstention(shown),
+        invented=not golds and from_model and not opens_with_abstention(final.text),
         unsupported_shown=unsupported,
         sentences_shown=len(shown_sentences),
         cuts=len(final.cuts),
@@ -184,6 +171,17 @@ async def answer_one(
         llm_text=done.llm_answer.text if done.llm_answer else None,
         reasons=[reason.explanation for reason in done.decision.reasons],
         passages=[f"[{e.number}] {e.label}\n{e.text}" for e in done.excerpts],
+        candidates=[
+            [
+                c.cited,
+                round(c.ranking, 3),
+                c.likelihood,
+                bool(golds) and fact_seen(c.text, golds, question.get("pattern")),
+            ]
+            for answer in (done.slm_answer, done.llm_answer)
+            if answer is not None and answer.choice is not None
+            for c in answer.choice.candidates
+        ],
         phases=done.timings.phases(),
     )
 
@@ -204,13 +202,18 @@ def summarise(records: Sequence[TurnRecord]) -> dict:
     unanswerable = [r for r in records if not r.answerable]
     generated = [r for r in records if r.source in ("slm", "llm", "quotes", "none")]
     seen = [r for r in answerable if r.fact_seen]
+    by_model = [r for r in answerable if r.source in ("slm", "llm")]
     return {
         "answerable": len(answerable),
         "unanswerable": len(unanswerable),
         "fact_seen": _share([bool(r.fact_seen) for r in answerable]),
         "fact_seen_from_model": sum(r.source in ("slm", "llm") for r in seen),
+        "fact_seen_from_copies": sum(r.source in ("slm", "llm") and r.copied for r in seen),
         "fact_in_model_words": sum(r.fact_in_model_words for r in seen),
-        "fact_seen_from_quotes": sum(r.source == "quotes" for r in seen),
+        "fact_seen_from_quotes": sum(r.source in ("quotes", "out_of_scope") for r in seen),
+        "model_answers_without_fact": sum(not r.fact_seen for r in by_model),
+        "fact_within_30_words": _share([r.fact_word is not None and r.fact_word < 30 for r in answerable]),
+        "fact_word": _quantiles([r.fact_word for r in seen if r.fact_word is not None]),
         "sources": {s: sum(r.source == s for r in records) for s in dict.fromkeys(r.source for r in records)},
         "out_of_scope_told": _share([r.told_out_of_scope for r in unanswerable]),
         "out_of_scope_invented": sum(r.invented for r in unanswerable),
@@ -219,7 +222,8 @@ def summarise(records: Sequence[TurnRecord]) -> dict:
         "sentences_shown": sum(r.sentences_shown for r in records),
         "loops_shown": sum(r.loops_shown for r in records),
         "loops_raw": sum(r.loops_raw for r in records),
-        "words_per_answer": statistics.mean([r.words for r in records]) if records else None,
+        "words": _quantiles([r.words for r in records]),
+        "words_answerable": _quantiles([r.words for r in answerable]),
         "ttft_s": _quantiles([r.ttft_s for r in records if r.ttft_s is not None]),
         "total_s": _quantiles([r.total_s for r in records]),
         "escalation_rate": _share([r.escalated for r in generated]),
@@ -236,12 +240,26 @@ def _s(value: float | None) -> str:
 
 def format_table(report: dict) -> str:
     s = report["summary"]
+
+    def n(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0f}"
+
     rows = [
         (
             "answerable questions whose fact the user sees",
-            f"{_pct(s['fact_seen'])} ({s['fact_seen_from_model']} from a model, {s['fact_in_model_words']} of them "
-            f"in its own words, {s['fact_seen_from_quotes']} quoted, "
-            f"of {s['answerable']}; {s['answerable_refused']} told out of scope)",
+            f"{_pct(s['fact_seen'])} of {s['answerable']} ({s['fact_seen_from_model']} by a model answer, "
+            f"{s['fact_seen_from_copies']} of them a sentence it chose, {s['fact_in_model_words']} in the model's "
+            f"own words; {s['fact_seen_from_quotes']} by quotes; {s['answerable_refused']} told out of scope)",
+        ),
+        ("model answers without the fact", f"{s['model_answers_without_fact']} of {s['answerable']} answerable"),
+        ("the fact within the reply's first 30 words", _pct(s["fact_within_30_words"])),
+        (
+            "words before the fact (median / p90)",
+            f"{n(s['fact_word']['median'])} / {n(s['fact_word']['p90'])}",
+        ),
+        (
+            "words in the visible reply (median / p90)",
+            f"{n(s['words']['median'])} / {n(s['words']['p90'])}; answerable {n(s['words_answerable']['median'])}",
         ),
         (
             "unanswerable questions told so",
@@ -249,7 +267,6 @@ def format_table(report: dict) -> str:
         ),
         ("unsupported sentences shown unmarked", f"{s['unsupported_shown']} of {s['sentences_shown']}"),
         ("answers that loop (shown / raw model text)", f"{s['loops_shown']} / {s['loops_raw']}"),
-        ("words per answer (mean)", f"{s['words_per_answer']:.1f}" if s["words_per_answer"] is not None else "n/a"),
         ("time to first token (median / p90)", f"{_s(s['ttft_s']['median'])} / {_s(s['ttft_s']['p90'])}"),
         ("total time (median / p90)", f"{_s(s['total_s']['median'])} / {_s(s['total_s']['p90'])}"),
         ("escalation rate", _pct(s["escalation_rate"])),
@@ -257,20 +274,11 @@ def format_table(report: dict) -> str:
     ]
     head = (
         f"{report['set']}: {report['questions']} questions, router {report['router_mode']}, "
-        f"guard {report['guard']}, {report['slm']} → {report['llm']}"
+        f"guard {report['guard']}, temperature {report['temperature']}, {report['slm']} → {report['llm']}"
+        + (", drafts shown in the reply" if report.get("show_drafts") else "")
     )
     width = max(len(name) for name, _ in rows)
     return "\n".join([head, *(f"  {name:<{width}}  {value}" for name, value in rows)])
-
-
-def load_questions(folder: Path, settings: Settings) -> tuple[SharedCorpus, list[dict]]:
-    """A shared set's own documents, or (for a set of questions alone) the app's corpus."""
-    if (folder / "docs.jsonl").is_file():
-        documents, questions = load_set(folder)
-        return SharedCorpus(documents), questions
-    with (folder / "questions.jsonl").open(encoding="utf-8") as lines:
-        questions = [json.loads(line) for line in lines if line.strip()]
-    return SharedCorpus(corpus_documents(settings.corpus_dir)), questions
 
 
 async def evaluate(
@@ -278,17 +286,19 @@ async def evaluate(
     settings: Settings,
     limit: int,
     seed: int,
-    mode: Mode,
+    mode: Mode | None,
     guard: GuardMode,
     max_tokens: int,
     backends: Mapping[str, Backend] | None = None,
     progress: bool = True,
+    show_drafts: bool = False,
 ) -> dict:
     corpus, questions = load_questions(folder, settings)
     questions = sample_questions(questions, limit or None, seed)
     backends = backends or make_backends(settings)
     catalog = await load_catalog(settings, backends)
     knowledge = KnowledgeBase(corpus, settings.chunk_size, settings.chunk_overlap)
+    mode = mode or TurnConfig.from_settings(settings).router_mode_for(catalog.slm, catalog.llm)
     # Load the models before timing anything.
     for spec in (catalog.slm, catalog.llm):
         async for _ in backends[spec.backend].stream_chat(
@@ -303,7 +313,9 @@ async def evaluate(
     started = time.perf_counter()
     records = []
     for question in tqdm(questions, desc="turns", unit="question", file=sys.stderr, disable=not progress):
-        records.append(await answer_one(question, knowledge, catalog, backends, settings, mode, guard, max_tokens))
+        records.append(
+            await answer_one(question, knowledge, catalog, backends, settings, mode, guard, max_tokens, show_drafts)
+        )
     return {
         "set": folder.resolve().name,
         "questions": len(records),
@@ -312,7 +324,9 @@ async def evaluate(
         "slm": catalog.slm.key,
         "llm": catalog.llm.key,
         "max_tokens": max_tokens,
-        "temperature": 0.0,
+        "temperature": settings.temperature,
+        "answer_styles": dict(settings.answer_styles),
+        "show_drafts": show_drafts,
         "retrieval_mode": settings.retrieval_mode,
         "top_k": settings.top_k,
         "min_retrieval_score": settings.min_retrieval_score,
@@ -334,9 +348,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("set_folder", type=Path, help="e.g. evaluation/handbook or ../shared/eval/clapnq")
     parser.add_argument("--limit", type=int, default=0, help="a reproducible sample of N questions (0: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--router-mode", default=settings.router_mode, choices=[m.value for m in Mode])
+    parser.add_argument(
+        "--router-mode",
+        default=settings.router_mode,
+        choices=[m.value for m in Mode],
+        help="default: ROUTER_MODE, else the mode measured for the model pair (models/routing.json)",
+    )
     parser.add_argument("--guard", default=settings.grounding_guard, choices=[g.value for g in GuardMode])
     parser.add_argument("--max-tokens", type=int, default=settings.max_tokens)
+    parser.add_argument(
+        "--show-drafts",
+        action="store_true",
+        help='the reply as the chat shows it with "Show drafts in the reply" on (struck-through text still not seen)',
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
     if not (args.set_folder / "questions.jsonl").is_file():
@@ -351,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             settings,
             args.limit,
             args.seed,
-            Mode(args.router_mode),
+            Mode(args.router_mode) if args.router_mode else None,
             GuardMode(args.guard),
             args.max_tokens,
+            show_drafts=args.show_drafts,
         )
     )
     path = args.json or RESULTS_DIR / f"turns-{report['set']}-{datetime.now():%Y%m%d-%H%M%S}.json"

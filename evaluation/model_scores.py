@@ -175,7 +175,9 @@ async def _one_model_turn(
 ) -> tuple[Generation, float, list[str], Decision]:
     """One model's own answer, through the app's pipeline with the router and the guard off:
     the same retrieval, context selection and prompt as the chat. Every model reads the
-    passages chosen for the smallest budget of the models compared (`narrowest`)."""
+    passages chosen for the smallest budget of the models compared (`narrowest`). The model
+    writes its answer whatever `ANSWER_STYLES` says: the rubric scores a model's own words,
+    and the cost of an answer is its tokens (`evaluation.answers` measures copy answers)."""
     request = TurnRequest(
         question,
         knowledge,
@@ -186,6 +188,7 @@ async def _one_model_turn(
         params=params,
         retrieval_mode=settings.retrieval_mode,
         top_k=settings.top_k,
+        answer_style="compose",
     )
     config = replace(TurnConfig.from_settings(settings), min_retrieval_score=0.0)
     cpu_started = time.process_time()

@@ -49,24 +49,27 @@ import argparse
 import asyncio
 import json
 import math
-import random
 import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from answering.grounding import CITATION, GuardMode, is_abstention
-from answering.pipeline import Retrieved, Routed, TurnConfig, TurnDone, TurnRequest, run_turn
-from answering.router import Decision, Mode, confidence
-from evaluation.retrieval import load_set
+from answering.pipeline import Retrieved, Routed, TurnConfig, TurnDone, TurnRequest, embed_ahead, run_turn
+from answering.reply import reply_for, without_struck
+from answering.router import Decision, Mode, Thresholds, confidence
+from evaluation.sets import SHORT_FACT_WORDS, fact_position, load_questions, sample_questions
 from models.base import Backend, GenerationParams
 from models.catalog import Catalog
 from models.factory import load_catalog, make_backends
+from models.routing import PairRouting, load_routing, pair_key, save_routing
 from models.settings import PROJECT_ROOT, Settings
-from rag.index import KnowledgeBase, SharedCorpus
+from rag.documents import Chunk
+from rag.index import KnowledgeBase
 from rag.text import normalise_answer
 
 DEFAULT_MAX_TOKENS = 96
@@ -98,10 +101,14 @@ def token_f1(prediction: str, answers: str | Sequence[str]) -> float:
     return best
 
 
-def score_answer(text: str, answers: Sequence[str]) -> float:
-    """Token F1 for an answerable question; 1 if it abstains (else 0) for an unanswerable one."""
+def score_answer(text: str, answers: Sequence[str], pattern: str | None = None) -> float:
+    """For an answerable question, 1 if the text shows a short expected fact (the handbook
+    set's, six words or fewer) else 0, or token F1 against written answers (the shared sets');
+    for an unanswerable one, 1 if it abstains (else 0)."""
     if not answers:
         return float(is_abstention(text))
+    if all(len(answer.split()) <= SHORT_FACT_WORDS for answer in answers):
+        return float(fact_position(text, answers, pattern) is not None)
     return token_f1(CITATION.sub(" ", text), answers)
 
 
@@ -169,16 +176,33 @@ def sweep(
     return points
 
 
-def sample_questions(questions: Sequence[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
-    """`limit` questions drawn with `random.Random(seed)`, keeping the set's answerable/unanswerable mix."""
-    if limit is None or limit >= len(questions):
-        return list(questions)
-    rng = random.Random(seed)
-    answerable = [i for i, q in enumerate(questions) if q["answers"]]
-    unanswerable = [i for i, q in enumerate(questions) if not q["answers"]]
-    take = round(limit * len(answerable) / len(questions))
-    chosen = rng.sample(answerable, take) + rng.sample(unanswerable, limit - take)
-    return [questions[i] for i in sorted(chosen)]
+def best_cutoff(curve: Sequence[Mapping[str, float | None]]) -> Mapping[str, float | None]:
+    """The point of the sweep with the best score; of equal scores, the one that escalates least."""
+    return max(curve, key=lambda point: (round(point["score"] or 0.0, 6), -(point["escalation_rate"] or 0.0)))
+
+
+def chosen_routing(report: Mapping[str, Any], thresholds: Thresholds) -> PairRouting:
+    """The pair's routing from a report: `escalate` with the thresholds scaled to the best
+    cut-off of the sweep; or `off`, with the thresholds as configured, when the large model
+    alone did not score better than the small one."""
+    point = best_cutoff(report["curve"])
+    cutoff = point["cutoff"]
+    better = (report["llm_only"]["score"] or 0.0) > (report["slm_only"]["score"] or 0.0)
+    # Not escalated by default: a chat switched to `escalate` gets the settings' thresholds.
+    scale = 1.0 if not better else 1e6 if cutoff is None else float(cutoff)
+    return PairRouting(
+        "escalate" if better else "off",
+        {
+            "min_answer_tokens": round(thresholds.min_answer_tokens * scale),
+            "min_low_token_prob": round(thresholds.min_low_token_prob * scale, 4),
+            "min_retrieval_score": round(thresholds.min_retrieval_score * scale, 4),
+            "min_copy_margin": round(thresholds.min_copy_margin * scale, 4),
+        },
+        f"evaluation.router on {report['set']} ({report['questions']} questions, seed {report['seed']}), "
+        f"{date.today().isoformat()}: small model alone {_fmt(report['slm_only']['score'])}, large model alone "
+        f"{_fmt(report['llm_only']['score'])}, best mix {_fmt(point['score'])} at "
+        f"{_fmt(point['escalation_rate'])} escalated; AUROC {_fmt(report['auroc'])}",
+    )
 
 
 # --- running the models -------------------------------------------------------------
@@ -197,6 +221,7 @@ class Record:
     confidence: float | None  # None when the router never saw the question
     answer_tokens: int | None
     low_token_prob: float | None
+    copy_margin: float | None  # a copy answer: how far the model's choice led the next candidate
     retrieval_score: float
     abstained: bool | None
     reasons: list[str] = field(default_factory=list)  # the signals the decision names
@@ -249,16 +274,21 @@ def escalation_confidence(routed: Routed | None, config: TurnConfig) -> float | 
 async def _run(
     settings: Settings,
     knowledge: KnowledgeBase,
+    chunks: Sequence[Chunk],
     questions: list[dict[str, Any]],
     max_tokens: int,
     guard: GuardMode,
-) -> tuple[list[Record], dict[str, str]]:
+) -> tuple[list[Record], dict[str, str], str]:
     backends = make_backends(settings)
     catalog: Catalog = await load_catalog(settings, backends)
     for notice in catalog.notices:
         print(f"note: {notice}", file=sys.stderr)
-    config = TurnConfig.from_settings(settings)
-    params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
+    # The settings' thresholds, not those stored for the pair: the sweep scales them.
+    config = replace(TurnConfig.from_settings(settings), pairs={})
+    params = GenerationParams(max_tokens=max_tokens, temperature=settings.temperature)
+    # As the app does at start-up (EMBED_CORPUS_AHEAD), so that no turn waits for it.
+    if settings.embed_corpus_ahead:
+        await asyncio.to_thread(embed_ahead, settings, chunks)
     records: list[Record] = []
     for number, question in enumerate(questions, start=1):
         started = time.perf_counter()
@@ -289,7 +319,7 @@ async def _run(
             file=sys.stderr,
             flush=True,
         )
-    return records, {"slm": catalog.slm.label, "llm": catalog.llm.label}
+    return records, {"slm": catalog.slm.label, "llm": catalog.llm.label}, pair_key(catalog.slm.key, catalog.llm.key)
 
 
 def _record(question: dict[str, Any], outcomes: Mapping[str, _Outcome], config: TurnConfig) -> Record:
@@ -298,16 +328,23 @@ def _record(question: dict[str, Any], outcomes: Mapping[str, _Outcome], config: 
     signals = routed.signals if routed else None
     decision = routed.decision if routed else Decision(Mode.ESCALATE, escalate=False)
     small, large = outcomes["slm"].done.slm_answer, outcomes["llm"].done.llm_answer
+    pattern = question.get("pattern")
+
+    def score(name: str) -> float:
+        # What the user reads: the reply's body, struck-through text left out.
+        return score_answer(without_struck(reply_for(outcomes[name].done).body), golds, pattern)
+
     return Record(
         id=str(question["id"]),
         answerable=bool(golds),
-        slm_score=score_answer(outcomes["slm"].done.final.text, golds),
-        llm_score=score_answer(outcomes["llm"].done.final.text, golds),
-        hybrid_score=score_answer(outcomes["hybrid"].done.final.text, golds),
+        slm_score=score("slm"),
+        llm_score=score("llm"),
+        hybrid_score=score("hybrid"),
         escalated=decision.escalate,
         confidence=escalation_confidence(routed, config),
         answer_tokens=signals.answer_tokens if signals else None,
         low_token_prob=signals.low_token_prob if signals else None,
+        copy_margin=signals.copy_margin if signals else None,
         retrieval_score=outcomes["hybrid"].best_score,
         abstained=signals.abstained if signals else None,
         reasons=[reason.signal for reason in decision.reasons],
@@ -357,6 +394,10 @@ def summarise(records: Sequence[Record]) -> dict[str, Any]:
             "low_token_prob": auroc(
                 [r.low_token_prob for r in with_probs if r.low_token_prob is not None],
                 [r.slm_score >= GOOD_ANSWER for r in with_probs],
+            ),
+            "copy_margin": auroc(
+                [r.copy_margin for r in routed if r.copy_margin is not None],
+                [r.slm_score >= GOOD_ANSWER for r in routed if r.copy_margin is not None],
             ),
             "retrieval_score": signal([r.retrieval_score for r in routed]),
             # 1 when the SLM did not abstain: the direction the router reads it in.
@@ -444,15 +485,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the chosen mode and thresholds for this model pair in models/routing.json, where the app reads them",
+    )
+    parser.add_argument(
         "--png", type=Path, default=None, help="where to draw the curve (default bench/results/router_curve_<set>.png)"
     )
     args = parser.parse_args(argv)
 
     folder: Path = args.set_folder
-    missing = [name for name in ("docs.jsonl", "questions.jsonl") if not (folder / name).is_file()]
-    if missing:
+    if not (folder / "questions.jsonl").is_file():
         print(
-            f"{folder} is not a QA set folder (no {' or '.join(missing)}): pass one such as ../shared/eval/clapnq",
+            f"{folder} is not a QA set folder (no questions.jsonl): pass one such as ../shared/eval/clapnq "
+            "or evaluation/handbook",
             file=sys.stderr,
         )
         return 2
@@ -462,18 +508,19 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     settings = Settings()
-    documents, questions = load_set(folder)
+    corpus, questions = load_questions(folder, settings)
     questions = sample_questions(questions, args.limit, args.seed)
     set_name = folder.resolve().name
-    knowledge = KnowledgeBase(SharedCorpus(documents), settings.chunk_size, settings.chunk_overlap)
+    knowledge = KnowledgeBase(corpus, settings.chunk_size, settings.chunk_overlap)
     print(
-        f"{set_name}: {len(documents)} documents, {len(questions)} questions; indexing and answering…",
+        f"{set_name}: {len(corpus.documents)} documents, {len(questions)} questions; indexing and answering…",
         file=sys.stderr,
         flush=True,
     )
 
     guard = GuardMode(args.guard or settings.grounding_guard)
-    records, models = asyncio.run(_run(settings, knowledge, questions, args.max_tokens, guard))
+    chunks = corpus.chunks(settings.chunk_size, settings.chunk_overlap)
+    records, models, pair = asyncio.run(_run(settings, knowledge, chunks, questions, args.max_tokens, guard))
     thresholds = TurnConfig.from_settings(settings).thresholds
 
     report = {
@@ -486,14 +533,16 @@ def main(argv: list[str] | None = None) -> int:
         "limit": args.limit,
         "guard": guard.value,
         "min_retrieval_score": settings.min_retrieval_score,
-        "thresholds": {
-            "min_answer_tokens": thresholds.min_answer_tokens,
-            "min_token_prob": thresholds.min_low_token_prob,
-            "min_retrieval_score": thresholds.min_retrieval_score,
-        },
+        "thresholds": asdict(thresholds),
         **summarise(records),
         "per_question": [asdict(record) for record in records],
     }
+    chosen = chosen_routing(report, thresholds)
+    report["chosen"] = {"pair": pair, **asdict(chosen)}
+    if args.save:
+        pairs = load_routing()
+        pairs[pair] = chosen
+        save_routing(pairs)
     png = args.png or PROJECT_ROOT / "bench" / "results" / f"router_curve_{set_name}.png"
     report["png"] = str(png)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -518,6 +567,10 @@ def main(argv: list[str] | None = None) -> int:
         + ")"
     )
     print(f"  token probabilities for {report['signals_available']:.0%} of routed SLM answers")
+    print(
+        f"  chosen for {pair}: mode {chosen.mode}, thresholds {chosen.thresholds}"
+        + (" (saved in models/routing.json)" if args.save else " (--save keeps them in models/routing.json)")
+    )
     print(f"  {report['seconds']:.0f} s; curve in {png}")
     return 0
 

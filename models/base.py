@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
@@ -18,7 +18,7 @@ class ChatMessage:
 @dataclass(frozen=True)
 class GenerationParams:
     max_tokens: int = 512
-    temperature: float = 0.2
+    temperature: float = 0.0
     top_p: float = 0.95
     # Ask for per-token log-probabilities. Backends that cannot give them
     # (or servers that ignore the request) yield tokens with logprob=None.
@@ -71,6 +71,19 @@ class BackendError(Exception):
         return f"{text}. {self.hint}" if self.hint else text
 
 
+@dataclass(frozen=True)
+class Likelihood:
+    """How likely a model finds a given reply: the sum of its tokens' log-probabilities."""
+
+    logprob: float
+    tokens: int
+    prompt_tokens: int = 0  # what the model read before the reply
+
+    @property
+    def mean(self) -> float:
+        return self.logprob / self.tokens if self.tokens else 0.0
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Something that can stream a chat completion.
@@ -91,3 +104,17 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release what the backend holds (loaded models, connections); it is not used again."""
         ...
+
+
+@runtime_checkable
+class LikelihoodScorer(Protocol):
+    """A backend that can score a reply instead of writing one: copy answers need it.
+
+    `reply_likelihoods` gives, for each conversation, how likely the model finds `reply`
+    as its next message. Backends that cannot (servers give no log-probabilities of a text
+    they did not write) do not implement it, and their models compose their answers.
+    """
+
+    async def reply_likelihoods(
+        self, model: str, conversations: Sequence[Sequence[ChatMessage]], reply: str
+    ) -> list[Likelihood]: ...

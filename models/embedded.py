@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +20,7 @@ from models.base import (
     BackendError,
     ChatMessage,
     GenerationParams,
+    Likelihood,
     StreamEnd,
     StreamEvent,
     TokenEvent,
@@ -75,19 +77,92 @@ class EmbeddedBackend:
         self.repeat_penalty = repeat_penalty
         self._loaded: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
+        # Scoring runs in a thread of its own at the decode threads' lower priority.
+        self._scoring = ThreadPoolExecutor(1, "embedded-score", initializer=_yield_cpu_to_chats)
 
     async def list_models(self) -> list[str]:
         return list(self._models)
 
-    async def stream_chat(
-        self, model: str, messages: list[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
+    def _known(self, model: str) -> None:
         if model not in self._models:
             raise BackendError(
                 f"There is no embedded model called {model!r}",
                 "embedded models",
                 f"Choose one of: {', '.join(self._models)}.",
             )
+
+    async def reply_likelihoods(
+        self, model: str, conversations: Sequence[Sequence[ChatMessage]], reply: str
+    ) -> list[Likelihood]:
+        """How likely the model finds `reply` after each conversation (see `LikelihoodScorer`).
+        Each prompt is read once, sharing what it has in common with the one before; only the
+        reply's tokens get a row of logits."""
+        self._known(model)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._scoring, self._score, model, [list(c) for c in conversations], reply)
+
+    def _score(self, model: str, conversations: list[list[ChatMessage]], reply: str) -> list[Likelihood]:
+        try:
+            loaded = self.load(model)
+        except Exception as error:
+            raise BackendError(f"Could not load the embedded model ({error})", model) from error
+        with loaded.lock, self._decode_slots:
+            return [self._likelihood(loaded, model, conversation, reply) for conversation in conversations]
+
+    def _likelihood(self, loaded: _Loaded, model: str, conversation: list[ChatMessage], reply: str) -> Likelihood:
+        import llama_cpp
+
+        llama = loaded.llama
+        text = loaded.format(conversation).text
+        prompt = llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        # A completion prompt ends in "Answer:": the reply starts after a space.
+        spaced = reply if text[-1:].isspace() else f" {reply}"
+        tokens = llama.tokenize(spaced.encode("utf-8"), add_bos=False, special=False)[:_MAX_SCORED_TOKENS]
+        if not tokens:
+            return Likelihood(0.0, 0)
+        if len(prompt) + len(tokens) > self.context_window:
+            raise BackendError(f"The text to score ({len(prompt)} tokens) does not fit the context window", model)
+        # Keep what the previous prompt has in common with this one; the last prompt token is
+        # decoded again with the reply, since its row of logits predicts the reply's first token.
+        cached = llama.input_ids[: llama.n_tokens]
+        common = 0
+        for a, b in zip(cached, prompt[:-1], strict=False):
+            if a != b:
+                break
+            common += 1
+        llama.n_tokens = common
+        if prompt[common:-1]:
+            llama.eval(prompt[common:-1])
+        else:
+            _forget(llama, common)
+        start = len(prompt) - 1
+        scored = [prompt[-1], *tokens[:-1]]
+        batch = llama_cpp.llama_batch_init(len(scored), 0, 1)
+        try:
+            batch.n_tokens = len(scored)
+            for i, token in enumerate(scored):
+                batch.token[i] = token
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            if llama_cpp.llama_decode(llama.ctx, batch) != 0:
+                raise BackendError("The embedded model could not score a reply", model)
+            rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llama.ctx), shape=(len(scored), llama.n_vocab()))
+            peaks = rows.max(axis=1)
+            log_sums = peaks + np.log(np.exp(rows - peaks[:, None]).sum(axis=1))
+            logprob = float((rows[np.arange(len(tokens)), tokens] - log_sums).sum())
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            # The reply leaves the cache: the next prompt, or a generation, starts from the prompt.
+            _forget(llama, start)
+            llama.n_tokens = start
+        return Likelihood(logprob, len(tokens), len(prompt))
+
+    async def stream_chat(
+        self, model: str, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        self._known(model)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | BackendError] = asyncio.Queue()
         cancelled = threading.Event()
@@ -120,6 +195,7 @@ class EmbeddedBackend:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._unload_all)
+        self._scoring.shutdown(wait=False)
 
     def _unload_all(self) -> None:
         with self._load_lock:
@@ -264,6 +340,17 @@ class EmbeddedBackend:
         if tail and finish != "cancelled":
             emit(TokenEvent(tail, held_logprob))
         emit(StreamEnd(Usage(len(prompt_tokens), produced), finish))
+
+
+def _forget(llama: Llama, position: int) -> None:
+    """Drop the cached tokens from `position` on (every sequence)."""
+    import llama_cpp
+
+    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llama.ctx), -1, position, -1)
+
+
+# A reply scored is a question or a sentence: longer ones are judged on their start.
+_MAX_SCORED_TOKENS = 128
 
 
 def llama_message(message: ChatMessage) -> ChatCompletionRequestMessage:

@@ -24,6 +24,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+AnswerStyleName = Literal["compose", "copy", "auto"]
+# Embedded models choose a passage sentence (their own sentences are mostly cut by the
+# support check); server models write.
+DEFAULT_ANSWER_STYLES: dict[str, AnswerStyleName] = {"embedded": "copy", "server": "compose"}
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "local-knowledge-assistant"
@@ -85,11 +91,14 @@ class Settings(BaseSettings):
 
     # --- generation defaults
     temperature: float = Field(
-        default=0.2,
+        # Greedy decoding: a grounded answer should be the model's most likely reading of the
+        # passages, and the same question should get the same answer (see the handbook).
+        default=0.0,
         ge=0.0,
         le=2.0,
         validation_alias=AliasChoices("TEMPERATURE"),
-        description="Default sampling temperature; lower is more deterministic.",
+        description="Default sampling temperature; 0 (greedy decoding) always gives the same answer to the same "
+        "question and passages, higher values vary the wording and invent more.",
         json_schema_extra={"group": "Generation"},
     )
     max_tokens: int = Field(
@@ -98,6 +107,17 @@ class Settings(BaseSettings):
         le=8192,
         validation_alias=AliasChoices("MAX_TOKENS"),
         description="Default longest answer, in tokens.",
+        json_schema_extra={"group": "Generation"},
+    )
+
+    answer_styles: dict[str, AnswerStyleName] = Field(
+        default_factory=lambda: dict(DEFAULT_ANSWER_STYLES),
+        validation_alias=AliasChoices("ANSWER_STYLES"),
+        description="How each model answers, as a JSON map from a model id, or `embedded` or `server` for every "
+        "model of that kind, to `compose` (the model writes its answer), `copy` (the model chooses the passage "
+        "sentence that answers, shown word for word) or `auto` (it writes, and chooses a sentence when what it "
+        "wrote does not pass the support check). A model id wins over its kind. `copy` needs the model's "
+        "probabilities of a given text, which only embedded models give: server models in `copy` compose.",
         json_schema_extra={"group": "Generation"},
     )
 
@@ -333,13 +353,17 @@ class Settings(BaseSettings):
     )
 
     # --- escalation router
-    router_mode: Literal["off", "escalate", "draft-refine", "always-llm"] = Field(
-        default="escalate",
+    router_mode: Literal["off", "escalate", "draft-refine", "always-llm"] | None = Field(
+        default=None,
         validation_alias=AliasChoices("ROUTER_MODE"),
         description='Initial value of "Escalation to the large model" in the chat settings panel: `off`, '
         "`escalate` (the large model answers the same grounded prompt), `draft-refine` (the large "
-        "model improves the small model's draft) or `always-llm`.",
-        json_schema_extra={"group": "Escalation router"},
+        "model improves the small model's draft) or `always-llm`. Empty: the mode measured for the "
+        "chat's pair of models (`models/routing.json`, see the escalation page), else `escalate`.",
+        json_schema_extra={
+            "group": "Escalation router",
+            "default_text": "the measured mode of the model pair: `off` for the embedded pair, `escalate` for others",
+        },
     )
     router_min_answer_tokens: int = Field(
         default=6,
@@ -355,6 +379,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ROUTER_MIN_TOKEN_PROB"),
         description="A small-model answer whose 10th-percentile token probability is lower is escalated; "
         "ignored when the backend returns no log-probabilities (Foundry Local).",
+        json_schema_extra={"group": "Escalation router"},
+    )
+    router_min_copy_margin: float = Field(
+        default=0.2,
+        ge=0.0,
+        validation_alias=AliasChoices("ROUTER_MIN_COPY_MARGIN"),
+        description="A copy answer (the small model chose a passage sentence) whose choice leads the next "
+        "candidate sentence by less is escalated.",
         json_schema_extra={"group": "Escalation router"},
     )
     router_min_retrieval_score: float = Field(

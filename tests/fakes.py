@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-from models.base import ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
+from models.base import ChatMessage, GenerationParams, Likelihood, StreamEnd, TokenEvent, Usage
 
 
 class ScriptedBackend:
@@ -36,3 +36,28 @@ class ScriptedBackend:
             yield TokenEvent(word)
         self.log.append(f"end {model}")
         yield StreamEnd(Usage(prompt_tokens=10, completion_tokens=len(reply)), "stop")
+
+
+class CopyingBackend(ScriptedBackend):
+    """A `ScriptedBackend` whose models can also score replies (`LikelihoodScorer`), as the
+    embedded models do for copy answers: each model finds a question likely under a passage
+    holding its favourite words, and unlikely under any other."""
+
+    def __init__(
+        self, replies: dict[str, list[str] | Exception], favourites: dict[str, str], otherwise: float = -3.0
+    ) -> None:
+        super().__init__(replies)
+        self.favourites = favourites
+        self.otherwise = otherwise  # the mean log-probability of a question under any other passage
+
+    async def reply_likelihoods(
+        self, model: str, conversations: Sequence[Sequence[ChatMessage]], reply: str
+    ) -> list[Likelihood]:
+        self.log.append(f"score {model}")
+        favourite = self.favourites[model]
+        return [
+            Likelihood(
+                -1.0 if any(favourite in m.content for m in conversation) else self.otherwise, 1, prompt_tokens=10
+            )
+            for conversation in conversations
+        ]

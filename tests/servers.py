@@ -122,7 +122,13 @@ def app_root_of(log: Path) -> Path:
     return log.parent / f"chainlit-root-{log.stem}"
 
 
-UNGUARDED = {"GROUNDING_GUARD": "off", "MIN_RETRIEVAL_SCORE": "0"}
+# Every answer as the model wrote it: no support check, no scope check, and the embedded
+# models writing (not choosing a passage sentence), so that answers stream for a while.
+AS_WRITTEN = {
+    "GROUNDING_GUARD": "off",
+    "MIN_RETRIEVAL_SCORE": "0",
+    "ANSWER_STYLES": '{"embedded": "compose", "server": "compose"}',
+}
 
 
 @contextlib.asynccontextmanager
@@ -161,13 +167,14 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
     base = f"http://127.0.0.1:{port}"
     # A fresh chat database per server unless the test brings one (to restart on it).
     # Tests about streaming, faults and sessions see every answer as the model wrote it;
-    # the grounding tests (test_grounded_chat.py) turn the guard and the scope check on.
+    # the grounding tests (test_grounded_chat.py) turn the guard, the scope check and copy
+    # answers on.
     # Embedding the handbook ahead (a minute of one core) would only compete with what they test.
     env = {
         "CHAINLIT_APP_ROOT": str(app_root),
         "DATA_DIR": str(app_root / "data"),
         "EMBED_CORPUS_AHEAD": "false",
-        **UNGUARDED,
+        **AS_WRITTEN,
         **(env or {}),
     }
     with running(command, base, log, clean_environment(env), PROJECT_ROOT):

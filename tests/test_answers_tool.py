@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from evaluation.answers import fact_seen, main
+from answering.grounding import GuardMode
+from answering.router import Mode
+from evaluation.answers import evaluate, fact_seen, main
+from models.catalog import EMBEDDED_LLM, EMBEDDED_SLM
+from models.settings import Settings
+from tests.fakes import ScriptedBackend
 
 DOCS = [
     {
@@ -72,3 +77,39 @@ def test_a_real_run_reports_what_the_user_sees(tiny_set, capsys):
 def test_a_folder_without_questions_exits_with_2(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no questions.jsonl" in capsys.readouterr().err
+
+
+BRIDGE_DOCS = [
+    {
+        "id": "d1",
+        "title": "Quorrin bridge",
+        "text": "The Quorrin bridge was opened in 1911.\n\nHelga Strand designed the Quorrin bridge.",
+    }
+]
+WHEN = [{"id": "q1", "question": "When was the Quorrin bridge opened?", "answers": ["1911"], "gold_doc_ids": ["d1"]}]
+
+
+async def test_struck_through_text_does_not_count_as_seen(tmp_path):
+    folder = tmp_path / "bridge"
+    folder.mkdir()
+    (folder / "docs.jsonl").write_text(json.dumps(BRIDGE_DOCS[0]) + "\n", encoding="utf-8")
+    (folder / "questions.jsonl").write_text(json.dumps(WHEN[0]) + "\n", encoding="utf-8")
+    models = ScriptedBackend(
+        {
+            # The fact, in a sentence the support check cuts (1950 is invented) ...
+            EMBEDDED_SLM: ["It ", "was ", "opened ", "in ", "1911 ", "and ", "painted ", "in ", "1950."],
+            # ... and an answer beside the point, which stands.
+            EMBEDDED_LLM: ["Helga ", "Strand ", "designed ", "the ", "Quorrin ", "bridge ", "[1]."],
+        }
+    )
+    settings = Settings(model_cache_dir=tmp_path / "models", min_retrieval_score=0.0, min_sentence_closeness=0.0)
+
+    report = await evaluate(
+        folder, settings, 0, 0, Mode.ESCALATE, GuardMode.STOP, 24, {"embedded": models}, False, show_drafts=True
+    )
+
+    [record] = report["records"]
+    # The draft is in the reply, struck through: a reader does not take its 1911 as said.
+    assert "✂️ Cut 1 sentence" in record["shown"] and "opened in 1911" not in record["shown"]
+    assert "Helga Strand designed the Quorrin bridge [1]." in record["shown"]
+    assert record["fact_seen"] is False and report["summary"]["model_answers_without_fact"] == 1

@@ -110,14 +110,22 @@ class ChatPage:
         return self.page.locator("#side-view-content")
 
     async def change_settings(
-        self, small_model: str | None = None, max_tokens_to_the_top: bool = False, screenshot_as: str | None = None
+        self,
+        small_model: str | None = None,
+        max_tokens_to_the_top: bool = False,
+        screenshot_as: str | None = None,
+        **choices: str,
     ) -> None:
+        """Picks options in the settings panel: the small model, and any select by its label
+        (`choices`: {label: option})."""
         await self.page.locator("#chat-settings-open-modal").click()
         dialog = self.page.get_by_role("dialog", name="Settings panel")
         if small_model:
-            await dialog.get_by_role("combobox", name="Small model (answers first)").click()
-            await self.page.get_by_role("option", name=small_model, exact=True).click()
-            await expect(dialog.get_by_role("combobox", name="Small model (answers first)")).to_have_text(small_model)
+            choices["Small model (answers first)"] = small_model
+        for label, option in choices.items():
+            await dialog.get_by_role("combobox", name=label).click()
+            await self.page.get_by_role("option", name=option, exact=True).click()
+            await expect(dialog.get_by_role("combobox", name=label)).to_have_text(option)
         if max_tokens_to_the_top:
             await dialog.locator("#max_tokens").get_by_role("slider").press("End")
         if screenshot_as:
@@ -210,6 +218,27 @@ async def test_the_small_model_chosen_in_the_settings_writes_the_next_answer(cha
 
     await screenshot(chat.page, "07-answer-from-gemma")
     await expect(answer).to_contain_text("gemma3-270m (embedded) · Latency breakdown")
+
+
+async def test_the_reply_starts_with_the_answer_and_opens_how_it_was_made(chat):
+    await chat.change_settings(
+        **{
+            "How the models answer": "Choose the passage sentence that answers (copy)",
+            "Escalation to the large model": "escalate",
+        }
+    )
+
+    answer = await chat.ask("On which port does Foundry Local usually listen?")
+
+    content = (await answer.locator(".message-content").inner_text()).strip()
+    first_line = content.splitlines()[0]
+    assert "5273" in first_line and "[" in first_line, content  # the answer first, with its [n]
+    assert "~~" not in content and "Escalated" not in content
+    how = await chat.open_side_panel(answer, "How this answer was made")
+    await screenshot(chat.page, "12-reply-and-how-it-was-made")
+    await expect(how).to_contain_text("smollm2-135m (embedded) chose a passage sentence")
+    await expect(how).to_contain_text("The sentences it weighed, best first")
+    await expect(how).to_contain_text("Router (escalate)")
 
 
 HERON = b"""# Project Heron

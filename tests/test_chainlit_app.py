@@ -187,22 +187,24 @@ async def test_one_sessions_upload_is_never_retrieved_by_another(app_url):
     assert not any("nightjar.md" in passage for passage in passages)
 
 
-async def test_an_out_of_context_question_escalates_to_the_large_model_with_draft_timings_and_chart(chat):
+async def test_an_out_of_context_question_escalates_and_the_reply_keeps_how_it_was_made_apart(chat):
     await chat.change_settings({"router_mode": "escalate", "temperature": 0, "max_tokens": 48})
 
     turn = await chat.ask("What colour is the queen's favourite corgi?")
 
-    outputs = [message.get("output", "") for message in turn.messages]
-    [notice] = [text for text in outputs if text.startswith("↗️ Escalated to **gemma3-270m (embedded)** (escalate)")]
-    assert "the best passage matched weakly" in notice
-    assert len(turn.named("stream_start")) == 2  # the small model's draft, then the large model
+    streamed = turn.streamed_text()
+    assert "↗️ Escalated to **gemma3-270m (embedded)** (escalate)" in streamed
+    assert "the best passage matched weakly" in streamed
+    assert len(turn.named("stream_start")) == 1  # one message: the draft, then the large model, then the reply
     final = answer_message(turn)
-    assert (
-        "*gemma3-270m (embedded)* · Latency breakdown · Session latency chart · Small model's draft" in final["output"]
-    )
+    assert "Escalated" not in final["output"]
+    assert "Latency breakdown · Session latency chart · How this answer was made" in final["output"]
     side = {element["name"]: element for element in turn.named("element") if element["forId"] == final["id"]}
-    assert {"Latency breakdown", "Session latency chart", "Small model's draft"} <= set(side)
+    assert {"Latency breakdown", "Session latency chart", "How this answer was made"} <= set(side)
     assert side["Session latency chart"]["type"] == "plotly"
+    how = await chat.element_text(side["How this answer was made"])
+    assert "**smollm2-135m (embedded)**" in how and "**gemma3-270m (embedded)**" in how
+    assert "the best passage matched weakly" in how
     breakdown = await chat.element_text(side["Latency breakdown"])
-    assert "| LLM generation |" in breakdown and "Router (escalate): escalated:" in breakdown
+    assert "Router (escalate): escalated:" in breakdown
     assert "smollm2-135m (embedded)" in breakdown and "gemma3-270m (embedded)" in breakdown

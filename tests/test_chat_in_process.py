@@ -29,7 +29,7 @@ def models() -> ScriptedBackend:
 def app_url(models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("in-process")
     # The handbook in docs_corpus/ is the knowledge base, as in the app's defaults.
-    settings = Settings(data_dir=folder / "data", model_cache_dir=folder / "models")
+    settings = Settings(data_dir=folder / "data", model_cache_dir=folder / "models", router_mode="escalate")
     with app_in_process(settings, {"embedded": models}) as app:
         yield app.url
 
@@ -63,24 +63,38 @@ async def test_a_supported_answer_streams_with_its_sources_and_timings(chat, mod
     assert models.log == [f"start {EMBEDDED_SLM}", f"end {EMBEDDED_SLM}"]  # supported: not escalated
 
 
-async def test_an_invented_number_is_cut_and_the_large_model_answers_with_the_draft_beside_it(chat, models):
+async def test_the_reply_starts_with_the_answer_and_the_cut_draft_is_in_how_it_was_made(chat, models):
     models.replies[EMBEDDED_SLM] = INVENTED
 
     turn = await chat.ask(PORT_QUESTION)
 
-    [draft] = [message["output"] for message in turn.messages if "· draft" in message["output"]]
-    assert "~~Foundry Local usually listens on port 9431.~~" in draft and "✂️" in draft
-    assert any(
-        message["output"].startswith("↗️ Escalated to **gemma3-270m (embedded)** (escalate)")
-        for message in turn.messages
-    )
+    # The draft streamed, was struck through and escalated while the user watched ...
+    assert "↗️ Escalated to **gemma3-270m (embedded)** (escalate)" in turn.streamed_text()
+    # ... and the reply the turn ends with is one message that starts with the answer.
     assert final_output(turn).startswith("Foundry Local usually listens on port 5273 [1].")
+    assert "~~" not in final_output(turn) and "Escalated" not in final_output(turn)
     final_id = turn.messages[-1]["id"]
     side = {element["name"]: element for element in turn.named("element") if element["forId"] == final_id}
-    assert {"Latency breakdown", "Session latency chart", "Small model's draft"} <= set(side)
+    assert {"Latency breakdown", "Session latency chart", "How this answer was made"} <= set(side)
     assert side["Session latency chart"]["type"] == "plotly"
+    how = await chat.element_text(side["How this answer was made"])
+    assert "~~Foundry Local usually listens on port 9431.~~" in how and "✂️" in how
+    assert "Router (escalate): escalated to the large model" in how
     breakdown = await chat.element_text(side["Latency breakdown"])
     assert "| LLM generation |" in breakdown and "Router (escalate): escalated:" in breakdown
+
+
+async def test_show_drafts_keeps_the_drafts_in_the_reply_before_the_answer(chat, models):
+    models.replies[EMBEDDED_SLM] = INVENTED
+    await chat.change_settings({"show_drafts": True})
+
+    turn = await chat.ask(PORT_QUESTION)
+
+    reply = final_output(turn)
+    draft, answer = reply.split("**Answer:**")
+    assert "~~Foundry Local usually listens on port 9431.~~" in draft and "✂️" in draft
+    assert "↗️ Router (escalate): escalated to the large model" in draft
+    assert answer.strip().startswith("Foundry Local usually listens on port 5273 [1].")
 
 
 async def test_draft_refine_hands_the_large_model_the_draft_without_its_cut_sentence(chat, models):
@@ -89,16 +103,16 @@ async def test_draft_refine_hands_the_large_model_the_draft_without_its_cut_sent
 
     turn = await chat.ask(PORT_QUESTION)
 
-    assert any(
-        message["output"].startswith("↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)")
-        for message in turn.messages
-    )
+    assert "↗️ Escalated to **gemma3-270m (embedded)** (draft-refine)" in turn.streamed_text()
     sent = "\n".join(message.content for message in models.prompts[EMBEDDED_LLM])
     assert "Foundry Local usually listens on port 5273 [1]." in sent and "9431" not in sent
 
 
+SHORT = ["Port ", "5273 ", "[1]."]  # supported, but short: escalate mode hands it on
+
+
 async def test_with_escalation_off_the_small_models_answer_stands(chat, models):
-    models.replies[EMBEDDED_SLM] = SUPPORTED[:3]  # short: escalate mode would hand it on
+    models.replies[EMBEDDED_SLM] = SHORT
     await chat.change_settings({"router_mode": "off"})
 
     turn = await chat.ask(PORT_QUESTION)
@@ -128,15 +142,15 @@ async def test_choosing_hybrid_retrieval_says_that_the_next_question_waits_for_e
 
 
 async def test_when_the_large_model_fails_the_small_models_answer_stands_with_a_notice(chat, models):
-    models.replies[EMBEDDED_SLM] = SUPPORTED[:3]  # short: escalated
+    models.replies[EMBEDDED_SLM] = SHORT
     models.replies[EMBEDDED_LLM] = BackendError("The model server broke off", "http://127.0.0.1:9/v1")
 
     turn = await chat.ask(PORT_QUESTION)
 
     outputs = [message["output"] for message in turn.messages]
-    assert any("Escalated" in text for text in outputs)
     [notice] = [text for text in outputs if text.startswith("⚠️ The large model failed")]
-    assert "http://127.0.0.1:9/v1" in notice and "The small model's answer above stands." in notice
+    assert "http://127.0.0.1:9/v1" in notice and "The small model's answer stands." in notice
+    assert final_output(turn).startswith("Port 5273 [1].")
 
 
 async def test_a_question_the_documents_do_not_cover_is_not_answered_from_memory(chat, models):

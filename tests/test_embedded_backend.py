@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from answering.copying import Candidate, conversation
 from models.base import BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent
 from models.embedded import EmbeddedBackend, EmbeddedModel
 
@@ -160,3 +161,40 @@ async def test_generations_beyond_the_concurrency_limit_wait_their_turn(smollm2_
 
     first, second = sorted(finished, key=finished.get)
     assert first_token[second] > finished[first]
+
+
+PASSAGES = [
+    "Foundry Local usually listens on port 5273.",
+    "Uploads are limited to 20 MB per file.",
+]
+
+
+def under(passage: str) -> list[ChatMessage]:
+    return conversation(Candidate(passage, 1, 1.0))  # as copy answers ask
+
+
+async def test_a_question_is_more_likely_under_the_passage_that_answers_it(embedded):
+    port, uploads = await embedded.reply_likelihoods(
+        "smollm2-135m", [under(p) for p in PASSAGES], "On which port does Foundry Local listen?"
+    )
+
+    assert port.mean > uploads.mean
+    assert port.tokens > 5 and port.prompt_tokens > port.tokens
+
+
+async def test_scoring_leaves_the_model_answering_as_before(embedded):
+    params = GenerationParams(max_tokens=12, temperature=0)
+    before = await collect(embedded.stream_chat("smollm2-135m", QUESTION, params))
+
+    await embedded.reply_likelihoods("smollm2-135m", [QUESTION, under(PASSAGES[0])], "Paris.")
+    again = await embedded.reply_likelihoods("smollm2-135m", [QUESTION], "Paris.")
+    after = await collect(embedded.stream_chat("smollm2-135m", QUESTION, params))
+
+    assert [e for e in after if isinstance(e, TokenEvent)] == [e for e in before if isinstance(e, TokenEvent)]
+    first = await embedded.reply_likelihoods("smollm2-135m", [QUESTION], "Paris.")
+    assert first == again  # the cache shared between prompts changes nothing
+
+
+async def test_scoring_an_unknown_model_is_refused(embedded):
+    with pytest.raises(BackendError, match="no embedded model"):
+        await embedded.reply_likelihoods("nope", [QUESTION], "Paris.")

@@ -1,5 +1,6 @@
-"""The real app on its default grounding settings: the embedded model at temperature 0, the
-guard in `stop` mode, and questions the documents do not cover answered as such."""
+"""The real app on its default answer settings: the embedded model choosing the passage sentence
+that answers, at temperature 0, the guard in `stop` mode, and questions the documents do not
+cover answered as such."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from tests.chainlit_client import ChainlitClient
 from tests.servers import chainlit_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
 
-DEFAULTS = {"GROUNDING_GUARD": "stop", "MIN_RETRIEVAL_SCORE": "0.2"}
+DEFAULTS = {"GROUNDING_GUARD": "stop", "MIN_RETRIEVAL_SCORE": "0.2", "ANSWER_STYLES": '{"embedded": "copy"}'}
 
 
 @pytest.fixture(scope="module")
@@ -33,26 +34,37 @@ def outputs(turn) -> str:
     return "\n".join(message.get("output", "") for message in turn.messages)
 
 
-async def test_an_answer_from_the_passage_that_holds_the_fact_is_kept_unmarked(chat):
+async def test_the_small_model_answers_with_the_passage_sentence_that_holds_the_fact(chat):
     file_id = await chat.upload("nightjar.md", NIGHTJAR, "text/markdown")
     await chat.ask("", file_ids=(file_id,))
 
     turn = await chat.ask("When does Project Nightjar launch?")
 
     answer = answer_message(turn)["output"]
-    assert "march" in answer.lower()
+    # Copied word for word, first in the reply, with its [n]: nothing to cut.
+    assert answer.startswith("> Project Nightjar launches on the ninth of March from the Zorblax test range. [")
     assert "~~" not in answer and "✂️" not in answer
     assert "*smollm2-135m (embedded)*" in answer
+    how = await how_it_was_made(chat, turn)
+    assert "**smollm2-135m (embedded)** chose a passage sentence" in how and "question likelihood" in how
 
 
-async def test_an_invented_number_is_struck_through_and_the_passages_are_quoted(chat):
+async def test_a_written_answer_with_an_invented_number_is_cut_and_the_reply_quotes_the_passage(chat):
+    await chat.change_settings({"temperature": 0, "answer_style": "compose"})
+
     turn = await chat.ask("What's the default sampling temperature?")
 
     answer = answer_message(turn)["output"]
-    assert "~~" in answer
-    assert "✂️ Cut 1 sentence the documents do not support" in answer
-    assert "No model answer could be checked against the documents" in answer
-    assert "`TEMPERATURE` | `0.2`" in answer
+    assert answer.startswith("*No model answer passed the support check")
+    assert "`TEMPERATURE`" in answer and "~~" not in answer
+    how = await how_it_was_made(chat, turn)
+    assert "~~" in how and "✂️ Cut 1 sentence the documents do not support" in how
+
+
+async def how_it_was_made(chat: ChainlitClient, turn) -> str:
+    final_id = answer_message(turn)["id"]
+    [element] = [e for e in turn.named("element") if e["forId"] == final_id and e["name"] == "How this answer was made"]
+    return await chat.element_text(element)
 
 
 async def test_a_question_the_documents_do_not_cover_gets_no_model_answer(chat):

@@ -111,7 +111,9 @@ async def test_when_no_answer_is_supported_the_user_gets_quotes_from_the_passage
 
     result = done(events)
     assert result.final.source == "quotes"
-    assert "> Foundry Local usually listens on port 5273. [1]" in result.final.text
+    # One sentence, the question's words in bold; the next one for "How this answer was made".
+    assert result.final.text == "> **Foundry Local** usually **listens** on **port** 5273. [1]"
+    assert result.final.more == ("> Set FOUNDRY_LOCAL_ENDPOINT to the URL that the service prints. [1]",)
     assert any(isinstance(e, Notice) and e.kind == "unsupported" for e in events)
 
 
@@ -361,7 +363,7 @@ async def test_a_near_miss_is_out_of_scope_but_quotes_what_the_documents_say_clo
 
     assert final.source == "out_of_scope" and backend.log == []
     assert final.text.startswith("The documents do not seem to cover this question")
-    assert "> A closed tab's session stays in memory for 120 seconds. [" in final.text
+    assert "> A **closed tab's session stays** in memory for 120 seconds. [" in final.text
 
 
 async def test_a_far_miss_quotes_nothing():
@@ -418,7 +420,7 @@ async def test_a_question_no_passage_sentence_comes_close_to_in_meaning_is_out_o
 
     assert final.source == "out_of_scope" and not backend.prompts
     assert "no passage sentence comes close to it in meaning: 0.70, below 0.82" in final.text
-    assert "> Foundry Local usually listens on port 5273. [1]" in final.text
+    assert "> **Foundry Local** usually **listens** on **port** 5273. [1]" in final.text
 
 
 async def test_a_question_a_passage_sentence_comes_close_to_is_answered():

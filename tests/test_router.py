@@ -7,7 +7,10 @@ import math
 import pytest
 
 from answering.confidence import Signals, collect_signals, is_abstention, quantile
+from answering.pipeline import TurnConfig
 from answering.router import Mode, Thresholds, confidence, decide
+from models.catalog import ModelSpec
+from models.routing import PairRouting, load_routing, pair_key
 
 THRESHOLDS = Thresholds(min_answer_tokens=6, min_low_token_prob=0.15, min_retrieval_score=0.3)
 CONFIDENT = Signals(
@@ -130,3 +133,29 @@ def test_confidence_below_one_is_exactly_when_the_router_escalates(case):
 
 def test_confidence_is_the_weakest_signal_relative_to_its_threshold():
     assert confidence(signals(retrieval_score=0.15), THRESHOLDS) == pytest.approx(0.5)
+
+
+def test_a_copy_answer_is_judged_by_how_far_its_choice_leads_not_by_its_tokens():
+    copied = Thresholds(min_answer_tokens=6, min_low_token_prob=0.15, min_retrieval_score=0.3, min_copy_margin=0.2)
+
+    sure = decide(signals(answer_tokens=0, low_token_prob=None, copy_margin=0.5), Mode.ESCALATE, copied)
+    hesitant = decide(signals(answer_tokens=0, low_token_prob=None, copy_margin=0.05), Mode.ESCALATE, copied)
+
+    assert not sure.escalate
+    assert [reason.signal for reason in hesitant.reasons] == ["copy_margin"]
+    assert confidence(signals(answer_tokens=0, copy_margin=0.1), copied) == pytest.approx(0.5)
+
+
+def test_a_measured_pair_starts_in_its_mode_with_its_thresholds():
+    small, large = ModelSpec("a:small", "a", "small", 1), ModelSpec("a:large", "a", "large", 1)
+    config = TurnConfig(
+        THRESHOLDS, pairs={pair_key(small.key, large.key): PairRouting("off", {"min_copy_margin": 0.3})}
+    )
+
+    assert config.router_mode_for(small, large) is Mode.OFF
+    assert config.thresholds_for(small, large).min_copy_margin == 0.3
+    assert config.thresholds_for(small, large).min_answer_tokens == THRESHOLDS.min_answer_tokens
+    assert config.router_mode_for(large, small) is Mode.ESCALATE  # a pair never measured
+    # The embedded pair, as measured on the handbook set: its large model is no better.
+    embedded = load_routing()["embedded:smollm2-135m -> embedded:gemma3-270m"]
+    assert embedded.mode == "off" and "handbook" in embedded.measured

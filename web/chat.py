@@ -16,7 +16,7 @@ from chainlit.types import ThreadDict
 
 from answering.attempts import Answer, AttemptStart
 from answering.grounding import GuardMode
-from answering.pipeline import Notice, Retrieved, Routed, SentenceCut, TurnDone, TurnRequest, run_turn
+from answering.pipeline import AnswerStyle, Notice, Retrieved, Routed, SentenceCut, TurnDone, TurnRequest, run_turn
 from answering.router import Mode
 from answering.timings import PhaseTimings
 from models.base import ChatMessage, GenerationParams, TokenEvent
@@ -110,14 +110,14 @@ def settings_panel(app: Assistant, catalog: Catalog, chosen: dict[str, Any]) -> 
             label="Max tokens",
             initial=chosen.get("max_tokens", settings.max_tokens),
             min=16,
-            max=max(4096, settings.max_tokens),
+            max=8192,  # MAX_TOKENS's own bound
             step=16,
         ),
         Select(
             id="router_mode",
             label="Escalation to the large model",
             values=[mode.value for mode in Mode],
-            initial_value=chosen.get("router_mode", settings.router_mode),
+            initial_value=chosen.get("router_mode") or router_mode(app, catalog.slm, catalog.llm).value,
         ),
         Select(
             id="retrieval_mode",
@@ -142,10 +142,27 @@ def settings_panel(app: Assistant, catalog: Catalog, chosen: dict[str, Any]) -> 
             step=100,
         ),
         Select(
+            id="answer_style",
+            label="How the models answer",
+            items={
+                "As configured for each model (ANSWER_STYLES)": "configured",
+                "Choose the passage sentence that answers (copy)": "copy",
+                "Write the answer (compose)": "compose",
+                "Write, and choose a sentence when what was written is cut (auto)": "auto",
+            },
+            initial_value=chosen.get("answer_style", "configured"),
+        ),
+        Select(
             id="grounding_guard",
             label="Sentences the documents do not support",
             items={"Cut them and stop the model": "stop", "Strike them through": "mark", "Show them": "off"},
             initial_value=chosen.get("grounding_guard", settings.grounding_guard),
+        ),
+        Switch(
+            id="show_drafts",
+            label="Show drafts in the reply (the small and large model's attempts, cut sentences struck through, "
+            "before the answer)",
+            initial=bool(chosen.get("show_drafts", False)),
         ),
         Switch(
             id="general_knowledge",
@@ -243,30 +260,43 @@ def turn_request(app: Assistant, knowledge: KnowledgeBase, question: str) -> Tur
     catalog: Catalog = cl.user_session.get("catalog")
     chosen = cl.user_session.get("chat_settings") or {}
     history: list[ChatMessage] = cl.user_session.get("history")
+    slm = catalog.get(chosen.get("slm")) or catalog.slm
+    llm = catalog.get(chosen.get("llm")) or catalog.llm
     return TurnRequest(
         question=question,
         knowledge=knowledge,
-        slm=catalog.get(chosen.get("slm")) or catalog.slm,
-        llm=catalog.get(chosen.get("llm")) or catalog.llm,
+        slm=slm,
+        llm=llm,
         fallback=catalog.embedded_fallback,
         history=tuple(history),
         params=GenerationParams(
             max_tokens=int(chosen.get("max_tokens", settings.max_tokens)),
             temperature=float(chosen.get("temperature", settings.temperature)),
         ),
-        router_mode=Mode(chosen.get("router_mode", settings.router_mode)),
+        router_mode=Mode(chosen["router_mode"]) if chosen.get("router_mode") else router_mode(app, slm, llm),
         retrieval_mode=chosen.get("retrieval_mode", settings.retrieval_mode),
         top_k=int(chosen.get("top_k", settings.top_k)),
         guard=GuardMode(chosen.get("grounding_guard", settings.grounding_guard)),
         general_knowledge=bool(chosen.get("general_knowledge", False)),
+        answer_style=_answer_style(chosen.get("answer_style")),
     )
+
+
+def router_mode(app: Assistant, slm: ModelSpec, llm: ModelSpec) -> Mode:
+    """ROUTER_MODE, else the mode measured for the pair (models/routing.json)."""
+    return Mode(app.settings.router_mode) if app.settings.router_mode else app.turn_config.router_mode_for(slm, llm)
+
+
+def _answer_style(chosen: object) -> AnswerStyle | None:
+    return chosen if chosen in ("compose", "copy", "auto") else None
 
 
 async def answer(app: Assistant, knowledge: KnowledgeBase, question: str) -> None:
     """One turn of the pipeline, shown as it happens."""
     request = turn_request(app, knowledge, question)
     history: list[ChatMessage] = cl.user_session.get("history")
-    turn = TurnView(app.settings, request.retrieval_mode)
+    chosen = cl.user_session.get("chat_settings") or {}
+    turn = TurnView(app.settings, request.retrieval_mode, show_drafts=bool(chosen.get("show_drafts", False)))
     final_text = ""
     try:
         async for event in run_turn(request, app.backends, app.turn_config):

@@ -13,7 +13,8 @@ from chainlit.element import Element, ElementType
 
 from answering.attempts import Answer
 from answering.context import Excerpt, whole_chunks
-from answering.pipeline import FinalAnswer, Notice, Retrieved, Routed, SentenceCut, TurnDone
+from answering.pipeline import Notice, Retrieved, Routed, SentenceCut, TurnDone
+from answering.reply import HOW_ELEMENT, reply_for, struck
 from answering.timings import LABELS, PhaseTimings, price_for
 from models.base import Usage
 from models.settings import Settings
@@ -24,7 +25,6 @@ from web.chat_store import ANSWER_METADATA_KEY
 # A side element shows only where its exact name appears in the message text.
 TIMINGS_ELEMENT = "Latency breakdown"
 CHART_ELEMENT = "Session latency chart"
-DRAFT_ELEMENT = "Small model's draft"
 
 
 class PlotlyChart(Element):
@@ -44,17 +44,18 @@ class PlotlyChart(Element):
 
 
 class TurnView:
-    """The messages of one turn in the chat: the small model's answer, and the large one's if escalated."""
+    """One turn as one message: the answer streams in as it is made, and when the turn ends
+    the message becomes the reply (`answering.reply`): the answer first, and what led there
+    in the collapsed "How this answer was made". A failed server model's partial answer stays
+    in a message of its own, marked as cut off."""
 
-    def __init__(self, settings: Settings, retrieval_mode: str) -> None:
+    def __init__(self, settings: Settings, retrieval_mode: str, show_drafts: bool = False) -> None:
         self.settings = settings
         self.retrieval_mode = retrieval_mode
+        self.show_drafts = show_drafts
         self.excerpts: list[Excerpt] = []
         self.reply = cl.Message(content="")
         self.batcher = TokenBatcher(self.settings.stream_flush_ms / 1000)
-        self.answers: dict[str, Answer] = {}  # message id -> the answer streamed into it
-        self.draft: Answer | None = None
-        self.escalated = False
 
     def retrieved(self, retrieved: Retrieved) -> None:
         # Out of scope, nothing was given to a model: the nearest passages are shown whole.
@@ -67,6 +68,9 @@ class TurnView:
     async def restart(self, notice: str) -> None:
         """A new message for a new attempt, after a notice saying why."""
         await cl.Message(content=notice).send()
+        self._new_reply()
+
+    def _new_reply(self) -> None:
         self.reply = cl.Message(content="")
         self.batcher = TokenBatcher(self.settings.stream_flush_ms / 1000)
 
@@ -81,66 +85,68 @@ class TurnView:
         at = self.reply.content.rfind(sentence)
         if at < 0:
             return
-        self.reply.content = self.reply.content[:at] + _struck(sentence) + self.reply.content[at + len(sentence) :]
+        self.reply.content = self.reply.content[:at] + struck(sentence) + self.reply.content[at + len(sentence) :]
         if event.stopped:
-            self.reply.content = self.reply.content[: at + len(_struck(sentence))]
+            self.reply.content = self.reply.content[: at + len(struck(sentence))]
         await self.reply.update()
 
     async def answered(self, answer: Answer) -> None:
         await self.reply.stream_token(self.batcher.flush())
-        self.answers[self.reply.id] = answer
-        if answer.error:
-            if answer.text:  # keep the partial answer, marked
-                await self._close(self.reply, answer, [f"*{answer.model.label}*"], [])
-            elif answer.model.backend == "embedded" and not self.escalated:
-                # Nothing was streamed and no other model follows: say what happened
-                # (a failed large model is reported when the turn ends).
-                await cl.Message(content=f"⚠️ {answer.error}").send()
-            self.reply = cl.Message(content="")
-            self.batcher = TokenBatcher(self.settings.stream_flush_ms / 1000)
+        if not answer.error:
+            return
+        if answer.text:  # keep the partial answer, marked, in a message of its own
+            self.reply.content = close_code_block(self.reply.content)
+            self.reply.content += f"\n\n*⚠️ Cut off: {answer.error.what.rstrip('.')}. The answer above is partial.*"
+            self.reply.content += f"\n\n*{answer.model.label}*"
+            await self.reply.send()
+            self._new_reply()
+        elif answer.model.backend == "embedded":
+            # Nothing was streamed: say what happened (a failed large model is reported when the turn ends).
+            await cl.Message(content=f"⚠️ {answer.error}").send()
 
     async def escalate(self, routed: Routed) -> None:
-        """Close the small model's answer as a draft and open one for the large model."""
-        self.escalated = True
-        self.draft = self.answers.get(self.reply.id)
-        if self.reply.content:
-            footer = [f"*{self.draft.model.label}* · draft"] if self.draft else []
-            await self._close(self.reply, self.draft, footer, self._source_elements())
-        await self.restart(
-            f"↗️ Escalated to **{routed.llm.label}** ({routed.decision.mode.value}): {routed.decision.summary()}."
+        """The large model takes over: say so under the draft, and stream its answer below.
+        With no draft (always-llm) there is nothing to say: the reply is the large model's."""
+        pending = self.batcher.flush()
+        if not (self.reply.content or pending):
+            return
+        await self.reply.stream_token(
+            pending + f"\n\n*↗️ Escalated to **{routed.llm.label}** ({routed.decision.mode.value}): "
+            f"{routed.decision.summary()}.*\n\n"
         )
 
     async def done(self, done: TurnDone, turns: list[PhaseTimings]) -> str:
-        """Close the turn's last message with its sources, timings and chart; returns the answer kept."""
-        llm_ok = done.llm_answer is not None and done.llm_answer.error is None
-        if done.decision.escalate and done.llm_answer and done.llm_answer.error:
+        """Close the turn: the reply, its sources, timings, chart and how it was made; returns the answer kept."""
+        await self.reply.stream_token(self.batcher.flush())
+        llm_failed = done.llm_answer is not None and done.llm_answer.error is not None
+        if done.decision.escalate and llm_failed and done.llm_answer:
             outcome = (
-                "The small model's answer above stands."
-                if done.slm_answer and done.slm_answer.text
+                "The small model's answer stands."
+                if done.final.source == "slm"
                 else "Try again, or pick another model or escalation mode in the settings."
             )
             await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. {outcome}").send()
-        answer = self.answers.get(self.reply.id)
         final = done.final
-        footer = [f"*{answer.model.label}*" if answer else "", f"{TIMINGS_ELEMENT} · {CHART_ELEMENT}"]
-        if final.source in ("quotes", "out_of_scope", "none"):
-            # No model answer stands: what the user reads is the notice and the passages' own words.
-            self.reply.content = _fallback_markdown(final, self.reply.content, answer)
-            answer = None
+        reply = reply_for(done, self.show_drafts)
+        answered_by = {"slm": done.slm_answer, "llm": done.llm_answer}.get(final.source)
+        links = [TIMINGS_ELEMENT, CHART_ELEMENT, *([HOW_ELEMENT] if reply.how else [])]
+        footer = [f"*{answered_by.model.label}*" if answered_by else "", " · ".join(links)]
         elements = [
             *self._source_elements(),
             cl.Text(name=TIMINGS_ELEMENT, content=turn_markdown(done, self.settings.model_prices), display="side"),
             PlotlyChart(name=CHART_ELEMENT, content=json.dumps(latency_chart(turns)), display="side"),
+            *([cl.Text(name=HOW_ELEMENT, content=reply.how, display="side")] if reply.how else []),
         ]
-        if self.draft and llm_ok and done.llm_answer and done.llm_answer.text:
-            footer.append(DRAFT_ELEMENT)
-            elements.append(cl.Text(name=DRAFT_ELEMENT, content=self.draft.text, display="side"))
         if final.text:
             self.reply.metadata = {ANSWER_METADATA_KEY: final.text}  # the resumed chat's history
-        # Under the message that holds the answer kept (not under a failed large model's).
-        shows_final = final.source == "llm" or (final.source == "slm" and not self.escalated)
-        evidence = final.evidence if shows_final else ""
-        await self._close(self.reply, answer, [" · ".join(part for part in footer if part)], elements, evidence)
+        content = close_code_block(reply.body)
+        if answered_by and answered_by.finish_reason == "length":
+            content += "\n\n*The answer reached the max-tokens limit.*"
+        if self.excerpts:
+            content += "\n\nSources: " + " ".join(_source_name(e.number) for e in self.excerpts)
+        self.reply.content = content + "\n\n" + " · ".join(part for part in footer if part)
+        self.reply.elements = elements
+        await self.reply.send()
         return final.text
 
     def _source_elements(self) -> list:
@@ -157,61 +163,6 @@ class TurnView:
             self.reply.content = close_code_block(self.reply.content)
             self.reply.content += "\n\n*Stopped: the answer above is partial.*"
             await self.reply.update()
-
-    async def _close(
-        self, reply: cl.Message, answer: Answer | None, footer: list[str], elements: list, evidence: str = ""
-    ) -> None:
-        if answer and answer.checked and answer.checked.cuts and not answer.error:
-            reply.content = _checked_markdown(answer)
-        reply.content = close_code_block(reply.content)
-        if answer and answer.error and answer.text:
-            reply.content += f"\n\n*⚠️ Cut off: {answer.error.what.rstrip('.')}. The answer above is partial.*"
-        elif answer and answer.finish_reason == "length":
-            reply.content += "\n\n*The answer reached the max-tokens limit.*"
-        if answer and answer.checked and answer.checked.cuts:
-            reply.content += "\n\n" + _cut_line(answer)
-        if evidence:
-            reply.content += "\n\n*From the documents:*\n\n" + evidence
-        if self.excerpts:
-            reply.content += "\n\nSources: " + " ".join(_source_name(e.number) for e in self.excerpts)
-        reply.content += "\n\n" + "\n\n".join(footer)
-        reply.elements = elements
-        await reply.send()
-
-
-def _struck(sentence: str) -> str:
-    return " ".join(f"~~{line.strip()}~~" for line in sentence.splitlines() if line.strip())
-
-
-def _checked_markdown(answer: Answer) -> str:
-    """The answer as checked: what stands, and what was cut, struck through."""
-    assert answer.checked is not None
-    return "".join(part if isinstance(part, str) else _struck(part.text) + " " for part in answer.checked.parts)
-
-
-def _cut_line(answer: Answer) -> str:
-    assert answer.checked is not None
-    cuts = answer.checked.cuts
-    what = "1 sentence" if len(cuts) == 1 else f"{len(cuts)} sentences"
-    stopped = " and the model was stopped" if answer.finish_reason == "guard" else ""
-    return f"*✂️ Cut {what} the documents do not support{stopped}: {cuts[0].reason}.*"
-
-
-def _fallback_markdown(final: FinalAnswer, streamed: str, answer: Answer | None) -> str:
-    if final.source == "out_of_scope":
-        return (
-            f"{final.text}\n\nThe nearest passages are listed below. To get an answer from the model's "
-            "general knowledge anyway, turn on *General-knowledge answers* in the settings."
-        )
-    cut = ("\n\n" + _cut_line(answer)) if answer and answer.checked and answer.checked.cuts else ""
-    shown = (_checked_markdown(answer) if answer and answer.checked else streamed).strip()
-    shown = f"{shown}{cut}\n\n" if shown else ""
-    if final.source == "quotes":
-        return (
-            f"{shown}**No model answer could be checked against the documents.** "
-            f"The closest passages say:\n\n{final.text}"
-        )
-    return f"{shown}**No model answer could be checked against the documents**, and no passage matched it."
 
 
 def markdown_text(text: str) -> str:
