@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from answering.grounding import CITATION, Evidence, exact_terms
+from answering.grounding import CITATION, Evidence, exact_terms, is_table_rule, table_cells
 from rag.documents import Chunk, Hit
 from rag.text import tokenize
 
@@ -33,7 +33,6 @@ _SENTENCE = re.compile(r"(?<=[.!?])(?<!^\d\.)(?<!^\d\d\.)\s+(?=[A-Z0-9`\"(*])")
 _STANDALONE = re.compile(r"^(#{1,6}\s|\||[-*+]\s|\d+[.)]\s|>)")
 _LIST_ITEM = re.compile(r"^([-*+]\s|\d+[.)]\s)")
 _NUMBERED = re.compile(r"^\d+[.)]\s")
-_TABLE_RULE = re.compile(r"^\|?[\s:|-]*-[\s:|-]*$")
 _FIRST_NUMBER = re.compile(r"^0*1[.)]\s")
 
 
@@ -124,16 +123,6 @@ def units(text: str) -> list[str]:
             paragraph.append(stripped)
     close()
     return [unit for unit in found if unit.strip()]
-
-
-def is_table_rule(unit: str) -> bool:
-    """A table's separator line, `|---|---|`: it says nothing."""
-    return bool(_TABLE_RULE.match(unit.strip()))
-
-
-def table_cells(row: str) -> list[str]:
-    """The cells of a Markdown table row, stripped."""
-    return [cell.strip() for cell in row.strip().strip("|").split("|")]
 
 
 def table_header(text: str, row: str) -> str | None:

@@ -73,10 +73,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    """The candidates, best first, after a model (or the ranking alone) chose."""
+    """The candidates, best first, after a model chose."""
 
     candidates: tuple[Candidate, ...]
-    model: str = ""  # the model whose likelihoods count; empty: the ranking alone
     tokens_read: int = 0  # by the model, to score the candidates
 
     @property
@@ -141,16 +140,11 @@ def conversation(candidate: Candidate) -> list[ChatMessage]:
 async def choose(scorer: LikelihoodScorer, model: str, question: str, found: Sequence[Candidate]) -> Choice:
     """The model's choice among the candidates (see the module's docstring)."""
     if not found:
-        return Choice((), model)
+        return Choice(())
     likelihoods = await scorer.reply_likelihoods(model, [conversation(c) for c in found], question)
     scored = [replace(c, likelihood=likelihood.mean) for c, likelihood in zip(found, likelihoods, strict=True)]
     read = sum(likelihood.prompt_tokens + likelihood.tokens for likelihood in likelihoods)
-    return Choice(tuple(sorted(scored, key=lambda c: -c.score)), model, read)
-
-
-def ranked_only(found: Sequence[Candidate]) -> Choice:
-    """The ranking's own order, for quotes (no model reads them)."""
-    return Choice(tuple(found))
+    return Choice(tuple(sorted(scored, key=lambda c: -c.score)), read)
 
 
 # Bold marks only words outside code, links and [n] markers.

@@ -234,6 +234,16 @@ class Evidence:
 _TABLE_RULE = re.compile(r"^\|?[\s:|-]*-[\s:|-]*$")
 
 
+def is_table_rule(line: str) -> bool:
+    """A table's separator line, `|---|---|`: it says nothing."""
+    return bool(_TABLE_RULE.match(line.strip()))
+
+
+def table_cells(row: str) -> list[str]:
+    """The cells of a Markdown table row, stripped."""
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
 @dataclass(frozen=True)
 class _Cell:
     name: str  # its column's name, as the header writes it
@@ -250,10 +260,10 @@ def _table_rows(passage: str) -> list[tuple[_Cell, ...]]:
     for previous, line in zip(["", *lines], lines, strict=False):
         if not line.startswith("|"):
             header = None
-        elif _TABLE_RULE.match(line) and previous.startswith("|"):
-            header = _cells(previous)
-        elif header is not None and not _TABLE_RULE.match(line):
-            cells = _cells(line)
+        elif is_table_rule(line) and previous.startswith("|"):
+            header = table_cells(previous)
+        elif header is not None and not is_table_rule(line):
+            cells = table_cells(line)
             if len(cells) == len(header):
                 rows.append(
                     tuple(
@@ -272,10 +282,6 @@ def _row_terms(row: tuple[_Cell, ...]) -> frozenset[str]:
 def _in_table(numbers: frozenset[str], rows: Sequence[tuple[_Cell, ...]]) -> bool:
     """Whether a passage sentence's numbers are those of one of these table rows (the row itself)."""
     return any(numbers <= frozenset().union(*(cell.numbers for cell in row)) for row in rows)
-
-
-def _cells(row: str) -> list[str]:
-    return [cell.strip() for cell in row.strip().strip("|").split("|")]
 
 
 # What names a setting or a command: code, a SETTING_NAME, an assignment, a path or a flag.
