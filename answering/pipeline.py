@@ -6,8 +6,8 @@
       ─► route (length, token confidence, retrieval score, support)
       ─► large model when routed, checked the same way
       ─► the best supported answer, or quotes from the passages when none is
-    ─► events: Retrieved, Notice, AttemptStart, TokenEvent, SentenceCut, Answer,
-       Routed, TurnDone (last, with the phase timings and the final answer)
+    ─► events: Retrieved, Notice, AttemptStart, TokenEvent, SentenceKept or SentenceCut,
+       Answer, Routed, TurnDone (last, with the phase timings and the final answer)
 
 See docs/architecture.md for where each step lives.
 """
@@ -220,6 +220,15 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class SentenceKept:
+    """The guard let a sentence of the answer streaming from `model` through: a client that
+    must never show an unchecked sentence (the OpenAI-compatible API) may send it now."""
+
+    model: ModelSpec
+    text: str
+
+
+@dataclass(frozen=True)
 class SentenceCut:
     """The guard took a sentence back from the answer streaming from `model`."""
 
@@ -265,7 +274,7 @@ class TurnDone:
     excerpts: tuple[Excerpt, ...] = ()
 
 
-TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceCut | Answer | Routed | TurnDone
+TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceKept | SentenceCut | Answer | Routed | TurnDone
 
 # A weakly supported small answer escalates: more than this share of its sentences cut.
 MAX_UNSUPPORTED_SHARE = 0.0
@@ -529,12 +538,16 @@ async def _copied_answer(
     text = choice.answer
     first_token = time.perf_counter()
     guard = AnswerGuard(reading.evidence, turn.request.guard)
+    judged = 0
     for piece in re.findall(r"\S+\s*", text):
         yield TokenEvent(piece)
-        for cut in guard.feed(piece):
-            yield SentenceCut(model, cut, guard.stopped)
-    for cut in guard.finish():
-        yield SentenceCut(model, cut, guard.stopped)
+        guard.feed(piece)
+        for verdict in _verdicts(guard, model, judged):
+            yield verdict
+        judged = guard.result.sentences
+    guard.finish()
+    for verdict in _verdicts(guard, model, judged):
+        yield verdict
     yield Answer(
         model,
         text,
@@ -560,12 +573,14 @@ async def _checked_answer(
     attempt = stream_answer(model, messages_for, params, turn.backends, None)
     started = first_token = None
     answered = False
+    judged = 0  # sentences the guard has judged so far
     parts: list[str] = []
     logprobs: list[float | None] = []
     try:
         async for event in attempt:
             if isinstance(event, AttemptStart):
                 current, guard = event.model, AnswerGuard(turn.reading(event.model).evidence, turn.request.guard)
+                judged = 0
                 started, first_token, parts, logprobs = time.perf_counter(), None, [], []
                 yield event
             elif isinstance(event, TokenEvent):
@@ -573,13 +588,17 @@ async def _checked_answer(
                 parts.append(event.text)
                 logprobs.append(event.logprob)
                 yield event
-                for cut in guard.feed(event.text):
-                    yield SentenceCut(current, cut, guard.stopped)
+                guard.feed(event.text)
+                for verdict in _verdicts(guard, current, judged):
+                    yield verdict
+                judged = guard.result.sentences
                 if guard.stopped:
                     break
             elif isinstance(event, Answer):
-                for cut in guard.finish() if not event.error else ():
-                    yield SentenceCut(current, cut, guard.stopped)
+                if not event.error:
+                    guard.finish()
+                    for verdict in _verdicts(guard, current, judged):
+                        yield verdict
                 answered = True
                 yield replace(event, checked=guard.result, logprobs=tuple(logprobs))
     finally:
@@ -599,6 +618,14 @@ async def _checked_answer(
             checked=guard.result,
             logprobs=tuple(logprobs),
         )
+
+
+def _verdicts(guard: AnswerGuard, model: ModelSpec, judged: int) -> list[SentenceKept | SentenceCut]:
+    """The guard's verdicts on the sentences after the first `judged`, in order."""
+    return [
+        SentenceKept(model, part) if isinstance(part, str) else SentenceCut(model, part, guard.stopped)
+        for part in guard.result.parts[judged:]
+    ]
 
 
 def _completion_tokens(answer: Answer) -> int:
