@@ -459,9 +459,37 @@ class Settings(BaseSettings):
         json_schema_extra={"group": "Chat history and login"},
     )
 
+    # --- the assistant as an OpenAI-compatible model (web/openai_api.py)
+    api_keys_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("API_KEYS_FILE"),
+        description="File of the API keys that `python -m web.api_keys` makes and revokes, stored hashed. With "
+        "login on, a call to `/v1/chat/completions` needs one of them.",
+        json_schema_extra={"group": "OpenAI-compatible API", "default_text": "`DATA_DIR/api-keys.json`"},
+    )
+    api_max_request_kb: int = Field(
+        default=1024,
+        ge=1,
+        le=1024 * 1024,
+        validation_alias=AliasChoices("API_MAX_REQUEST_KB"),
+        description="The largest request body `/v1/chat/completions` reads, in KiB; a larger one gets HTTP 413.",
+        json_schema_extra={"group": "OpenAI-compatible API"},
+    )
+    api_max_question_chars: int = Field(
+        default=20_000,
+        ge=100,
+        validation_alias=AliasChoices("API_MAX_QUESTION_CHARS"),
+        description="The longest question (the last user message) the API answers, in characters.",
+        json_schema_extra={"group": "OpenAI-compatible API"},
+    )
+
     @property
     def chat_database(self) -> Path:
         return self.data_dir / "chats.sqlite3"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api-keys.json"
 
     @property
     def login_required(self) -> bool:

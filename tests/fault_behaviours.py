@@ -12,6 +12,7 @@ The failure behaviours themselves are the ones in `tests/fault_server.py`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -44,8 +45,21 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _slow_answer(request: web.Request) -> web.StreamResponse:
+    """The same answer at five words a second: a stream that is still going while a test acts."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for word in SCRIPTED_ANSWER.split(" ")[:-1]:
+        await response.write(_chunk(word + " "))
+        await asyncio.sleep(0.2)
+    await response.write(_chunk(SCRIPTED_ANSWER.split(" ")[-1], finish="stop"))
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
 BEHAVIOURS = {
     "answer": _answer,
+    "slow": _slow_answer,
     "cut": _cut,
     "malformed": _malformed,
     "stall": _stall,

@@ -31,6 +31,7 @@ _APP_VARIABLES = (
     "AUTH_USERS",
     "AUTH_USERS_FILE",
     "CHAINLIT_AUTH_SECRET",
+    "API_KEYS_FILE",
 )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import openai
 import pytest
 import socketio
 
 from tests.chainlit_client import ChainlitClient
-from tests.servers import chainlit_app
+from tests.servers import chainlit_app, run_command
 from tests.test_chainlit_app import NIGHTJAR, answer_message
+from tests.test_openai_clients import saved_threads
 from web.accounts import hash_password
 
 ALICE = ("alice", "alice's long password")
@@ -18,11 +20,18 @@ BOB = ("bob", "bob's long password")
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("login")
+def accounts(tmp_path_factory) -> dict[str, str]:
+    """The login settings: the user list and where API keys are kept."""
+    folder = tmp_path_factory.mktemp("accounts")
     users = ",".join(f"{name}:{hash_password(password)}" for name, password in (ALICE, BOB))
+    return {"AUTH_USERS": users, "API_KEYS_FILE": str(folder / "api-keys.json")}
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, accounts):
+    folder = tmp_path_factory.mktemp("login")
     env = {
-        "AUTH_USERS": users,
+        **accounts,
         "MAX_TOKENS": "32",
         "ROUTER_MODE": "off",
         "TEMPERATURE": "0",
@@ -116,3 +125,52 @@ async def test_the_comparison_endpoint_needs_a_login(app_url):
         response = await http.post("/compare/stream", json={"prompt": "hello", "models": ["slm"]})
 
     assert response.status_code == 401
+
+
+# --- the OpenAI-compatible API: each user's own keys
+
+
+@pytest.fixture(scope="module")
+def api_keys(accounts) -> dict[str, str]:
+    """A key for Alice, and Bob's key, revoked: made with the command an operator runs."""
+    alice = run_command("web.api_keys", ["new", "alice"], accounts).stdout.strip()
+    bob = run_command("web.api_keys", ["new", "bob"], accounts).stdout.strip()
+    bobs_id = bob.split("-")[1]
+    assert run_command("web.api_keys", ["revoke", bobs_id], accounts).returncode == 0
+    return {"alice": alice, "bob (revoked)": bob}
+
+
+def api(app_url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{app_url}/v1", api_key=key, max_retries=0)
+
+
+QUESTION = [{"role": "user", "content": "Which port does Foundry Local usually listen on?"}]
+
+
+async def test_the_api_refuses_a_call_without_a_key(app_url):
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        response = await http.post("/v1/chat/completions", json={"model": "knowledge-assistant", "messages": QUESTION})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_api_refuses_another_users_revoked_key(app_url, api_keys):
+    with pytest.raises(openai.AuthenticationError) as refused:
+        api(app_url, api_keys["bob (revoked)"]).chat.completions.create(model="knowledge-assistant", messages=QUESTION)
+
+    assert "wrong or revoked" in refused.value.body["message"]
+
+
+async def test_an_api_conversation_is_saved_to_its_users_history_only(app_url, api_keys):
+    response = api(app_url, api_keys["alice"]).chat.completions.create(model="knowledge-assistant", messages=QUESTION)
+    assert response.choices[0].message.content
+
+    alice, bob = ChainlitClient(app_url, credentials=ALICE), ChainlitClient(app_url, credentials=BOB)
+    await alice.sign_in()
+    await bob.sign_in()
+    await saved_threads(alice.http, QUESTION[0]["content"])
+    listed = await bob.http.post("/project/threads", json={"pagination": {"first": 20}, "filter": {}})
+    assert listed.json()["data"] == []
+    await alice.http.aclose()
+    await bob.http.aclose()

@@ -4,6 +4,7 @@ Login is off by default (one local user). Setting `AUTH_USERS_FILE` or `AUTH_USE
 turns it on; each entry is `name:hash`, where the hash comes from
 
     .venv/bin/python -m web.accounts alice          # asks for the password twice
+    echo "$PASSWORD" | .venv/bin/python -m web.accounts alice   # in a script
 
 scrypt (from the standard library) makes each guess expensive, and the salt makes
 two equal passwords hash differently.
@@ -11,6 +12,7 @@ two equal passwords hash differently.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import getpass
 import hashlib
@@ -84,18 +86,26 @@ def _b64(data: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or ":" in args[0] or "," in args[0]:
-        print("usage: python -m web.accounts NAME   (prints a NAME:hash line for AUTH_USERS_FILE)", file=sys.stderr)
-        return 2
-    password = getpass.getpass("Password: ")
-    if password != getpass.getpass("Again: "):
-        print("The two passwords differ.", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(
+        prog="python -m web.accounts",
+        description="Print a NAME:hash line for AUTH_USERS_FILE. The password is asked twice on a terminal, "
+        'or read from the first line of standard input otherwise (echo "$PASSWORD" | python -m web.accounts NAME).',
+    )
+    parser.add_argument("name", help="the user name, without ':' or ','")
+    args = parser.parse_args(argv)
+    if ":" in args.name or "," in args.name or not args.name.strip():
+        parser.error("a user name cannot be empty or contain ':' or ','")
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("The two passwords differ.", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
     if len(password) < 8:
         print("Use at least 8 characters.", file=sys.stderr)
         return 2
-    print(f"{args[0]}:{hash_password(password)}")
+    print(f"{args.name}:{hash_password(password)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""HTTP routes beside Chainlit's own: saved chats' side elements, the side-panel script, the comparison page."""
+"""HTTP routes beside Chainlit's own: saved chats' side elements, the side-panel script, the comparison
+page, and the OpenAI-compatible API (web/openai_api.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from web.application import Assistant
 from web.browser_runner import ISOLATION, REVALIDATE, make_browser_routes
 from web.chainlit_fixes import SIDE_PANEL_SCRIPT
 from web.chat_store import STORED_ELEMENTS_ROUTE, SQLiteDataLayer
+from web.openai_api import make_api_routes
 
 PAGES = Path(__file__).resolve().parent.parent / ".chainlit"
 # Scripts of the comparison page, served beside it.
@@ -129,6 +131,7 @@ def make_routes(app: Assistant) -> APIRouter:
         )
 
     routes.include_router(make_browser_routes(app, read_comparison, resolve_models))
+    routes.include_router(make_api_routes(app))
     return routes
 
 
