@@ -56,7 +56,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -300,42 +300,37 @@ def scripted_server(config: LoadConfig, folder: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def app_server(config: LoadConfig, model_server: str, folder: Path) -> Iterator[str]:
-    """`chainlit run app.py --headless` (instrumented) in its own app root, on the scripted models."""
-    app_root = folder / "chainlit-root"
+    """The app (instrumented) on the scripted models."""
+    env = {
+        "MODEL_SERVER_URL": model_server,
+        "SLM_MODEL": SLM_ID,
+        "LLM_MODEL": LLM_ID,
+        "ROUTER_MODE": "off",
+        # Every question streams an answer (the scripted words are checked, as any answer is,
+        # but a question far from the documents would get no model at all).
+        "MIN_RETRIEVAL_SCORE": "0",
+        **({"SESSION_TIMEOUT_S": str(config.session_timeout_s)} if config.session_timeout_s is not None else {}),
+        **dict(config.server_env),
+    }
+    with instrumented_app(folder, env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def instrumented_app(folder: Path, settings: Mapping[str, str], name: str = "app") -> Iterator[str]:
+    """`chainlit run app.py --headless` (bench/instrumented_server.py) with `settings`, in its own
+    app root and data folder under `folder`; yields its URL. Unavailable if it does not start."""
+    app_root = folder / f"{name}-root"
     (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
     shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "bench.instrumented_server",
-        "run",
-        "app.py",
-        "--headless",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    env = clean_environment(
-        {
-            # Its own chat database and login secret: never the developer's.
-            "CHAINLIT_APP_ROOT": str(app_root),
-            "DATA_DIR": str(folder / "data"),
-            "MODEL_SERVER_URL": model_server,
-            "SLM_MODEL": SLM_ID,
-            "LLM_MODEL": LLM_ID,
-            "ROUTER_MODE": "off",
-            # Every question streams an answer (the scripted words are checked, as any answer is,
-            # but a question far from the documents would get no model at all).
-            "MIN_RETRIEVAL_SCORE": "0",
-            **({"SESSION_TIMEOUT_S": str(config.session_timeout_s)} if config.session_timeout_s is not None else {}),
-            **dict(config.server_env),
-        }
-    )
+    command = [sys.executable, "-m", "bench.instrumented_server", "run", "app.py", "--headless"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    # Its own chat database and login secret: never the developer's.
+    env = clean_environment({"CHAINLIT_APP_ROOT": str(app_root), "DATA_DIR": str(folder / f"{name}-data"), **settings})
     base = f"http://127.0.0.1:{port}"
-    log = folder / "app.log"
+    log = folder / f"{name}.log"
     up = False
     try:
         with running(command, f"{base}/bench/state", log, env, PROJECT_ROOT):
@@ -344,7 +339,7 @@ def app_server(config: LoadConfig, model_server: str, folder: Path) -> Iterator[
     except (RuntimeError, TimeoutError) as error:
         if up:
             raise
-        raise Unavailable(f"the app server did not start ({_first_line(error)}); log: {log}") from error
+        raise Unavailable(f"the {name} server did not start ({_first_line(error)}); log: {log}") from error
 
 
 def _first_line(error: BaseException) -> str:
@@ -772,6 +767,17 @@ def _idle(frame: str) -> bool:
     return any(word in frame for word in waiting)
 
 
+def add_scripted_model_arguments(parser: argparse.ArgumentParser, d: LoadConfig | Any) -> None:
+    """The scripted model server's pace, for every benchmark that runs on it."""
+    parser.add_argument(
+        "--backend-ttft-ms", type=float, help=f"scripted model's time to first token (default {d.backend_ttft_ms:g})"
+    )
+    parser.add_argument("--tokens", type=int, help=f"tokens per scripted answer (default {d.tokens})")
+    parser.add_argument(
+        "--backend-tok-s", type=float, help=f"scripted model's token rate (default {d.backend_tok_s:g})"
+    )
+
+
 def parse_args(argv: list[str] | None) -> tuple[LoadConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
     d = LoadConfig()
@@ -780,13 +786,7 @@ def parse_args(argv: list[str] | None) -> tuple[LoadConfig, argparse.Namespace]:
     parser.add_argument(
         "--churn", type=int, help=f"sessions opened and closed for the memory reading (default {d.churn})"
     )
-    parser.add_argument(
-        "--backend-ttft-ms", type=float, help=f"scripted model's time to first token (default {d.backend_ttft_ms:g})"
-    )
-    parser.add_argument("--tokens", type=int, help=f"tokens per scripted answer (default {d.tokens})")
-    parser.add_argument(
-        "--backend-tok-s", type=float, help=f"scripted model's token rate (default {d.backend_tok_s:g})"
-    )
+    add_scripted_model_arguments(parser, d)
     parser.add_argument(
         "--embedded-sessions",
         type=int,
@@ -894,25 +894,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: lost the app server ({type(error).__name__}: {error}); logs in {folder}", file=sys.stderr)
         return 2
     shutil.rmtree(folder, ignore_errors=True)
-    result = {
-        "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]),
-        "started_at": stamp,
-        "duration_s": time.perf_counter() - started,
-        "environment": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "chainlit": _version("chainlit"),
-            "machine": platform.machine(),
-            # The figures are only as quiet as the machine: other work shows here.
-            "load_average_1m_before": load_before[0],
-            "load_average_1m_after": os.getloadavg()[0],
-        },
-        **result,
-    }
+    result = recorded(result, "bench.load", argv, stamp, started, load_before)
     print_report(result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out} ({result['duration_s']:.0f} s)")
+    write_result(result, out)
     if args.cycles:
         print(
             f"wrote {args.cycles}: the objects the churn's sessions left in reference cycles "
@@ -923,6 +907,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.strict and not (result["stall"]["ok"] and result["memory"]["near_start"]):
         return 1
     return 0
+
+
+def recorded(
+    result: dict,
+    command: str,
+    argv: list[str] | None,
+    stamp: str,
+    started: float,
+    load_before: tuple[float, float, float],
+    packages: tuple[str, ...] = ("chainlit",),
+) -> dict:
+    """A run's figures with what ran, when, and on what machine."""
+    return {
+        "command": " ".join([f"python -m {command}", *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": stamp,
+        "duration_s": time.perf_counter() - started,
+        "environment": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            **{package: _version(package) for package in packages},
+            "machine": platform.machine(),
+            # The figures are only as quiet as the machine: other work shows here.
+            "load_average_1m_before": load_before[0],
+            "load_average_1m_after": os.getloadavg()[0],
+        },
+        **result,
+    }
+
+
+def write_result(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out} ({result['duration_s']:.0f} s)")
 
 
 def _version(package: str) -> str | None:
