@@ -15,6 +15,7 @@ See docs/architecture.md for where each step lives.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 import time
@@ -459,12 +460,12 @@ async def _out_of_scope(
         elif closest is not None:
             text = (
                 "The documents do not seem to cover this question (no passage sentence comes close to it in "
-                f"meaning: {closest:.2f}, below {turn.config.min_closeness:.2f})."
+                f"meaning: {_below(closest)}, below {turn.config.min_closeness:.2f})."
             )
         else:
             text = (
                 f"The documents {'do not seem to' if quotes else 'do not'} cover this question (the best passage "
-                f"matched with score {best:.2f}, below {turn.config.min_retrieval_score:.2f})."
+                f"matched with score {_below(best)}, below {turn.config.min_retrieval_score:.2f})."
             )
         if quotes:
             text += f" The closest they come:\n\n{quotes.text}"
@@ -728,6 +729,11 @@ def _attempts(*answers: Answer | None) -> list[Answer]:
         if answer is not None:
             found += [*_attempts(answer.written), answer]
     return found
+
+
+def _below(value: float) -> str:
+    """A value under a threshold, cut (not rounded) to two decimals: never "0.83, below 0.83"."""
+    return f"{math.floor(value * 100 + 1e-9) / 100:.2f}"
 
 
 def _listed(words: Sequence[str]) -> str:

@@ -69,7 +69,7 @@ from tqdm import tqdm
 from bench.scripted_server import FIRST_WORD, LLM_ID, SLM_ID
 from models.settings import PROJECT_ROOT
 from tests.chainlit_client import ChainlitClient, Turn
-from tests.servers import clean_environment, free_port, running
+from tests.servers import clean_environment, free_port, make_app_root, running
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 STALL_TARGET_MS = 100.0
@@ -320,10 +320,7 @@ def app_server(config: LoadConfig, model_server: str, folder: Path) -> Iterator[
 def instrumented_app(folder: Path, settings: Mapping[str, str], name: str = "app") -> Iterator[str]:
     """`chainlit run app.py --headless` (bench/instrumented_server.py) with `settings`, in its own
     app root and data folder under `folder`; yields its URL. Unavailable if it does not start."""
-    app_root = folder / f"{name}-root"
-    (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
-    shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
+    app_root = make_app_root(folder / f"{name}-root")
     port = free_port()
     command = [sys.executable, "-m", "bench.instrumented_server", "run", "app.py", "--headless"]
     command += ["--host", "127.0.0.1", "--port", str(port)]

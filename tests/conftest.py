@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,11 +13,21 @@ from models.embedded import EmbeddedBackend, EmbeddedModel
 from models.weights import smollm2_path
 from tests.browser import browser, page  # noqa: F401 - one Chromium for every browser test
 from tests.fault_behaviours import scripted_server
-from tests.servers import llama_cpp_server
+from tests.servers import llama_cpp_server, make_app_root
 
 # The name Foundry Local gives phi-4-mini: the llama.cpp test server serves
 # SmolLM2 under it, so alias matching is tested against a real model listing.
 FOUNDRY_STYLE_SLM_ID = "Phi-4-mini-instruct-generic-cpu"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """This test process's own Chainlit app root, set before any test module imports Chainlit
+    (which fixes it at import): the in-process app (tests/in_process.py) keeps its uploads under
+    `<app root>/.files`, and an app run from the project folder (`make run` in another
+    terminal) deletes the project's `.files` when it stops."""
+    app_root = make_app_root(Path(tempfile.mkdtemp(prefix="tests-app-root-")))
+    os.environ["CHAINLIT_APP_ROOT"] = str(app_root)
+    config.add_cleanup(lambda: shutil.rmtree(app_root, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

@@ -118,6 +118,16 @@ def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> I
         yield base
 
 
+def make_app_root(app_root: Path) -> Path:
+    """A Chainlit app root of its own at `app_root`: a copy of the project's Chainlit config and
+    welcome page. Chainlit keeps uploads under `<app root>/.files` and deletes that whole folder
+    when a server stops, so no two servers, and no test process, may share one."""
+    (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
+    shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
+    return app_root
+
+
 def app_root_of(log: Path) -> Path:
     """The Chainlit app root of the server `chainlit_app` logs to `log`."""
     return log.parent / f"chainlit-root-{log.stem}"
@@ -145,14 +155,9 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
     """`chainlit run app.py --headless` (with `-w` if `watch`: it reloads app.py when a .py
     file in its app root changes); yields its base URL.
 
-    Each server gets its own app root (a copy of the project's Chainlit config and
-    welcome page) because Chainlit keeps uploads under `<app root>/.files` and
-    deletes that whole folder when a server stops.
+    Each server gets its own app root (`make_app_root`).
     """
-    app_root = app_root_of(log)
-    (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
-    shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
+    app_root = make_app_root(app_root_of(log))
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("chainlit")),

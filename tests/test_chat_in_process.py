@@ -6,6 +6,8 @@ app around the model, not the model, so no model is loaded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from models.base import BackendError
@@ -14,6 +16,7 @@ from models.settings import Settings
 from tests.chainlit_client import ChainlitClient, Turn
 from tests.fakes import ScriptedBackend
 from tests.in_process import app_in_process
+from tests.servers import PROJECT_ROOT
 
 PORT_QUESTION = "On which port does Foundry Local usually listen?"
 INVENTED = ["Foundry ", "Local ", "usually ", "listens ", "on ", "port ", "9431. ", "It is fast."]
@@ -207,3 +210,11 @@ async def test_an_answer_shows_the_passage_sentence_it_is_drawn_from(chat, model
     answer, evidence = final_output(turn).split("*From the documents:*")
     assert answer.startswith("Its usual port is 5273 [1].")
     assert evidence.strip().startswith(">") and "5273" in evidence.split("Sources:")[0]
+
+
+def test_the_in_process_app_keeps_uploads_outside_the_project_folder():
+    # An app run from the project folder deletes `<project>/.files` when it stops (make run in
+    # another terminal); the in-process app must not keep this test run's uploads there.
+    from chainlit.config import APP_ROOT, FILES_DIRECTORY
+
+    assert PROJECT_ROOT not in Path(FILES_DIRECTORY).parents and Path(APP_ROOT) != PROJECT_ROOT

@@ -245,3 +245,19 @@ async def test_a_wrong_method_or_path_under_v1_gets_openais_shape_not_the_chat_p
 
     assert wrong_method.status_code == 405 and "takes POST" in wrong_method.json()["error"]["message"]
     assert wrong_path.status_code == 404 and "/v1/embeddings" in wrong_path.json()["error"]["message"]
+
+
+async def test_temperature_and_max_tokens_reach_the_model(scripted_app, scripted):
+    scripted.play("answer")
+    api = openai.AsyncOpenAI(base_url=f"{scripted_app}/v1", api_key="unused", max_retries=0)
+
+    await api.chat.completions.create(
+        model="knowledge-assistant",
+        messages=[{"role": "user", "content": "Where is the Nightjar launch?"}],
+        temperature=0.35,
+        max_tokens=48,
+        seed=7,  # an unknown field for this server: ignored
+    )
+
+    sent = scripted.requests[-1]
+    assert sent["temperature"] == 0.35 and sent["max_tokens"] == 48

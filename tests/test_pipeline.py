@@ -431,3 +431,9 @@ async def test_a_question_a_passage_sentence_comes_close_to_is_answered():
     final = done([event async for event in run_turn(request, {"fake": backend}, near)]).final
 
     assert final.source == "slm"
+
+
+def test_a_score_just_under_its_threshold_is_never_shown_as_equal_to_it():
+    from answering.pipeline import _below
+
+    assert _below(0.8296) == "0.82" and _below(0.29) == "0.29" and _below(0.1999) == "0.19"
