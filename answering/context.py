@@ -59,11 +59,16 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 3 + 1
 
 
-def passage_label(chunk: Chunk) -> str:
+def passage_path(chunk: Chunk) -> tuple[str, ...]:
+    """The document's title, then the headings above the chunk."""
     headings = chunk.heading_path
     if headings and headings[0] == chunk.document.title:
         headings = headings[1:]  # a Markdown file's title is usually its first heading too
-    return " › ".join((chunk.document.title, *headings))
+    return (chunk.document.title, *headings)
+
+
+def passage_label(chunk: Chunk) -> str:
+    return " › ".join(passage_path(chunk))
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from answering.attempts import Answer, AttemptStart
-from answering.context import Excerpt, whole_chunks
+from answering.context import Excerpt, passage_path, whole_chunks
 from answering.grounding import GuardMode
 from answering.pipeline import Retrieved, Routed, SentenceCut, SentenceKept, TurnDone, TurnRequest, run_turn
 from answering.reply import reply_for
@@ -297,17 +297,8 @@ def sources_block(excerpts: Sequence[Excerpt]) -> str:
     Markdown list, so that clients that render Markdown keep one passage a line."""
     if not excerpts:
         return ""
-    lines = [f"- [{e.number}] {' › '.join(heading_path(e))} ({e.hit.chunk.document.source})" for e in excerpts]
+    lines = [f"- [{e.number}] {e.label} ({e.hit.chunk.document.source})" for e in excerpts]
     return SOURCES_HEADING + "\n".join(lines)
-
-
-def heading_path(excerpt: Excerpt) -> list[str]:
-    """The document's title, then the headings above the passage (a page's title heading only once)."""
-    chunk = excerpt.hit.chunk
-    headings = list(chunk.heading_path)
-    if headings and headings[0] == chunk.document.title:
-        headings = headings[1:]
-    return [chunk.document.title, *headings]
 
 
 def sources_field(passages: Sequence[Excerpt], text: str) -> list[dict[str, Any]]:
@@ -318,7 +309,7 @@ def sources_field(passages: Sequence[Excerpt], text: str) -> list[dict[str, Any]
             "number": e.number,
             "document": e.hit.chunk.document.source,
             "title": e.hit.chunk.document.title,
-            "heading_path": heading_path(e),
+            "heading_path": list(passage_path(e.hit.chunk)),
             "score": round(e.hit.score, 4),
             "cited": e.number in numbers,
             "text": e.text,
