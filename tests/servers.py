@@ -151,9 +151,11 @@ async def local_user_client(url: str, timeout_s: float = 120) -> AsyncIterator[h
 
 
 @contextlib.contextmanager
-def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = False) -> Iterator[str]:
+def chainlit_app(
+    log: Path, env: Mapping[str, str] | None = None, watch: bool = False, host: str = "127.0.0.1"
+) -> Iterator[str]:
     """`chainlit run app.py --headless` (with `-w` if `watch`: it reloads app.py when a .py
-    file in its app root changes); yields its base URL.
+    file in its app root changes) listening on `host`; yields its base URL on 127.0.0.1.
 
     Each server gets its own app root (`make_app_root`).
     """
@@ -165,7 +167,7 @@ def chainlit_app(log: Path, env: Mapping[str, str] | None = None, watch: bool = 
         "app.py",
         "--headless",
         "--host",
-        "127.0.0.1",
+        host,  # 0.0.0.0: every address of this machine, as an app served to a network is
         "--port",
         str(port),
         *(["-w"] if watch else []),

@@ -5,7 +5,9 @@ checked, cited, and saved to the caller's chat history."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +263,27 @@ async def test_temperature_and_max_tokens_reach_the_model(scripted_app, scripted
 
     sent = scripted.requests[-1]
     assert sent["temperature"] == 0.35 and sent["max_tokens"] == 48
+
+
+def this_machines_other_address() -> str | None:
+    """An address of this machine that is not a loopback one (where a route out leaves from)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def test_with_login_off_the_api_answers_this_machine_only(tmp_path):
+    address = this_machines_other_address()
+    if address is None:
+        pytest.skip("this machine has no address besides loopback")
+    with chainlit_app(tmp_path / "chainlit.log", {"MODEL_CACHE_DIR": str(tmp_path / "models")}, host="0.0.0.0") as url:
+        here = httpx.get(f"{url}/v1/models", timeout=30, trust_env=False)
+        # The same server, reached at another of this machine's addresses: the caller is not loopback.
+        elsewhere = httpx.get(f"http://{address}:{httpx.URL(url).port}/v1/models", timeout=30, trust_env=False)
+
+    assert here.status_code == 200
+    assert elsewhere.status_code == 403 and "only on this machine" in elsewhere.json()["error"]["message"]
