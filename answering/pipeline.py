@@ -210,6 +210,12 @@ class Retrieved:
     def best_score(self) -> float:
         return self.hits[0].score if self.hits else 0.0
 
+    @property
+    def shown(self) -> list[Excerpt]:
+        """The passages shown beside the reply, whose [n] it cites: out of scope, when no
+        model read anything, the nearest chunks whole."""
+        return self.excerpts or whole_chunks(self.hits)
+
 
 NoticeKind = Literal["out_of_scope", "general_knowledge", "unsupported"]
 
@@ -273,6 +279,16 @@ class TurnDone:
     decision: Decision
     final: FinalAnswer = FinalAnswer("", "none")
     excerpts: tuple[Excerpt, ...] = ()
+
+    @property
+    def answered_by(self) -> Answer | None:
+        """The model answer the final answer is, if it is one."""
+        return {"slm": self.slm_answer, "llm": self.llm_answer}.get(self.final.source)
+
+    @property
+    def attempts(self) -> list[Answer]:
+        """Every answer of the turn, in order (each after what its model wrote first)."""
+        return attempts(self.slm_answer, self.llm_answer)
 
 
 TurnEvent = Retrieved | Notice | AttemptStart | TokenEvent | SentenceKept | SentenceCut | Answer | Routed | TurnDone
@@ -707,7 +723,7 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
     """
     question, meaning = turn.request.question, turn.config.meaning
     small_stands = not decision.escalate or llm is None or llm.error is not None
-    cuts = tuple(cut for answer in _attempts(slm, llm) if answer.checked for cut in answer.checked.cuts)
+    cuts = tuple(cut for answer in attempts(slm, llm) if answer.checked for cut in answer.checked.cuts)
     for answer, source in ((llm, "llm"), *([(slm, "slm")] if small_stands else [])):
         checked = _usable(answer, turn)
         if answer is not None and checked is not None:
@@ -722,12 +738,12 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
     return FinalAnswer(quotes.text, "quotes", cuts, more=quotes.more) if quotes else FinalAnswer("", "none", cuts)
 
 
-def _attempts(*answers: Answer | None) -> list[Answer]:
+def attempts(*answers: Answer | None) -> list[Answer]:
     """The answers of a turn, each with what its model wrote first (auto style), in order."""
     found: list[Answer] = []
     for answer in answers:
         if answer is not None:
-            found += [*_attempts(answer.written), answer]
+            found += [*attempts(answer.written), answer]
     return found
 
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 from answering.attempts import Answer
 from answering.copying import Choice
-from answering.pipeline import CLOSEST_PASSAGES, GENERAL_KNOWLEDGE_NOTICE, FinalAnswer, TurnDone
+from answering.pipeline import CLOSEST_PASSAGES, GENERAL_KNOWLEDGE_NOTICE, FinalAnswer, TurnDone, attempts
 from answering.router import Decision, Mode
 
 HOW_ELEMENT = "How this answer was made"
 
 # Before the quotes when no model answer stands: the reader must know they are not an answer.
+# Under an answer cut short by MAX_TOKENS (the chat page's and the API's reply).
+MAX_TOKENS_NOTE = "*The answer reached the max-tokens limit.*"
 QUOTES_LEAD = "*No model answer passed the support check; the closest passage says:*"
 GENERAL_KNOWLEDGE_HINT = (
     "The nearest passages are listed below. To get an answer from the model's general knowledge "
@@ -77,19 +79,12 @@ def how_it_was_made(done: TurnDone) -> str:
 
 def _drafts(done: TurnDone) -> list[str]:
     """What the inline view shows before the final answer: every attempt that is not it."""
-    final = {"slm": done.slm_answer, "llm": done.llm_answer}.get(done.final.source)
+    final = done.answered_by
     shown = [attempt_markdown(a) for a in attempts(done.slm_answer) if a is not final]
     if done.decision.escalate:
         shown.append(f"↗️ {router_line(done.decision)}")
     shown += [attempt_markdown(a) for a in attempts(done.llm_answer) if a is not final]
     return shown
-
-
-def attempts(answer: Answer | None) -> list[Answer]:
-    """An answer, after what its model wrote first when that did not stand (auto style)."""
-    if answer is None:
-        return []
-    return [*attempts(answer.written), answer]
 
 
 def router_line(decision: Decision) -> str:

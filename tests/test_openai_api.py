@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import pytest
 from starlette.requests import Request
 
-from answering.context import whole_chunks
 from answering.grounding import GuardMode
 from answering.pipeline import Retrieved, TurnDone
 from answering.router import Mode
@@ -35,7 +34,7 @@ from web.openai_api import (
 def reply_to(events: list, mode: Mode = Mode.OFF) -> ApiReply:
     """The finished turn as the API gives it, with the passages the chat would show."""
     [retrieved] = [event for event in events if isinstance(event, Retrieved)]
-    return ApiReply.of(done(events), retrieved.excerpts or whole_chunks(retrieved.hits), mode)
+    return ApiReply.of(done(events), retrieved.shown, mode)
 
 
 def read(events: list, mode: Mode, checked: bool = True) -> tuple[str, str]:

@@ -44,11 +44,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from answering.attempts import Answer, AttemptStart
-from answering.context import Excerpt, passage_path, whole_chunks
+from answering.attempts import AttemptStart
+from answering.context import Excerpt, passage_path
 from answering.grounding import GuardMode
 from answering.pipeline import Retrieved, Routed, SentenceCut, SentenceKept, TurnDone, TurnRequest, run_turn
-from answering.reply import reply_for
+from answering.reply import MAX_TOKENS_NOTE, reply_for
 from answering.router import Mode
 from models.base import ChatMessage, GenerationParams, TokenEvent
 from models.catalog import Catalog
@@ -147,11 +147,16 @@ def parse_request(body: bytes, max_question_chars: int) -> ChatCompletionRequest
     return request
 
 
+def without_sources(reply: str) -> str:
+    """A reply as the model said it: what comes before its Sources block."""
+    return reply.split(SOURCES_HEADING)[0].strip()
+
+
 def history_of(messages: Sequence[ApiMessage]) -> tuple[ChatMessage, ...]:
     """The turns before the question; system messages are left out (the assistant has its own
     instructions), and an earlier reply loses its Sources block, as the chat keeps only the answer."""
     return tuple(
-        ChatMessage(m.role, m.text.split(SOURCES_HEADING)[0].strip() if m.role == "assistant" else m.text.strip())
+        ChatMessage(m.role, without_sources(m.text) if m.role == "assistant" else m.text.strip())
         for m in messages
         if m.role in ("user", "assistant") and m.text.strip()
     )
@@ -256,8 +261,7 @@ class ApiReply:
         """`passages`: those the reply's [n] refer to (the turn's, or the nearest ones when it is
         out of scope); `mode`: the routing the caller asked for."""
         text = reply_text(done, passages)
-        answered_by = {"slm": done.slm_answer, "llm": done.llm_answer}.get(done.final.source)
-        length = answered_by is not None and answered_by.finish_reason == "length"
+        length = done.answered_by is not None and done.answered_by.finish_reason == "length"
         extra = {"knowledge_sources": sources_field(passages, text), "knowledge_timings": timings_of(done, mode)}
         return cls(text, "length" if length else "stop", usage_of(done), extra)
 
@@ -269,7 +273,7 @@ def reply_text(done: TurnDone, passages: Sequence[Excerpt]) -> str:
     body = final.text if final.source == "out_of_scope" else reply_for(done).body
     notes = []
     if cuts := final.cuts:
-        stopped = any(answer.finish_reason == "guard" for answer in _answers(done))
+        stopped = any(answer.finish_reason == "guard" for answer in done.attempts)
         what = "sentence" if len(cuts) == 1 else "sentences"
         notes.append(
             f"*{len(cuts)} {what} the documents do not support {'was' if len(cuts) == 1 else 'were'} cut"
@@ -277,9 +281,8 @@ def reply_text(done: TurnDone, passages: Sequence[Excerpt]) -> str:
         )
     if done.decision.escalate and done.llm_answer is not None and done.llm_answer.error is not None:
         notes.append(f"*⚠️ The large model failed: {done.llm_answer.error}.*")
-    answered_by = {"slm": done.slm_answer, "llm": done.llm_answer}.get(final.source)
-    if answered_by is not None and answered_by.finish_reason == "length":
-        notes.append("*The answer reached the max-tokens limit.*")
+    if done.answered_by is not None and done.answered_by.finish_reason == "length":
+        notes.append(MAX_TOKENS_NOTE)
     # Out of scope, a passage that is not quoted has nothing to do with the reply.
     listed = cited(body, passages, otherwise_all=final.source != "out_of_scope")
     return "\n\n".join([body, *notes]) + sources_block(listed)
@@ -318,24 +321,15 @@ def sources_field(passages: Sequence[Excerpt], text: str) -> list[dict[str, Any]
     ]
 
 
-def _answers(done: TurnDone) -> list[Answer]:
-    found: list[Answer] = []
-    for answer in (done.slm_answer, done.llm_answer):
-        while answer is not None:
-            found.append(answer)
-            answer = answer.written
-    return found
-
-
 def usage_of(done: TurnDone) -> dict[str, int]:
-    usages = [a.usage for a in _answers(done) if a.usage is not None]
+    usages = [a.usage for a in done.attempts if a.usage is not None]
     prompt = sum(u.prompt_tokens for u in usages)
     completion = sum(u.completion_tokens for u in usages)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def timings_of(done: TurnDone, mode: Mode) -> dict[str, Any]:
-    answered_by = {"slm": done.slm_answer, "llm": done.llm_answer}.get(done.final.source)
+    answered_by = done.answered_by
     return {
         "phases_s": {name: round(value, 4) for name, value in done.timings.phases().items()},
         "total_s": round(done.timings.total_s, 4),
@@ -346,7 +340,7 @@ def timings_of(done: TurnDone, mode: Mode) -> dict[str, Any]:
             "escalated": done.decision.escalate,
             "why": done.decision.summary(),
         },
-        "usage_estimated": any(a.usage is not None and a.usage.estimated for a in _answers(done)),
+        "usage_estimated": any(a.usage is not None and a.usage.estimated for a in done.attempts),
     }
 
 
@@ -443,7 +437,7 @@ class ApiHistory:
         thread_id = thread_id or str(uuid.uuid4())
         # Known at once, so that a follow-up sent the moment this answer ends finds its thread.
         for text in {reply, also_read or reply}:
-            said = ChatMessage("assistant", text.split(SOURCES_HEADING)[0].strip())
+            said = ChatMessage("assistant", without_sources(text))
             self._threads[self.fingerprint(user, [*history, ChatMessage("user", question), said])] = thread_id
         while len(self._threads) > self.REMEMBERED:
             self._threads.popitem(last=False)
@@ -663,7 +657,7 @@ class Completion:
             async for event in run_turn(self.turn, app.backends, app.turn_config):
                 if isinstance(event, Retrieved):
                     # As the chat shows them: out of scope, the nearest chunks whole.
-                    self.passages = event.excerpts or whole_chunks(event.hits)
+                    self.passages = event.shown
                 yield event
 
     def _reply(self, done: TurnDone) -> ApiReply:

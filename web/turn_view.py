@@ -12,9 +12,9 @@ import chainlit as cl
 from chainlit.element import Element, ElementType
 
 from answering.attempts import Answer
-from answering.context import Excerpt, whole_chunks
+from answering.context import Excerpt
 from answering.pipeline import Notice, Retrieved, Routed, SentenceCut, TurnDone
-from answering.reply import HOW_ELEMENT, reply_for, struck
+from answering.reply import HOW_ELEMENT, MAX_TOKENS_NOTE, reply_for, struck
 from answering.timings import LABELS, PhaseTimings, price_for
 from models.base import Usage
 from models.settings import Settings
@@ -59,7 +59,7 @@ class TurnView:
 
     def retrieved(self, retrieved: Retrieved) -> None:
         # Out of scope, nothing was given to a model: the nearest passages are shown whole.
-        self.excerpts = retrieved.excerpts or whole_chunks(retrieved.hits)
+        self.excerpts = retrieved.shown
 
     async def notice(self, notice: Notice) -> None:
         if notice.kind == "general_knowledge":
@@ -128,7 +128,7 @@ class TurnView:
             await cl.Message(content=f"⚠️ The large model failed: {done.llm_answer.error}. {outcome}").send()
         final = done.final
         reply = reply_for(done, self.show_drafts)
-        answered_by = {"slm": done.slm_answer, "llm": done.llm_answer}.get(final.source)
+        answered_by = done.answered_by
         links = [TIMINGS_ELEMENT, CHART_ELEMENT, *([HOW_ELEMENT] if reply.how else [])]
         footer = [f"*{answered_by.model.label}*" if answered_by else "", " · ".join(links)]
         elements = [
@@ -141,7 +141,7 @@ class TurnView:
             self.reply.metadata = {ANSWER_METADATA_KEY: final.text}  # the resumed chat's history
         content = close_code_block(reply.body)
         if answered_by and answered_by.finish_reason == "length":
-            content += "\n\n*The answer reached the max-tokens limit.*"
+            content += "\n\n" + MAX_TOKENS_NOTE
         if self.excerpts:
             content += "\n\nSources: " + " ".join(_source_name(e.number) for e in self.excerpts)
         self.reply.content = content + "\n\n" + " · ".join(part for part in footer if part)
