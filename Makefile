@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # recent Intel server CPUs; a portable AVX2 build works everywhere we run.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install run lint test bench browser
+.PHONY: install run lint test bench system-packages
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -37,14 +37,19 @@ install: $(STAMP) $(RUNNER_STAMP)
 run: install
 	$(VENV)/bin/chainlit run app.py -w
 
-# The browser tests drive Debian's Chromium: test tools that download their own
-# browser cannot reach their servers from these machines.
-CHROMIUM := /usr/bin/chromium
-$(CHROMIUM):
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium >/dev/null
+# Debian's packages the tests drive: Chromium for the browser tests (test tools that download
+# their own browser cannot reach their servers from these machines), PostgreSQL for the team's
+# chat store and nginx for its proxy (`make team`); installed once, when missing.
+SYSTEM_PACKAGES := chromium postgresql nginx
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-browser: $(CHROMIUM)
+system-packages:
+	@missing="$$(for package in $(SYSTEM_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # Lint, format and type checks (configured in pyproject.toml); `make test` runs them first.
 lint: install
@@ -52,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install browser lint
+test: install system-packages lint
 	$(PYTHON) -m pytest
 
 bench: install

@@ -19,7 +19,7 @@ from rag.parsing import SUPPORTED_TYPES
 from web import chainlit_fixes, chat
 from web.accounts import UserListError, verify_password
 from web.application import build_assistant, serve
-from web.chat_store import SQLiteDataLayer
+from web.chat_store import ChatDataLayer
 from web.routes import make_routes
 
 try:
@@ -53,7 +53,7 @@ async def app_stopping() -> None:
 
 # --- who may use the app, and where chats are kept
 if APP.saves_chats:
-    cl.data_layer(lambda: SQLiteDataLayer(APP.settings.chat_database, APP.storage))
+    cl.data_layer(lambda: ChatDataLayer(APP.settings.chat_store_url, APP.storage))
 
 if APP.users is not None:
 

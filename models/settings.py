@@ -35,6 +35,9 @@ def _default_cache_dir() -> Path:
     return Path(base) / "local-knowledge-assistant"
 
 
+POSTGRESQL_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
@@ -426,9 +429,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=PROJECT_ROOT / "data",
         validation_alias=AliasChoices("DATA_DIR"),
-        description="Folder for the chat database `chats.sqlite3`, saved side elements (`elements/`), the "
-        "login-cookie secret (`auth-secret`) and the index of `CORPUS_DIR` (`corpus-index/`, shared by the "
-        "app processes that use this folder). Created on first start.",
+        description="Folder for the chat database `chats.sqlite3` (unless `DATABASE_URL` is set), saved side "
+        "elements (`elements/`, unless `ELEMENTS_DIR` is set) and the index of `CORPUS_DIR` (`corpus-index/`, "
+        "shared by the app processes that use this folder). Created on first start. The login-cookie secret is "
+        "kept in the chat store (here in `auth-secret` only when chats are not saved).",
         json_schema_extra={"group": "Chat history and login"},
     )
     session_timeout_s: int = Field(
@@ -438,6 +442,20 @@ class Settings(BaseSettings):
         description="Seconds a closed tab's session stays in memory in case it reconnects (Chainlit's own "
         "default is an hour); saved chats outlive it.",
         json_schema_extra={"group": "Chat history and login"},
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="Where chats are saved, for a team: `postgresql://user:password@host/database` (PostgreSQL, "
+        "shared by every app process). Empty: the SQLite file `chats.sqlite3` in `DATA_DIR`, for one person.",
+        json_schema_extra={"group": "Chat history and login", "default_text": "empty (SQLite in DATA_DIR)"},
+    )
+    elements_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ELEMENTS_DIR"),
+        description="Folder of saved chats' side elements and uploaded files; every app process must reach it "
+        "(a shared folder when they run on several machines).",
+        json_schema_extra={"group": "Chat history and login", "default_text": "DATA_DIR/elements"},
     )
     persist_chats: bool = Field(
         default=True,
@@ -484,8 +502,15 @@ class Settings(BaseSettings):
     )
 
     @property
-    def chat_database(self) -> Path:
-        return self.data_dir / "chats.sqlite3"
+    def chat_store_url(self) -> str:
+        """The chat store as an SQLAlchemy URL with its asyncio driver."""
+        if not self.database_url:
+            return f"sqlite+aiosqlite:///{self.data_dir / 'chats.sqlite3'}"
+        return self.database_url
+
+    @property
+    def elements_path(self) -> Path:
+        return self.elements_dir or self.data_dir / "elements"
 
     @property
     def api_keys_path(self) -> Path:
@@ -509,3 +534,17 @@ class Settings(BaseSettings):
         if not path:
             path = "/v1"
         return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _asyncio_driver(cls, value: object) -> object:
+        """`postgresql://…` as PostgreSQL's tools write it, run on asyncpg (the app's driver)."""
+        if value is None or not str(value).strip():
+            return None
+        scheme, separator, rest = str(value).strip().partition("://")
+        if not separator or scheme not in POSTGRESQL_SCHEMES | {"sqlite", "sqlite+aiosqlite"}:
+            raise ValueError(
+                "DATABASE_URL must be postgresql://user:password@host:port/database (or sqlite:///path/file.sqlite3)"
+            )
+        driver = "postgresql+asyncpg" if scheme in POSTGRESQL_SCHEMES else "sqlite+aiosqlite"
+        return f"{driver}://{rest}"

@@ -1,7 +1,7 @@
 """A real headless browser for the tests: Debian's Chromium driven by Playwright's async API.
 
 Playwright's own browser download cannot reach its servers from these machines, so the
-tests drive the system Chromium (`make browser` installs it). `tests/conftest.py` provides
+tests drive the system Chromium (`make system-packages` installs it). `tests/conftest.py` provides
 the `browser` and `page` fixtures to every test module; navigate `page` (or a page from
 `open_page(browser)`) to the server under test.
 """
@@ -38,7 +38,7 @@ async def launch_chromium(playwright: Playwright, executable: Path = CHROMIUM) -
     """Debian's Chromium, headless. Fails the test (not skips it): `make test` installs Chromium."""
     if not executable.is_file():
         pytest.fail(
-            f"Chromium is missing at {executable}: run `make browser` (apt-get install chromium)", pytrace=False
+            f"Chromium is missing at {executable}: run `make system-packages` (apt-get install chromium)", pytrace=False
         )
     try:
         return await playwright.chromium.launch(executable_path=str(executable), headless=True, args=CHROMIUM_ARGS)

@@ -1,19 +1,23 @@
-"""Shared fixtures: the real SmolLM2 file, an embedded backend, a real llama.cpp server, and Chromium."""
+"""Shared fixtures: the real SmolLM2 file, an embedded backend, a real llama.cpp server, Chromium,
+and a real PostgreSQL server for the chat store."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from deploy.postgres import LocalPostgres, local_postgres
 from models.embedded import EmbeddedBackend, EmbeddedModel
 from models.weights import smollm2_path
 from tests.browser import browser, page  # noqa: F401 - one Chromium for every browser test
 from tests.fault_behaviours import scripted_server
-from tests.servers import llama_cpp_server, make_app_root
+from tests.servers import free_port, llama_cpp_server, make_app_root
 
 # The name Foundry Local gives phi-4-mini: the llama.cpp test server serves
 # SmolLM2 under it, so alias matching is tested against a real model listing.
@@ -53,3 +57,29 @@ async def scripted():
     """A scripted OpenAI-compatible server for fault tests: each request takes the next behaviour."""
     async with scripted_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """One real PostgreSQL server (Debian's, installed by `make test`) for the whole run."""
+    # Under /tmp, not pytest's private folder: as root the server runs as `nobody`, who must reach it.
+    folder = Path(tempfile.mkdtemp(prefix="tests-postgres-"))
+    folder.chmod(0o755)
+    try:
+        with local_postgres(folder / "cluster", free_port()) as server:
+            yield server
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def chat_store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The app's chat-store settings, once per store: SQLite in DATA_DIR (the default) and a new
+    database on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return {}
+    server: LocalPostgres = request.getfixturevalue("postgres")
+    return {"DATABASE_URL": server.create_database(f"chats_{next(_databases)}")}

@@ -238,7 +238,7 @@ async def test_the_model_runs_in_the_page_and_a_second_visit_uses_the_cache(app_
 async def webgpu_browser() -> AsyncIterator[Browser]:
     """Chromium with its software WebGPU adapter (SwiftShader), the GPU process on."""
     if not CHROMIUM.is_file():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: run `make browser`", pytrace=False)
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: run `make system-packages`", pytrace=False)
     args = [arg for arg in CHROMIUM_ARGS if arg != "--disable-gpu"] + ["--enable-unsafe-webgpu"]
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)

@@ -22,10 +22,10 @@ class SavedChat:
 
 
 @pytest.fixture(scope="module")
-async def saved_chat(tmp_path_factory) -> SavedChat:
+async def saved_chat(tmp_path_factory, chat_store) -> SavedChat:
     """One chat on a first server: settings changed, a file uploaded, a question answered."""
     folder = tmp_path_factory.mktemp("history")
-    env = {**ENV, "DATA_DIR": str(folder / "data"), "MODEL_CACHE_DIR": str(folder / "models")}
+    env = {**ENV, **chat_store, "DATA_DIR": str(folder / "data"), "MODEL_CACHE_DIR": str(folder / "models")}
     with chainlit_app(folder / "first.log", env) as url:
         client = ChainlitClient(url)
         await client.connect()
@@ -39,9 +39,9 @@ async def saved_chat(tmp_path_factory) -> SavedChat:
 
 
 @pytest.fixture(scope="module")
-def restarted_url(saved_chat, tmp_path_factory):
+def restarted_url(saved_chat, tmp_path_factory, chat_store):
     folder = tmp_path_factory.mktemp("history-restarted")
-    env = {**ENV, "DATA_DIR": str(saved_chat.data_dir), "MODEL_CACHE_DIR": str(folder / "models")}
+    env = {**ENV, **chat_store, "DATA_DIR": str(saved_chat.data_dir), "MODEL_CACHE_DIR": str(folder / "models")}
     with chainlit_app(folder / "second.log", env) as url:
         yield url
 
@@ -123,6 +123,6 @@ async def test_a_database_that_cannot_be_opened_is_explained_and_the_app_still_a
         turn = await client.ask("What does Foundry Local enable?")
         await client.close()
 
-    [notice] = [m["output"] for m in welcome.messages if "cannot be opened" in m.get("output", "")]
+    [notice] = [m["output"] for m in welcome.messages if "cannot be used" in m.get("output", "")]
     assert str(data / "chats.sqlite3") in notice and "PERSIST_CHATS" in notice
     assert "Latency breakdown" in answer_message(turn)["output"]

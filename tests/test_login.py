@@ -28,10 +28,11 @@ def accounts(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, accounts):
+def app_url(tmp_path_factory, accounts, chat_store):
     folder = tmp_path_factory.mktemp("login")
     env = {
         **accounts,
+        **chat_store,
         "MAX_TOKENS": "32",
         "ROUTER_MODE": "off",
         "TEMPERATURE": "0",

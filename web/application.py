@@ -28,8 +28,9 @@ from rag.corpus_watch import CorpusWatcher
 from rag.persisted_index import PersistedCorpus
 from rag.uploads import UploadReader
 from web.accounts import load_users
-from web.chat_store import ChatStoreError, LocalFileStorage, create_schema, ensure_auth_secret
+from web.chat_store import LocalFileStorage, ensure_auth_secret
 from web.loop_health import IdleCollector, keep_timer_heap_clean
+from web.store_schema import ChatStoreError, prepare_store
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +109,22 @@ class Assistant:
 
 def build_assistant(settings: Settings, backends: Mapping[str, Backend] | None = None) -> Assistant:
     """The assistant `settings` describe; `backends` replaces the configured models (tests pass fakes)."""
-    _keep_login_secret(settings)
     chat_store_problem = None
+    stored_secret = None
     if settings.persist_chats:
         try:
-            create_schema(settings.chat_database)
+            stored_secret = prepare_store(settings.chat_store_url, settings.data_dir / "auth-secret")
         except ChatStoreError as error:
-            # Start anyway, without history: a broken file must not keep the assistant down.
+            # Start anyway, without history: a broken store must not keep the assistant down.
             chat_store_problem = str(error)
             print(f"⚠️ {chat_store_problem}", file=sys.stderr)
+    _keep_login_secret(settings, stored_secret)
     return Assistant(
         settings=settings,
         backends=make_backends(settings) if backends is None else backends,
         corpus=_shared_corpus(settings),
         upload_reader=UploadReader(settings.upload_parse_workers),
-        storage=LocalFileStorage(settings.data_dir / "elements"),
+        storage=LocalFileStorage(settings.elements_path),
         turn_config=TurnConfig.from_settings(settings),
         # Never fall back to an open app when the operator asked for login.
         users=load_users(settings) if settings.login_required else None,
@@ -143,7 +145,15 @@ def _shared_corpus(settings: Settings) -> PersistedCorpus:
     return corpus
 
 
-def _keep_login_secret(settings: Settings) -> None:
+def _keep_login_secret(settings: Settings, stored: str | None) -> None:
+    """One login-cookie secret for every process of this assistant, so that a user signed in on
+    one is signed in on all, and stays signed in across restarts: CHAINLIT_AUTH_SECRET if set,
+    else the one kept in the chat store, else (no store) one kept in DATA_DIR."""
+    if os.environ.get("CHAINLIT_AUTH_SECRET"):
+        return
+    if stored is not None:
+        os.environ["CHAINLIT_AUTH_SECRET"] = stored
+        return
     try:
         ensure_auth_secret(settings.data_dir)
     except OSError as error:

@@ -1,10 +1,11 @@
-"""Conversation history on SQLite: Chainlit's SQLAlchemy data layer, its schema, and local element storage.
+"""Conversation history: Chainlit's SQLAlchemy data layer on SQLite or PostgreSQL, and element storage.
 
 Chainlit stores threads, messages (steps) and their side elements through a data
-layer. The SQLAlchemy one is written for PostgreSQL; two small adaptations make it
-work on a local SQLite file: list and dict parameters are stored as JSON text
-(SQLite binds neither), and side elements (sources, latency breakdowns, uploads)
-are kept as files under the data folder instead of a cloud bucket.
+layer. Its SQLAlchemy one runs here on the schema of web/store_schema.py, the same on
+both databases: list and dict parameters are stored as JSON text, and side elements
+(sources, latency breakdowns, uploads) are kept as files in a folder every app process
+reaches (`ELEMENTS_DIR`), behind the storage-client interface of Chainlit's own cloud
+clients, instead of a cloud bucket.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,121 +30,26 @@ from models.base import ChatMessage
 from rag.index import KnowledgeBase
 from rag.uploads import UploadReader, add_upload_off_loop
 
-# The schema of Chainlit 2.12's SQLAlchemy data layer (docs.chainlit.io/data-layers/sqlalchemy),
-# in SQLite's types; "IF NOT EXISTS" so that every start can run it.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    "id" TEXT PRIMARY KEY,
-    "identifier" TEXT NOT NULL UNIQUE,
-    "metadata" TEXT NOT NULL,
-    "createdAt" TEXT
-);
-CREATE TABLE IF NOT EXISTS threads (
-    "id" TEXT PRIMARY KEY,
-    "createdAt" TEXT,
-    "name" TEXT,
-    "userId" TEXT,
-    "userIdentifier" TEXT,
-    "tags" TEXT,
-    "metadata" TEXT,
-    FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS steps (
-    "id" TEXT PRIMARY KEY,
-    "name" TEXT NOT NULL,
-    "type" TEXT NOT NULL,
-    "threadId" TEXT NOT NULL,
-    "parentId" TEXT,
-    "streaming" BOOLEAN NOT NULL,
-    "waitForAnswer" BOOLEAN,
-    "isError" BOOLEAN,
-    "metadata" TEXT,
-    "tags" TEXT,
-    "input" TEXT,
-    "output" TEXT,
-    "createdAt" TEXT,
-    "command" TEXT,
-    "modes" TEXT,
-    "start" TEXT,
-    "end" TEXT,
-    "generation" TEXT,
-    "showInput" TEXT,
-    "language" TEXT,
-    "indent" INT,
-    "defaultOpen" BOOLEAN,
-    "autoCollapse" BOOLEAN,
-    "icon" TEXT,
-    "feedback" TEXT,
-    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS elements (
-    "id" TEXT PRIMARY KEY,
-    "threadId" TEXT,
-    "type" TEXT,
-    "url" TEXT,
-    "chainlitKey" TEXT,
-    "name" TEXT NOT NULL,
-    "display" TEXT,
-    "objectKey" TEXT,
-    "size" TEXT,
-    "page" INT,
-    "language" TEXT,
-    "forId" TEXT,
-    "mime" TEXT,
-    "props" TEXT,
-    "autoPlay" BOOLEAN,
-    "playerConfig" TEXT,
-    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS feedbacks (
-    "id" TEXT PRIMARY KEY,
-    "forId" TEXT NOT NULL,
-    "threadId" TEXT NOT NULL,
-    "value" INT NOT NULL,
-    "comment" TEXT,
-    FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS steps_by_thread ON steps ("threadId");
-CREATE INDEX IF NOT EXISTS elements_by_thread ON elements ("threadId");
-"""
-
 # Where the browser fetches a stored element; app.py serves this path.
 STORED_ELEMENTS_ROUTE = "/stored-elements"
-# Connections to the chat database, all kept open for the life of the app.
+# Connections to the chat database each process keeps open. SQLite writes one at a time
+# anyway; a PostgreSQL server shared by N processes sees N times this.
 POOL_SIZE = 5
 
 
-class ChatStoreError(RuntimeError):
-    """The chat database cannot be used; the message says which file and what to do."""
+class ChatDataLayer(SQLAlchemyDataLayer):
+    """Chainlit's SQLAlchemy data layer on the chat store at `url` (SQLite or PostgreSQL, web/store_schema.py)."""
 
-
-def create_schema(database: Path) -> None:
-    """Create the data folder and the tables if missing. Blocking: call it at start-up only."""
-    try:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(database, timeout=5) as connection:
-            connection.executescript(SCHEMA)
-    except (OSError, sqlite3.Error) as error:
-        raise ChatStoreError(
-            f"The chat history database {database} cannot be opened ({error}). Chats will not be saved "
-            "this time. Check that DATA_DIR points to a writable folder and the file is a SQLite "
-            "database (move it aside to start afresh), or set PERSIST_CHATS=false."
-        ) from error
-
-
-class SQLiteDataLayer(SQLAlchemyDataLayer):
-    """Chainlit's SQLAlchemy data layer on a SQLite file."""
-
-    def __init__(self, database: Path, storage: BaseStorageClient) -> None:
-        super().__init__(conninfo=f"sqlite+aiosqlite:///{database}", storage_provider=storage)
+    def __init__(self, url: str, storage: BaseStorageClient) -> None:
+        super().__init__(conninfo=url, storage_provider=storage)
         # Chainlit's engine has SQLAlchemy's default pool: 5 connections, plus up to 10 more
-        # opened and closed again under load, each with its own aiosqlite thread. SQLite
-        # writes one at a time anyway: a fixed pool (its engine is not connected yet).
-        self.engine = create_async_engine(self._conninfo, pool_size=POOL_SIZE, max_overflow=0)
+        # opened and closed again under load (on SQLite each with its own aiosqlite thread):
+        # a fixed pool (its engine is not connected yet).
+        self.engine = create_async_engine(self._conninfo, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=True)
         self.async_session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def execute_sql(self, query: str, parameters: dict) -> Any:
-        # Chainlit passes tags and modes as Python lists, which SQLite cannot bind.
+        # Chainlit passes tags and modes as Python lists: the schema keeps JSON as text on both databases.
         encoded = {
             key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in parameters.items()
         }

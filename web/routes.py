@@ -26,7 +26,7 @@ from models.streaming import TokenBatcher
 from web.application import Assistant
 from web.browser_runner import ISOLATION, REVALIDATE, make_browser_routes
 from web.chainlit_fixes import SIDE_PANEL_SCRIPT
-from web.chat_store import STORED_ELEMENTS_ROUTE, SQLiteDataLayer
+from web.chat_store import STORED_ELEMENTS_ROUTE, ChatDataLayer
 from web.openai_api import make_api_routes
 
 PAGES = Path(__file__).resolve().parent.parent / ".chainlit"
@@ -49,7 +49,7 @@ def make_routes(app: Assistant) -> APIRouter:
         # The element's chat decides who may see it (an upload's key is made before its chat has an owner).
         mine = (
             bool(user)
-            and isinstance(data_layer, SQLiteDataLayer)
+            and isinstance(data_layer, ChatDataLayer)
             and user.identifier in await data_layer.element_owners(object_key)
         )
         stored = await asyncio.to_thread(app.storage.stored, object_key) if mine else None

@@ -1,0 +1,124 @@
+"""The chat store's database: created and migrated at start-up, the same on SQLite and PostgreSQL,
+and one login secret for every process that uses it."""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from pydantic import ValidationError
+from sqlalchemy import create_engine
+
+from deploy.postgres import LocalPostgres
+from models.settings import Settings
+from tests.servers import free_port
+from web.store_schema import MIGRATIONS, ChatStoreError, prepare_store, sqlite_url
+
+HEAD = "0002"
+
+
+def asyncpg_url(server: LocalPostgres, database: str) -> str:
+    return Settings(DATABASE_URL=server.create_database(database)).chat_store_url
+
+
+def migrate_sqlite_to(database: Path, revision: str) -> None:
+    """Bring a SQLite file to `revision` with Alembic's own command (synchronous driver)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with create_engine(f"sqlite:///{database}").begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_a_postgresql_url_as_its_tools_write_it_runs_on_asyncpg():
+    assert Settings(DATABASE_URL="postgresql://app:pw@db:5432/chats").chat_store_url == (
+        "postgresql+asyncpg://app:pw@db:5432/chats"
+    )
+    assert Settings(DATABASE_URL="postgres://db/chats").chat_store_url == "postgresql+asyncpg://db/chats"
+
+
+def test_without_a_database_url_chats_go_to_sqlite_in_the_data_folder(tmp_path):
+    assert Settings(DATA_DIR=str(tmp_path)).chat_store_url == sqlite_url(tmp_path / "chats.sqlite3")
+
+
+def test_a_database_url_of_another_kind_is_refused_with_the_form_to_use():
+    with pytest.raises(ValidationError, match="postgresql://user:password@host"):
+        Settings(DATABASE_URL="mysql://db/chats")
+
+
+def test_a_new_sqlite_store_gets_every_table(tmp_path):
+    database = tmp_path / "data" / "chats.sqlite3"
+
+    prepare_store(sqlite_url(database))
+
+    with sqlite3.connect(database) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        [(version,)] = connection.execute("SELECT version_num FROM alembic_version")
+    assert {"users", "threads", "steps", "elements", "feedbacks", "app_secrets", "chat_sessions"} <= tables
+    assert version == HEAD
+
+
+def test_a_store_made_before_migrations_keeps_its_chats(tmp_path):
+    database = tmp_path / "chats.sqlite3"
+    migrate_sqlite_to(database, "0001")
+    with sqlite3.connect(database) as connection:  # as earlier versions left it: no version table
+        connection.execute("DROP TABLE alembic_version")
+        connection.execute("""INSERT INTO threads ("id", "name") VALUES ('t1', 'An old chat')""")
+
+    prepare_store(sqlite_url(database))
+
+    with sqlite3.connect(database) as connection:
+        assert connection.execute('SELECT "name" FROM threads').fetchall() == [("An old chat",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+
+
+def test_the_login_secret_is_kept_in_the_store(tmp_path):
+    url = sqlite_url(tmp_path / "chats.sqlite3")
+
+    assert prepare_store(url) == prepare_store(url)
+
+
+def test_a_login_secret_kept_by_an_earlier_version_is_adopted(tmp_path):
+    old = tmp_path / "auth-secret"
+    old.write_text("the secret users' cookies were signed with\n")
+
+    assert prepare_store(sqlite_url(tmp_path / "chats.sqlite3"), old) == "the secret users' cookies were signed with"
+
+
+def test_processes_starting_together_on_postgresql_migrate_once_and_share_one_secret(postgres):
+    url = asyncpg_url(postgres, "started_together")
+
+    with ThreadPoolExecutor(4) as starting:
+        secrets = set(starting.map(lambda _: prepare_store(url), range(4)))
+
+    assert len(secrets) == 1
+    assert postgres.sql("SELECT version_num FROM alembic_version", "started_together").split() == [HEAD]
+
+
+def test_postgresql_gets_the_same_tables_as_sqlite(postgres, tmp_path):
+    url = asyncpg_url(postgres, "same_tables")
+    prepare_store(url)
+    prepare_store(sqlite_url(tmp_path / "chats.sqlite3"))
+
+    listed = "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+    on_postgresql = {tuple(line.split("|")) for line in postgres.sql(listed, "same_tables").splitlines()}
+    with sqlite3.connect(tmp_path / "chats.sqlite3") as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        on_sqlite = {(table, row[1]) for table in tables for row in connection.execute(f'PRAGMA table_info("{table}")')}
+    assert on_postgresql == on_sqlite
+
+
+def test_an_unreachable_postgresql_is_explained_without_its_password(postgres):
+    closed_port = free_port()
+    url = f"postgresql+asyncpg://app:hunter2@127.0.0.1:{closed_port}/chats"
+
+    with pytest.raises(ChatStoreError) as refused:
+        prepare_store(url)
+
+    message = str(refused.value)
+    assert "hunter2" not in message
+    assert f"127.0.0.1:{closed_port}/chats" in message and "DATABASE_URL" in message
