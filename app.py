@@ -48,6 +48,8 @@ async def app_started() -> None:
 
 @cl.on_app_shutdown
 async def app_stopping() -> None:
+    # Answers cut by the stop are marked and saved first (web/chat.py `answer`).
+    await APP.answers_ended()
     await APP.stop()
 
 
@@ -99,7 +101,7 @@ async def end() -> None:
     # A closed tab must not leave a generation running for nobody.
     task = cl.context.session.current_task
     if task and not task.done():
-        task.cancel()
+        task.cancel(chat.CHAT_CLOSED)
     chainlit_fixes.forget_chat_context(cl.context.session.id)
 
 

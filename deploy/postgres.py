@@ -83,7 +83,7 @@ def local_postgres(folder: Path, port: int, log: Path | None = None) -> Iterator
             "-c",
             "max_connections=200",
         ]
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         server = LocalPostgres(folder, port)
         try:
             _wait_ready(binaries, port, process, log)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
+
+from deploy.team import Team, app_command, free_port, make_app_root, team
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +35,6 @@ _APP_VARIABLES = (
     "CHAINLIT_AUTH_SECRET",
     "API_KEYS_FILE",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -120,16 +114,6 @@ def llama_cpp_server(model_file: Path, log: Path, alias: str | None = None) -> I
         yield base
 
 
-def make_app_root(app_root: Path) -> Path:
-    """A Chainlit app root of its own at `app_root`: a copy of the project's Chainlit config and
-    welcome page. Chainlit keeps uploads under `<app root>/.files` and deletes that whole folder
-    when a server stops, so no two servers, and no test process, may share one."""
-    (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
-    shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
-    return app_root
-
-
 def app_root_of(log: Path) -> Path:
     """The Chainlit app root of the server `chainlit_app` logs to `log`."""
     return log.parent / f"chainlit-root-{log.stem}"
@@ -163,17 +147,8 @@ def chainlit_app(
     """
     app_root = make_app_root(app_root_of(log))
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("chainlit")),
-        "run",
-        "app.py",
-        "--headless",
-        "--host",
-        host,  # 0.0.0.0: every address of this machine, as an app served to a network is
-        "--port",
-        str(port),
-        *(["-w"] if watch else []),
-    ]
+    # host 0.0.0.0: every address of this machine, as an app served to a network is
+    command = app_command(port, host, watch)
     base = f"http://127.0.0.1:{port}"
     # A fresh chat database per server unless the test brings one (to restart on it).
     # Tests about streaming, faults and sessions see every answer as the model wrote it;
@@ -206,3 +181,20 @@ def scripted_chainlit_app(model_server_url: str, folder: Path, **settings: str) 
     log = folder / "chainlit.log"
     with chainlit_app(log, env) as url:
         yield url, app_root_of(log)
+
+
+@contextlib.contextmanager
+def team_app(
+    folder: Path, database_url: str, env: Mapping[str, str] | None = None, processes: int = 2
+) -> Iterator[Team]:
+    """The team set-up of `make team` (deploy/team.py): `processes` app processes on one PostgreSQL
+    database, sharing DATA_DIR, behind nginx; with the tests' defaults of `chainlit_app`."""
+    env = {
+        "DATA_DIR": str(folder / "data"),
+        "DATABASE_URL": database_url,
+        "EMBED_CORPUS_AHEAD": "false",
+        **AS_WRITTEN,
+        **(env or {}),
+    }
+    with team(folder, processes, clean_environment(env)) as running:
+        yield running

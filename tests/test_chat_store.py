@@ -58,7 +58,7 @@ def test_a_new_sqlite_store_gets_every_table(tmp_path):
     with sqlite3.connect(database) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         [(version,)] = connection.execute("SELECT version_num FROM alembic_version")
-    assert {"users", "threads", "steps", "elements", "feedbacks", "app_secrets", "chat_sessions"} <= tables
+    assert {"users", "threads", "steps", "elements", "feedbacks", "app_secrets", "api_conversations"} <= tables
     assert version == HEAD
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import chainlit.server as chainlit_server
 
@@ -57,6 +58,8 @@ class Assistant:
     chat_store_problem: str | None = None
     # Re-indexes the handbook when a file under CORPUS_DIR changes (WATCH_CORPUS), from start to stop.
     watcher: CorpusWatcher | None = None
+    # The chats' answers being written, which a clean stop lets end (`answers_ended`).
+    answering: set[asyncio.Task[Any]] = field(default_factory=set)
     _upkeep: list[asyncio.Task[None]] = field(default_factory=list)
     _stop_embedding: threading.Event = field(default_factory=threading.Event)
 
@@ -90,6 +93,12 @@ class Assistant:
             embed_ahead(self.settings, chunks, self._stop_embedding)
         except Exception:  # questions embed what they need themselves; the app runs on
             log.exception("Embedding the corpus's sentences ahead of questions failed.")
+
+    async def answers_ended(self, timeout_s: float = 10) -> None:
+        """Wait (up to `timeout_s`) for the answers being written to end: a clean stop closes
+        their chats, which cancels them, and each marks and saves its partial answer."""
+        if self.answering:
+            await asyncio.wait(set(self.answering), timeout=timeout_s)
 
     async def stop(self) -> None:
         """Stop what `start` started and release the models, so that a replacement starts clean."""

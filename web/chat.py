@@ -7,10 +7,12 @@ lives in Chainlit's `user_session` (catalog, history, knowledge base, timings of
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from chainlit.data import get_data_layer
 from chainlit.input_widget import InputWidget, Select, Slider, Switch
 from chainlit.types import ThreadDict
 
@@ -21,13 +23,16 @@ from answering.router import Mode
 from answering.timings import PhaseTimings
 from models.base import ChatMessage, GenerationParams, TokenEvent
 from models.catalog import Catalog, ModelSpec
+from models.streaming import close_code_block
 from rag.index import KnowledgeBase
 from rag.parsing import safe_file_name
 from rag.uploads import add_upload_off_loop
 from web.application import Assistant
 from web.chat_store import conversation_from_steps, restore_uploads
-from web.turn_view import TurnView, markdown_text
+from web.turn_view import CLOSED_NOTE, PARTIAL_METADATA_KEY, TurnView, markdown_text
 
+# The reason app.py's on_chat_end gives when it cancels a chat's answer.
+CHAT_CLOSED = "chat closed"
 COMMANDS_HELP = "Type `/uploads` to list this chat's uploaded files and `/remove <file name>` to remove one."
 
 
@@ -60,7 +65,9 @@ def corpus_news(app: Assistant) -> list[str]:
 
 
 async def resume(app: Assistant, thread: ThreadDict) -> None:
-    """A chat reopened from the history: its settings, conversation and uploads come back."""
+    """A chat reopened from the history, or by a page whose app process stopped: its settings,
+    conversation and uploads come back, and an answer that was cut off is marked so."""
+    await mark_cut_answers(thread)
     chosen = cl.user_session.get("chat_settings") or {}
     catalog = await open_chat(app, chosen)
     knowledge: KnowledgeBase = cl.user_session.get("knowledge")
@@ -73,6 +80,23 @@ async def resume(app: Assistant, thread: ThreadDict) -> None:
         ).send()
     if restored.refused:
         await cl.Message(content="⚠️ Not restored: " + "; ".join(restored.refused)).send()
+
+
+async def mark_cut_answers(thread: ThreadDict) -> None:
+    """Answers saved while streaming (`TurnView`) whose process died before finishing them:
+    marked cut, in the store and in `thread`, which Chainlit shows the page next."""
+    data_layer = get_data_layer()
+    for step in thread.get("steps") or []:
+        metadata = step.get("metadata") or {}
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata or "{}")
+        if not metadata.get(PARTIAL_METADATA_KEY):
+            continue
+        step["metadata"] = {key: value for key, value in metadata.items() if key != PARTIAL_METADATA_KEY}
+        step["output"] = close_code_block(step.get("output") or "") + "\n\n" + CLOSED_NOTE
+        step["streaming"] = False
+        if data_layer is not None:
+            await data_layer.update_step(step)
 
 
 async def open_chat(app: Assistant, chosen: dict[str, Any]) -> Catalog:
@@ -298,6 +322,9 @@ async def answer(app: Assistant, knowledge: KnowledgeBase, question: str) -> Non
     chosen = cl.user_session.get("chat_settings") or {}
     turn = TurnView(app.settings, request.retrieval_mode, show_drafts=bool(chosen.get("show_drafts", False)))
     final_text = ""
+    this_answer = asyncio.current_task()
+    if this_answer is not None:
+        app.answering.add(this_answer)
     try:
         async for event in run_turn(request, app.backends, app.turn_config):
             if isinstance(event, Retrieved):
@@ -320,10 +347,11 @@ async def answer(app: Assistant, knowledge: KnowledgeBase, question: str) -> Non
                 turns: list[PhaseTimings] = cl.user_session.get("turns")
                 turns.append(event.timings)
                 final_text = await turn.done(event, turns)
-    except asyncio.CancelledError:
-        await turn.stopped()
+    except asyncio.CancelledError as cancelled:
+        await turn.stopped(chat_closed=CHAT_CLOSED in cancelled.args)
         raise
     finally:
+        app.answering.discard(this_answer)
         history.append(ChatMessage("user", question))
         if final_text:
             history.append(ChatMessage("assistant", final_text))

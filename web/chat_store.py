@@ -64,6 +64,22 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         )
         return {row["owner"] for row in rows} if isinstance(rows, list) else set()
 
+    async def api_conversation(self, user: str, fingerprint: str) -> str | None:
+        """The saved chat an API conversation continues (web/openai_api.py `ApiHistory`), if any."""
+        rows = await self.execute_sql(
+            'SELECT "threadId" FROM api_conversations WHERE "userIdentifier" = :user AND "fingerprint" = :fingerprint',
+            {"user": user, "fingerprint": fingerprint},
+        )
+        return rows[0]["threadId"] if isinstance(rows, list) and rows else None
+
+    async def remember_api_conversation(self, user: str, fingerprints: Sequence[str], thread_id: str) -> None:
+        for fingerprint in fingerprints:
+            await self.execute_sql(
+                'INSERT INTO api_conversations ("userIdentifier", "fingerprint", "threadId") '
+                "VALUES (:user, :fingerprint, :thread) ON CONFLICT DO NOTHING",
+                {"user": user, "fingerprint": fingerprint, "thread": thread_id},
+            )
+
 
 @dataclass(frozen=True)
 class StoredFile:

@@ -55,7 +55,7 @@ from models.catalog import Catalog
 from rag.index import KnowledgeBase
 from web.api_keys import ApiKeyFileError, ApiKeys
 from web.application import Assistant
-from web.chat_store import ANSWER_METADATA_KEY
+from web.chat_store import ANSWER_METADATA_KEY, ChatDataLayer
 
 log = logging.getLogger(__name__)
 
@@ -400,9 +400,9 @@ class ApiHistory:
     """API conversations in the chat store, one thread each, shown in the page's history list.
 
     A client sends the whole conversation each time; a request whose earlier turns are a
-    saved conversation (the same user, the same messages) continues its thread. The client's
-    answer never waits for the store: the turn is written in the background, after the turns
-    before it in the same conversation.
+    saved conversation (the same user, the same messages) continues its thread. The match is
+    kept here and in the store (`api_conversations`), where every process finds it. The turn
+    is written in the background, after the turns before it in the same conversation.
     """
 
     # Conversations remembered for continuing; an older one sent again starts a new thread.
@@ -417,7 +417,7 @@ class ApiHistory:
         text = json.dumps([user, *[(m.role, " ".join(m.content.split())) for m in turns]])
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def record(
+    async def record(
         self,
         user: str,
         history: Sequence[ChatMessage],
@@ -430,18 +430,27 @@ class ApiHistory:
         """Add the turn to its conversation's thread; returns the thread id (None without a chat
         store). `also_read`: the reply as a streaming client read it, when that differs (text set
         aside before it), which the client sends back with its next question."""
-        if get_data_layer() is None:
+        data_layer = get_data_layer()
+        if not isinstance(data_layer, ChatDataLayer):
             return None
-        thread_id = self._threads.get(self.fingerprint(user, history)) if history else None
+        thread_id = None
+        if history:
+            earlier = self.fingerprint(user, history)
+            thread_id = self._threads.get(earlier) or await data_layer.api_conversation(user, earlier)
         new = thread_id is None
         thread_id = thread_id or str(uuid.uuid4())
         # Known at once, so that a follow-up sent the moment this answer ends finds its thread.
-        for text in {reply, also_read or reply}:
-            said = ChatMessage("assistant", without_sources(text))
-            self._threads[self.fingerprint(user, [*history, ChatMessage("user", question), said])] = thread_id
+        continued = {
+            self.fingerprint(
+                user, [*history, ChatMessage("user", question), ChatMessage("assistant", without_sources(text))]
+            )
+            for text in {reply, also_read or reply}
+        }
+        for fingerprint in continued:
+            self._threads[fingerprint] = thread_id
         while len(self._threads) > self.REMEMBERED:
             self._threads.popitem(last=False)
-        turn = _SavedTurn(thread_id, new, user, question, reply, answer, model)
+        turn = _SavedTurn(thread_id, new, user, question, reply, answer, model, tuple(sorted(continued)))
         task = asyncio.create_task(self._write(self._writing.get(thread_id), turn), name="save-api-turn")
         self._writing[thread_id] = task
         task.add_done_callback(
@@ -467,6 +476,7 @@ class _SavedTurn:
     reply: str
     answer: str  # the answer alone, the history a resumed chat gives the model
     model: str
+    continued_by: tuple[str, ...]  # the fingerprints of the conversation with this turn in it
 
     async def write(self) -> None:
         data_layer = get_data_layer()
@@ -500,6 +510,8 @@ class _SavedTurn:
                     "end": _iso(at),
                 }
             )
+        if isinstance(data_layer, ChatDataLayer):
+            await data_layer.remember_api_conversation(self.user, self.continued_by, self.thread_id)
 
 
 def _iso(at: float) -> str:
@@ -671,7 +683,7 @@ class Completion:
                 if isinstance(event, TurnDone):
                     reply = self._reply(event)
                     rest = stream.finish(reply.text)
-                    self._save(history, event, reply.text, also_read=stream.sent + rest)
+                    await self._save(history, event, reply.text, also_read=stream.sent + rest)
                     if rest:
                         yield self._chunk({"content": rest})
                     if not self.include_usage:  # not OpenAI's way, but what llama.cpp's server does
@@ -702,7 +714,7 @@ class Completion:
         if done is None:
             raise RuntimeError("the turn ended without an answer")
         reply = self._reply(done)
-        self._save(history, done, reply.text)
+        await self._save(history, done, reply.text)
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -719,7 +731,7 @@ class Completion:
             **reply.extra,
         }
 
-    def _save(self, history: ApiHistory, done: TurnDone, reply: str, also_read: str = "") -> None:
-        history.record(
+    async def _save(self, history: ApiHistory, done: TurnDone, reply: str, also_read: str = "") -> None:
+        await history.record(
             self.user, self.turn.history, self.turn.question, reply, done.final.text, self.model, also_read=also_read
         )

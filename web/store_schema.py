@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import secrets
 from collections.abc import Coroutine
 from pathlib import Path
@@ -81,6 +82,8 @@ async def _prepare(url: str, candidate_secret: str) -> str:
 
 
 def _upgrade(connection: Connection) -> None:
+    # Alembic announces each of its plugins at INFO; the migrations it runs are worth the log.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
 from typing import ClassVar
 
 import chainlit as cl
+from chainlit.data import get_data_layer
 from chainlit.element import Element, ElementType
 
 from answering.attempts import Answer
@@ -21,6 +24,17 @@ from models.settings import Settings
 from models.streaming import TokenBatcher, close_code_block
 from web.charts import latency_chart
 from web.chat_store import ANSWER_METADATA_KEY
+
+log = logging.getLogger(__name__)
+
+# A streaming answer is saved this often, so that a process that dies loses at most this much of it.
+SAVE_PARTIAL_EVERY_S = 2.0
+# Marks a saved answer that is still streaming; a chat resumed with one marks it cut (web/chat.py).
+PARTIAL_METADATA_KEY = "partial"
+CLOSED_NOTE = (
+    "*✂️ Cut off: this chat's connection closed while the answer was being written (the page was closed, "
+    "or the app process stopped). The answer above is partial: ask again for a whole one.*"
+)
 
 # A side element shows only where its exact name appears in the message text.
 TIMINGS_ELEMENT = "Latency breakdown"
@@ -56,6 +70,8 @@ class TurnView:
         self.excerpts: list[Excerpt] = []
         self.reply = cl.Message(content="")
         self.batcher = TokenBatcher(self.settings.stream_flush_ms / 1000)
+        self._saved_at = time.monotonic()
+        self._saving: asyncio.Task[None] | None = None
 
     def retrieved(self, retrieved: Retrieved) -> None:
         # Out of scope, nothing was given to a model: the nearest passages are shown whole.
@@ -75,8 +91,30 @@ class TurnView:
         self.batcher = TokenBatcher(self.settings.stream_flush_ms / 1000)
 
     async def add(self, text: str) -> None:
-        if batch := self.batcher.add(text, time.monotonic()):
+        now = time.monotonic()
+        if batch := self.batcher.add(text, now):
             await self.reply.stream_token(batch)
+        if now - self._saved_at >= SAVE_PARTIAL_EVERY_S and (self._saving is None or self._saving.done()):
+            self._saved_at = now
+            self._saving = asyncio.create_task(self._save_partial(), name="save-partial-answer")
+
+    async def _save_partial(self) -> None:
+        """The answer so far, into the chat store, marked as still streaming; the page sees nothing."""
+        data_layer = get_data_layer()
+        if data_layer is None or not self.reply.content:
+            return
+        step = self.reply.to_dict()
+        step["metadata"] = {**(step.get("metadata") or {}), PARTIAL_METADATA_KEY: True}
+        step["streaming"] = False
+        try:
+            await data_layer.update_step(step)
+        except Exception:  # the answer goes on; only its saved copy is late
+            log.exception("Saving a streaming answer failed.")
+
+    async def _saved(self) -> None:
+        """Wait for a partial save in flight, so that it can never land after the final one."""
+        if self._saving is not None:
+            await asyncio.wait([self._saving])
 
     async def cut(self, event: SentenceCut) -> None:
         """Take a sentence back from the page at once: struck through, with the reason."""
@@ -92,6 +130,7 @@ class TurnView:
 
     async def answered(self, answer: Answer) -> None:
         await self.reply.stream_token(self.batcher.flush())
+        await self._saved()
         if not answer.error:
             return
         if answer.text:  # keep the partial answer, marked, in a message of its own
@@ -118,6 +157,7 @@ class TurnView:
     async def done(self, done: TurnDone, turns: list[PhaseTimings]) -> str:
         """Close the turn: the reply, its sources, timings, chart and how it was made; returns the answer kept."""
         await self.reply.stream_token(self.batcher.flush())
+        await self._saved()
         llm_failed = done.llm_answer is not None and done.llm_answer.error is not None
         if done.decision.escalate and llm_failed and done.llm_answer:
             outcome = (
@@ -157,12 +197,24 @@ class TurnView:
             for excerpt in self.excerpts
         ]
 
-    async def stopped(self) -> None:
-        await self.reply.stream_token(self.batcher.flush())
-        if self.reply.content:
-            self.reply.content = close_code_block(self.reply.content)
-            self.reply.content += "\n\n*Stopped: the answer above is partial.*"
+    async def stopped(self, chat_closed: bool = False) -> None:
+        """The turn was cancelled: by the Stop button, or because its chat closed (`chat_closed`);
+        the partial answer is marked and saved before this returns."""
+        pending = self.batcher.flush()
+        if chat_closed:  # no page to send it to
+            self.reply.content += pending
+        else:
+            await self.reply.stream_token(pending)
+        await self._saved()
+        if not self.reply.content:
+            return
+        self.reply.content = close_code_block(self.reply.content)
+        self.reply.content += "\n\n" + (CLOSED_NOTE if chat_closed else "*Stopped: the answer above is partial.*")
+        if not chat_closed:
             await self.reply.update()
+        if data_layer := get_data_layer():
+            # Awaited, not left to Chainlit's background write: the process may be about to exit.
+            await data_layer.update_step(self.reply.to_dict())
 
 
 def markdown_text(text: str) -> str:

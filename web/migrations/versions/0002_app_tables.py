@@ -1,8 +1,6 @@
 """The app's own tables beside Chainlit's.
 
 - `app_secrets`: the login-cookie secret, one for every process that uses this store.
-- `chat_sessions`: which saved chat a browser's chat session writes to, so that a page
-  whose process stopped reconnects, through the proxy, to its chat on another process.
 - `api_conversations`: which saved chat an API conversation continues (by the fingerprint
   of its messages), for every process.
 """
@@ -21,13 +19,6 @@ def upgrade() -> None:
         sa.Column("value", sa.Text, nullable=False),
     )
     op.create_table(
-        "chat_sessions",
-        sa.Column("sessionId", sa.Text, primary_key=True),
-        # No foreign key: a chat's session is recorded as it starts, before its thread is saved.
-        sa.Column("threadId", sa.Text, nullable=False),
-        sa.Column("userIdentifier", sa.Text),
-    )
-    op.create_table(
         "api_conversations",
         sa.Column("userIdentifier", sa.Text, primary_key=True),
         sa.Column("fingerprint", sa.Text, primary_key=True),
@@ -36,5 +27,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("api_conversations", "chat_sessions", "app_secrets"):
+    for table in ("api_conversations", "app_secrets"):
         op.drop_table(table)
