@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # recent Intel server CPUs; a portable AVX2 build works everywhere we run.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install run lint test bench system-packages
+.PHONY: install run team lint test bench system-packages
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -36,6 +36,12 @@ install: $(STAMP) $(RUNNER_STAMP)
 
 run: install
 	$(VENV)/bin/chainlit run app.py -w
+
+# A whole team's assistant on this machine: PostgreSQL, app processes and nginx in front
+# (deploy/team.py; `PROCESSES=3 make team`). Open http://127.0.0.1:8000.
+PROCESSES ?= 2
+team: install system-packages
+	$(PYTHON) -m deploy.team --processes $(PROCESSES)
 
 # Debian's packages the tests drive: Chromium for the browser tests (test tools that download
 # their own browser cannot reach their servers from these machines), PostgreSQL for the team's

@@ -1,20 +1,26 @@
-"""The user's journey in a real browser: Debian's Chromium on `chainlit run app.py --headless`.
+"""The user's journey in a real browser: Debian's Chromium on the app as a team runs it, two
+`chainlit run app.py --headless` processes on PostgreSQL behind nginx (deploy/team.py).
 
-Each test opens a new page (a new chat session) on one app server and one browser, and
-saves a screenshot of each step under `test-artifacts/browser/`.
+Each test opens a new page (a new chat session) in one browser, and saves a screenshot of
+each step under `test-artifacts/browser/`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from playwright.async_api import Locator, Page, expect
 
 from answering.timings import PhaseTimings
+from deploy.team import Team
 from tests.browser import screenshot
-from tests.servers import PROJECT_ROOT, chainlit_app
+from tests.servers import PROJECT_ROOT, team_app
+from web.turn_view import SAVE_PARTIAL_EVERY_S
 
 MAX_TOKENS = 32
 # Embedded answers share two cores with whatever else runs: be patient.
@@ -25,7 +31,8 @@ ASSISTANT_MESSAGES = '[data-step-type="assistant_message"]'
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def team(tmp_path_factory, postgres) -> Iterator[Team]:
+    """The app as a team runs it (`make team`): two processes on PostgreSQL, behind nginx."""
     folder = tmp_path_factory.mktemp("browser-app")
     # One decoding thread: on a shared machine two threads per model oversubscribe the
     # cores and decoding slows to a crawl; short answers keep the journey quick.
@@ -36,8 +43,13 @@ def app_url(tmp_path_factory):
         "TEMPERATURE": "0",
         "EMBEDDED_THREADS": "1",
     }
-    with chainlit_app(folder / "chainlit.log", env) as url:
-        yield url
+    with team_app(folder, postgres.create_database("browser_journey"), env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def app_url(team: Team) -> str:
+    return team.url
 
 
 @dataclass
@@ -318,3 +330,25 @@ async def test_the_page_asks_nothing_of_other_hosts(page, app_url):
     await page.wait_for_load_state("networkidle")
 
     assert requested and all(url.startswith(app_url) for url in requested), requested
+
+
+async def test_a_page_whose_process_dies_mid_answer_reopens_its_chat_on_the_other(chat, team):
+    await chat.change_settings(max_tokens_to_the_top=True)
+    await chat.send("Explain how escalation to the large model works, with every reason and threshold.")
+    await chat.wait_for_answer_texts(3)
+    await asyncio.sleep(SAVE_PARTIAL_EVERY_S + 1)  # saved once while streaming
+    # Every request of this browser carries its cookie, so nginx sent all of them to one process.
+    last_request = (team.logs / "nginx-access.log").read_text().splitlines()[-1]
+    serving = next(app for app in team.processes if last_request.endswith(f":{app.port}"))
+    serving.stop(signal.SIGKILL)
+    try:
+        # The page reconnects through nginx by itself, to the other process, which reopens the chat.
+        cut = chat.page.locator(ASSISTANT_MESSAGES).filter(has_text="Cut off: this chat's connection closed")
+        await expect(cut).to_have_count(1, timeout=ANSWER_TIMEOUT_MS)
+        await expect(chat.page.get_by_role("main").get_by_text("Explain how escalation to the large")).to_be_visible()
+        await screenshot(chat.page, "13-reopened-after-its-process-died")
+
+        answer = await chat.ask("What does Foundry Local enable?")
+        await expect(answer).to_contain_text("Sources:")
+    finally:
+        team.restart(serving)
