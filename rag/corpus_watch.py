@@ -23,7 +23,7 @@ class CorpusWatcher:
     """Keeps a `PersistedCorpus` up to date with its folder from `start()` until `stop()`."""
 
     def __init__(
-        self, corpus: PersistedCorpus, debounce_ms: int = 300, after_refresh: Callable[[], None] | None = None
+        self, corpus: PersistedCorpus, debounce_ms: int = 300, after_refresh: Callable[[], object] | None = None
     ) -> None:
         self.corpus = corpus
         self.debounce_ms = debounce_ms

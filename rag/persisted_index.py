@@ -203,7 +203,7 @@ class PersistedCorpus:
     def _write_new(self, seen: dict[str, str]) -> _State:
         """Under the lock: what another process wrote meanwhile, or a new index written here."""
         try:
-            with _exclusive(self.index_dir / LOCK_FILE):
+            with exclusive(self.index_dir / LOCK_FILE):
                 loaded = self._load()
                 if loaded is not None and loaded.hashes() == seen:
                     return loaded
@@ -373,7 +373,7 @@ def _difference(before: _State, after: _State) -> Change:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
+def exclusive(lock_file: Path) -> Iterator[None]:
     """Hold the lock file: one process (or thread, each with its own open file) at a time."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a+b") as handle:

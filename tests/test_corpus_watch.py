@@ -7,6 +7,8 @@ The watcher alone on a folder, then the real app served in-process on scripted m
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from rag.persisted_index import PersistedCorpus
 from tests.chainlit_client import ChainlitClient
 from tests.fakes import ScriptedBackend
 from tests.in_process import app_in_process
+from tests.servers import PROJECT_ROOT
 from web.application import build_assistant
 
 OSPREY_QUESTION = "When does the Osprey release ship?"
@@ -100,6 +103,34 @@ async def test_the_app_embeds_its_corpus_s_sentences_ahead_into_its_model_cache(
 
     chunks = assistant.corpus.current().chunks(settings.chunk_size, settings.chunk_overlap)
     assert Closeness().load(tmp_path / "models" / SENTENCE_VECTORS) >= len(embedded_units(chunks))
+
+
+EMBED_AHEAD = """
+import sys
+from pathlib import Path
+from models.settings import Settings
+from tests.fakes import ScriptedBackend
+from web.application import build_assistant
+
+folder, data = Path(sys.argv[1]), Path(sys.argv[2])
+settings = Settings(corpus_dir=folder, data_dir=data / "data", model_cache_dir=data / "models", upload_parse_workers=0)
+print(build_assistant(settings, {"embedded": ScriptedBackend({})}).embed_corpus_ahead())
+"""
+
+
+def test_of_two_processes_starting_together_one_embeds_the_sentences_and_the_other_loads_them(folder, tmp_path):
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", EMBED_AHEAD, str(folder), str(tmp_path)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    embedded = sorted(int(process.communicate(timeout=120)[0].split()[-1]) for process in started)
+
+    assert embedded[0] == 0 and embedded[1] > 0
 
 
 async def test_stopping_the_app_stops_its_watcher_and_watch_corpus_false_starts_none(folder, tmp_path):

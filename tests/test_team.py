@@ -5,7 +5,10 @@ when the process serving a chat is killed or stopped in the middle of an answer.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -13,7 +16,7 @@ import pytest
 
 from deploy.team import AppProcess, Team
 from tests.chainlit_client import ChainlitClient, Turn
-from tests.servers import run_command, team_app
+from tests.servers import PROJECT_ROOT, run_command, team_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
 from tests.test_openai_clients import saved_threads
 from web.accounts import hash_password
@@ -43,6 +46,8 @@ def two(tmp_path_factory, postgres, accounts) -> Team:
         "EMBEDDED_THREADS": "1",
         "MODEL_CACHE_DIR": str(folder / "models"),
     }
+    shutil.copytree(PROJECT_ROOT / "docs_corpus", folder / "corpus")
+    env["CORPUS_DIR"] = str(folder / "corpus")
     with team_app(folder, postgres.create_database("team"), env) as running:
         yield running
 
@@ -135,7 +140,11 @@ async def test_a_chat_whose_process_is_killed_reopens_on_the_other_with_its_cut_
         # The next question is answered, from the chat's upload, on the process still running.
         turn = await again.ask("When does Project Nightjar launch?")
         [source] = [element for element in turn.named("element") if element["name"] == "[1]"]
-        assert "nightjar.md" in await again.element_text(source)
+        saved = (await again.http.get(f"/project/thread/{thread_id}")).json()
+        notices = [(e["name"], e["forId"], e.get("objectKey")) for e in saved["elements"]], [
+            (st["id"], st["type"], st["output"][:30]) for st in saved["steps"]
+        ]
+        assert "nightjar.md" in await again.element_text(source), notices
     finally:
         await again.close()
         two.restart(killed)
@@ -178,3 +187,25 @@ async def test_an_api_conversation_continues_on_whichever_process_gets_the_follo
         await asyncio.sleep(0.2)
     await alice.http.aclose()
     assert asked == [question["content"], "And how do I change it?"]
+
+
+async def test_a_file_saved_into_the_corpus_folder_reaches_every_process(two, accounts):
+    key = run_command("web.api_keys", ["new", "alice"], accounts).stdout.strip()
+    question = {"role": "user", "content": "When does the Osprey release ship?"}
+    (Path(two.env["CORPUS_DIR"]) / "osprey.md").write_text(
+        "# Osprey\n\nThe Osprey release ships on the twelfth of May.\n"
+    )
+
+    for app in two.processes:
+        async with httpx.AsyncClient(base_url=app.url, headers={"Authorization": f"Bearer {key}"}) as api:
+            deadline = time.monotonic() + 30
+            found: list[str] = []
+            while "osprey.md" not in found and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                response = await api.post(
+                    "/v1/chat/completions",
+                    json={"model": "knowledge-assistant", "messages": [question], "max_tokens": 8},
+                    timeout=120,
+                )
+                found = [source["document"] for source in response.json()["knowledge_sources"]]
+        assert "osprey.md" in found, (app.name, found)

@@ -26,7 +26,7 @@ from models.catalog import Catalog
 from models.factory import load_catalog, make_backends
 from models.settings import Settings
 from rag.corpus_watch import CorpusWatcher
-from rag.persisted_index import PersistedCorpus
+from rag.persisted_index import PersistedCorpus, exclusive
 from rag.uploads import UploadReader
 from web.accounts import load_users
 from web.chat_store import LocalFileStorage, ensure_auth_secret
@@ -34,6 +34,8 @@ from web.loop_health import IdleCollector, keep_timer_heap_clean
 from web.store_schema import ChatStoreError, prepare_store
 
 log = logging.getLogger(__name__)
+
+SENTENCE_VECTORS_LOCK = "sentence-vectors.lock"
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Assistant:
     watcher: CorpusWatcher | None = None
     # The chats' answers being written, which a clean stop lets end (`answers_ended`).
     answering: set[asyncio.Task[Any]] = field(default_factory=set)
-    _upkeep: list[asyncio.Task[None]] = field(default_factory=list)
+    _upkeep: list[asyncio.Task[Any]] = field(default_factory=list)
     _stop_embedding: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -86,13 +88,17 @@ class Assistant:
             self.watcher = CorpusWatcher(self.corpus, after_refresh=self.embed_corpus_ahead if ahead else None)
             self.watcher.start()
 
-    def embed_corpus_ahead(self) -> None:
-        """Embed the handbook's sentences before questions need them (`embed_ahead`); blocking."""
+    def embed_corpus_ahead(self) -> int:
+        """Embed the handbook's sentences before questions need them (`embed_ahead`); returns how
+        many were embedded. Blocking. Processes sharing MODEL_CACHE_DIR take turns: the first
+        embeds and saves, the others then load its vectors and embed nothing again."""
         chunks = self.corpus.current().chunks(self.settings.chunk_size, self.settings.chunk_overlap)
         try:
-            embed_ahead(self.settings, chunks, self._stop_embedding)
+            with exclusive(self.settings.model_cache_dir / SENTENCE_VECTORS_LOCK):
+                return embed_ahead(self.settings, chunks, self._stop_embedding)
         except Exception:  # questions embed what they need themselves; the app runs on
             log.exception("Embedding the corpus's sentences ahead of questions failed.")
+            return 0
 
     async def answers_ended(self, timeout_s: float = 10) -> None:
         """Wait (up to `timeout_s`) for the answers being written to end: a clean stop closes
