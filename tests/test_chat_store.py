@@ -7,15 +7,18 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import chainlit as cl
 import pytest
 from alembic import command
 from alembic.config import Config
+from chainlit.context import init_http_context
 from pydantic import ValidationError
 from sqlalchemy import create_engine
 
 from deploy.postgres import LocalPostgres
 from models.settings import Settings
 from tests.servers import free_port
+from web.chat_store import ChatDataLayer, LocalFileStorage
 from web.store_schema import MIGRATIONS, ChatStoreError, prepare_store, sqlite_url
 
 HEAD = "0002"
@@ -122,3 +125,19 @@ def test_an_unreachable_postgresql_is_explained_without_its_password(postgres):
     message = str(refused.value)
     assert "hunter2" not in message
     assert f"127.0.0.1:{closed_port}/chats" in message and "DATABASE_URL" in message
+
+
+async def test_an_attachment_saved_before_its_chat_is_kept_on_postgresql(postgres, tmp_path):
+    # Chainlit saves a first message's attachments while another task creates the chat.
+    url = asyncpg_url(postgres, "attachment_first")
+    prepare_store(url)
+    store = ChatDataLayer(url, LocalFileStorage(tmp_path / "elements"))
+    init_http_context(thread_id="a-new-chat")
+    attachment = cl.Text(name="notes.md", content="The launch is in March.", for_id="its-message")
+
+    await store.create_element(attachment)
+
+    assert postgres.sql('SELECT "name", "threadId" FROM elements', "attachment_first").split() == [
+        "notes.md|a-new-chat"
+    ]
+    await store.engine.dispose()

@@ -140,11 +140,7 @@ async def test_a_chat_whose_process_is_killed_reopens_on_the_other_with_its_cut_
         # The next question is answered, from the chat's upload, on the process still running.
         turn = await again.ask("When does Project Nightjar launch?")
         [source] = [element for element in turn.named("element") if element["name"] == "[1]"]
-        saved = (await again.http.get(f"/project/thread/{thread_id}")).json()
-        notices = [(e["name"], e["forId"], e.get("objectKey")) for e in saved["elements"]], [
-            (st["id"], st["type"], st["output"][:30]) for st in saved["steps"]
-        ]
-        assert "nightjar.md" in await again.element_text(source), notices
+        assert "nightjar.md" in await again.element_text(source)
     finally:
         await again.close()
         two.restart(killed)

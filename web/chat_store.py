@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
+from chainlit.element import Element
 from chainlit.step import StepDict
 from chainlit.types import ThreadDict
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -54,6 +55,15 @@ class ChatDataLayer(SQLAlchemyDataLayer):
             key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in parameters.items()
         }
         return await super().execute_sql(query, encoded)
+
+    async def create_element(self, element: Element) -> None:
+        # Chainlit saves a first message's attachments in one task while another creates the
+        # chat's thread: on PostgreSQL, which enforces the elements' foreign key, an attachment
+        # saved first was lost, and the reopened chat had no upload. Make sure the thread exists
+        # first, as Chainlit's create_step does (an upsert, harmless if it does).
+        if element.thread_id and element.for_id:
+            await self.update_thread(element.thread_id)
+        await super().create_element(element)
 
     async def element_owners(self, object_key: str) -> set[str]:
         """The users whose chats hold the side element stored under `object_key`."""
