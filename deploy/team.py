@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class AppProcess:
     port: int
     log: Path
     process: subprocess.Popen
+    command: Callable[[int], list[str]] = app_command
 
     @property
     def url(self) -> str:
@@ -102,27 +103,35 @@ class Team:
     def restart(self, app: AppProcess) -> AppProcess:
         """Start a stopped process again on its port, as a supervisor would; waits until it serves."""
         app.stop()
-        again = start_app(app.name, self.folder / "app-roots", self.env, self.logs, app.port)
+        again = start_app(app.name, self.folder / "app-roots", self.env, self.logs, app.port, app.command)
         self.processes[self.processes.index(app)] = again
         wait_until_serving(again)
         return again
 
 
-def start_app(name: str, folder: Path, env: Mapping[str, str], logs: Path, port: int | None = None) -> AppProcess:
-    """One app process on `port` (a free one if None), with its own app root under `folder`; not waited for."""
+def start_app(
+    name: str,
+    folder: Path,
+    env: Mapping[str, str],
+    logs: Path,
+    port: int | None = None,
+    command: Callable[[int], list[str]] = app_command,
+) -> AppProcess:
+    """One app process on `port` (a free one if None), started by `command(port)`, with its own app
+    root under `folder`; not waited for."""
     port = port or free_port()
     app_root = make_app_root(folder / name)
     log = logs / f"{name}.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            app_command(port),
+            command(port),
             cwd=PROJECT_ROOT,
             env={**env, "CHAINLIT_APP_ROOT": str(app_root)},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the launcher, which stops everything in order
         )
-    return AppProcess(name, port, log, process)
+    return AppProcess(name, port, log, process, command)
 
 
 def wait_until_serving(app: AppProcess, timeout_s: float = 300) -> None:
@@ -138,16 +147,24 @@ def wait_until_serving(app: AppProcess, timeout_s: float = 300) -> None:
 
 
 @contextlib.contextmanager
-def team(folder: Path, processes: int, env: Mapping[str, str], port: int | None = None) -> Iterator[Team]:
+def team(
+    folder: Path,
+    processes: int,
+    env: Mapping[str, str],
+    port: int | None = None,
+    command: Callable[[int], list[str]] = app_command,
+) -> Iterator[Team]:
     """`processes` app processes with `env` (which must name a shared DATABASE_URL) behind nginx on
-    127.0.0.1:`port`; everything is stopped on exit."""
+    127.0.0.1:`port`; everything is stopped on exit. `command(port)` starts one (bench/ runs an
+    instrumented app)."""
     logs = folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started: list[AppProcess] = []
     running: Team | None = None
     try:
         # Started together, as a supervisor would: the index is built once (its file lock) for all.
-        started = [start_app(f"app-{index}", folder / "app-roots", env, logs) for index in range(1, processes + 1)]
+        roots = folder / "app-roots"
+        started = [start_app(f"app-{index}", roots, env, logs, command=command) for index in range(1, processes + 1)]
         for app in started:
             wait_until_serving(app)
         max_upload_mb = float(env.get("UPLOAD_MAX_MB", 50))
