@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.processes import stop_process
+
 UNPRIVILEGED = "nobody"
 SUPERUSER = "assistant"
 
@@ -89,12 +91,7 @@ def local_postgres(folder: Path, port: int, log: Path | None = None) -> Iterator
             _wait_ready(binaries, port, process, log)
             yield server
         finally:
-            process.terminate()  # SIGTERM: PostgreSQL's smart shutdown
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)  # SIGTERM: PostgreSQL's smart shutdown
 
 
 def _unprivileged_prefix(folder: Path) -> list[str]:

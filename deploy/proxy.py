@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from deploy.processes import stop_process
+
 NGINX = Path("/usr/sbin/nginx")
 AFFINITY_COOKIE = "assistant_route"
 
@@ -105,12 +107,7 @@ def nginx(folder: Path, listen: int, app_ports: Sequence[int], logs: Path, max_u
         _wait_listening(listen, process, logs / "nginx-error.log")
         yield f"http://127.0.0.1:{listen}"
     finally:
-        process.terminate()  # SIGTERM: nginx's fast shutdown
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=10)  # SIGTERM: nginx's fast shutdown
 
 
 def _wait_listening(port: int, process: subprocess.Popen, log: Path, timeout_s: float = 20) -> None:

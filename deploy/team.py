@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,16 +30,11 @@ from pathlib import Path
 import httpx
 
 from deploy.postgres import PostgresMissing, local_postgres
+from deploy.processes import free_port, stop_process
 from deploy.proxy import NginxMissing, nginx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHAINLIT = Path(sys.executable).with_name("chainlit")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_app_root(app_root: Path) -> Path:
@@ -80,13 +74,7 @@ class AppProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, sig, timeout_s)
 
 
 @dataclass

@@ -18,6 +18,11 @@ from models.weights import smollm2_path
 from tests.browser import browser, page  # noqa: F401 - one Chromium for every browser test
 from tests.fault_behaviours import scripted_server
 from tests.servers import free_port, llama_cpp_server, make_app_root
+from web.accounts import hash_password
+
+# The users of the login tests (`accounts`).
+ALICE = ("alice", "alice's long password")
+BOB = ("bob", "bob's long password")
 
 # The name Foundry Local gives phi-4-mini: the llama.cpp test server serves
 # SmolLM2 under it, so alias matching is tested against a real model listing.
@@ -83,3 +88,11 @@ def chat_store(request: pytest.FixtureRequest) -> dict[str, str]:
         return {}
     server: LocalPostgres = request.getfixturevalue("postgres")
     return {"DATABASE_URL": server.create_database(f"chats_{next(_databases)}")}
+
+
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Login on for ALICE and BOB: the user list and where API keys are kept."""
+    folder = tmp_path_factory.mktemp("accounts")
+    users = ",".join(f"{name}:{hash_password(password)}" for name, password in (ALICE, BOB))
+    return {"AUTH_USERS": users, "API_KEYS_FILE": str(folder / "api-keys.json")}

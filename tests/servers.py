@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from deploy.team import Team, app_command, free_port, make_app_root, team
+from deploy.processes import free_port
+from deploy.team import Team, app_command, make_app_root, team
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,21 +10,10 @@ import pytest
 import socketio
 
 from tests.chainlit_client import ChainlitClient
+from tests.conftest import ALICE, BOB
 from tests.servers import chainlit_app, run_command
 from tests.test_chainlit_app import NIGHTJAR, answer_message
 from tests.test_openai_clients import saved_threads
-from web.accounts import hash_password
-
-ALICE = ("alice", "alice's long password")
-BOB = ("bob", "bob's long password")
-
-
-@pytest.fixture(scope="module")
-def accounts(tmp_path_factory) -> dict[str, str]:
-    """The login settings: the user list and where API keys are kept."""
-    folder = tmp_path_factory.mktemp("accounts")
-    users = ",".join(f"{name}:{hash_password(password)}" for name, password in (ALICE, BOB))
-    return {"AUTH_USERS": users, "API_KEYS_FILE": str(folder / "api-keys.json")}
 
 
 @pytest.fixture(scope="module")

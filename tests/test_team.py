@@ -16,22 +16,13 @@ import pytest
 
 from deploy.team import AppProcess, Team
 from tests.chainlit_client import ChainlitClient, Turn
+from tests.conftest import ALICE, BOB
 from tests.servers import PROJECT_ROOT, run_command, team_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
 from tests.test_openai_clients import saved_threads
-from web.accounts import hash_password
 from web.turn_view import CLOSED_NOTE, SAVE_PARTIAL_EVERY_S
 
-ALICE = ("alice", "alice's long password")
-BOB = ("bob", "bob's long password")
 LONG_QUESTION = "Explain in detail everything about uploading files, step by step."
-
-
-@pytest.fixture(scope="module")
-def accounts(tmp_path_factory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("team-accounts")
-    users = ",".join(f"{name}:{hash_password(password)}" for name, password in (ALICE, BOB))
-    return {"AUTH_USERS": users, "API_KEYS_FILE": str(folder / "api-keys.json")}
 
 
 @pytest.fixture(scope="module")
