@@ -21,12 +21,16 @@ from web.accounts import UserListError, verify_password
 from web.application import build_assistant, serve
 from web.chat_store import ChatDataLayer
 from web.routes import make_routes
+from web.store_schema import ChatStoreError
 
 try:
     APP = serve(lambda: build_assistant(Settings()))
 except UserListError as error:
     # Never fall back to an open app when the operator asked for login.
     print(f"❌ Login is configured but unusable: {error}", file=sys.stderr)
+    raise SystemExit(2) from error
+except ChatStoreError as error:  # the element storage asked for cannot be used
+    print(f"❌ {error}", file=sys.stderr)
     raise SystemExit(2) from error
 
 chainlit_fixes.configure(APP.settings, SUPPORTED_TYPES)

@@ -457,6 +457,20 @@ class Settings(BaseSettings):
         "(a shared folder when they run on several machines).",
         json_schema_extra={"group": "Chat history and login", "default_text": "DATA_DIR/elements"},
     )
+    elements_s3_bucket: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ELEMENTS_S3_BUCKET"),
+        description="Keep saved side elements and uploaded files in this S3 bucket instead of `ELEMENTS_DIR`, "
+        "through Chainlit's own S3 client (needs `pip install boto3`; credentials from the usual `AWS_*` "
+        "variables). For an S3-compatible store (MinIO, Ceph) also set `ELEMENTS_S3_ENDPOINT_URL`.",
+        json_schema_extra={"group": "Chat history and login", "default_text": "empty (a folder)"},
+    )
+    elements_s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ELEMENTS_S3_ENDPOINT_URL"),
+        description="The S3-compatible server of `ELEMENTS_S3_BUCKET`, e.g. `http://minio.internal:9000`.",
+        json_schema_extra={"group": "Chat history and login", "default_text": "empty (Amazon S3)"},
+    )
     persist_chats: bool = Field(
         default=True,
         validation_alias=AliasChoices("PERSIST_CHATS"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import chainlit.server as chainlit_server
+from chainlit.data.storage_clients.base import BaseStorageClient
 
 from answering.pipeline import TurnConfig, embed_ahead
 from models.base import Backend
@@ -29,7 +30,7 @@ from rag.corpus_watch import CorpusWatcher
 from rag.persisted_index import PersistedCorpus, exclusive
 from rag.uploads import UploadReader
 from web.accounts import load_users
-from web.chat_store import LocalFileStorage, ensure_auth_secret
+from web.chat_store import ensure_auth_secret, make_storage
 from web.loop_health import IdleCollector, keep_timer_heap_clean
 from web.store_schema import ChatStoreError, prepare_store
 
@@ -50,7 +51,7 @@ class Assistant:
     # Uploaded files are read in their own process(es), shared by every chat.
     upload_reader: UploadReader
     # Where saved chats keep their side elements and uploads.
-    storage: LocalFileStorage
+    storage: BaseStorageClient
     turn_config: TurnConfig
     # Full garbage collections wait until no answer is streaming (see web/loop_health.py).
     collector: IdleCollector = field(default_factory=IdleCollector)
@@ -139,7 +140,7 @@ def build_assistant(settings: Settings, backends: Mapping[str, Backend] | None =
         backends=make_backends(settings) if backends is None else backends,
         corpus=_shared_corpus(settings),
         upload_reader=UploadReader(settings.upload_parse_workers),
-        storage=LocalFileStorage(settings.elements_path),
+        storage=make_storage(settings),
         turn_config=TurnConfig.from_settings(settings),
         # Never fall back to an open app when the operator asked for login.
         users=load_users(settings) if settings.login_required else None,

@@ -10,16 +10,19 @@ clients, instead of a cloud bucket.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.element import Element
@@ -28,8 +31,10 @@ from chainlit.types import ThreadDict
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from models.base import ChatMessage
+from models.settings import Settings
 from rag.index import KnowledgeBase
 from rag.uploads import UploadReader, add_upload_off_loop
+from web.store_schema import ChatStoreError
 
 # Where the browser fetches a stored element; app.py serves this path.
 STORED_ELEMENTS_ROUTE = "/stored-elements"
@@ -170,6 +175,34 @@ def conversation_from_steps(steps: Sequence[StepDict]) -> list[ChatMessage]:
     return history
 
 
+def make_storage(settings: Settings) -> BaseStorageClient:
+    """Where saved side elements and uploads go: `ELEMENTS_DIR`, or an S3 bucket through Chainlit's
+    own client (`chainlit.data.storage_clients`), which serves them by signed URLs."""
+    if not settings.elements_s3_bucket:
+        return LocalFileStorage(settings.elements_path)
+    try:
+        from chainlit.data.storage_clients.s3 import S3StorageClient
+    except ImportError as error:
+        raise ChatStoreError("ELEMENTS_S3_BUCKET needs boto3: `.venv/bin/pip install boto3`.") from error
+    endpoint = {"endpoint_url": settings.elements_s3_endpoint_url} if settings.elements_s3_endpoint_url else {}
+    return S3StorageClient(bucket=settings.elements_s3_bucket, **endpoint)
+
+
+async def stored_copy(storage: BaseStorageClient, object_key: str, folder: Path) -> Path | None:
+    """A file of its own for the stored element `object_key`: the storage's own file in a folder
+    store, else a download (by the storage's read URL) into `folder`; None when it is missing."""
+    if isinstance(storage, LocalFileStorage):
+        stored = await asyncio.to_thread(storage.stored, object_key)
+        return stored.path if stored else None
+    async with httpx.AsyncClient(timeout=60) as http:
+        response = await http.get(await storage.get_read_url(object_key))
+    if response.status_code != 200:
+        return None
+    copy = folder / hashlib.sha256(object_key.encode()).hexdigest()
+    await asyncio.to_thread(copy.write_bytes, response.content)
+    return copy
+
+
 @dataclass
 class RestoredUploads:
     added: list[str]
@@ -179,7 +212,7 @@ class RestoredUploads:
 async def restore_uploads(
     knowledge: KnowledgeBase,
     thread: ThreadDict,
-    storage: LocalFileStorage,
+    storage: BaseStorageClient,
     reader: UploadReader,
     max_bytes: int = 1 << 62,
 ) -> RestoredUploads:
@@ -191,11 +224,12 @@ async def restore_uploads(
         if element.get("forId") not in user_steps or not key:
             continue
         name = element.get("name") or "upload"
-        stored = storage.stored(key)
-        if stored is None:
-            restored.refused.append(f"{name}: its stored copy is missing")
-            continue
-        outcome = await add_upload_off_loop(knowledge, stored.path, name, max_bytes, reader)
+        with tempfile.TemporaryDirectory(prefix="restored-upload-") as downloads:
+            stored = await stored_copy(storage, key, Path(downloads))
+            if stored is None:
+                restored.refused.append(f"{name}: its stored copy is missing")
+                continue
+            outcome = await add_upload_off_loop(knowledge, stored, name, max_bytes, reader)
         if outcome.added:
             restored.added.append(outcome.file_name)
         elif "already here" not in (outcome.refusal or ""):

@@ -26,7 +26,7 @@ from models.streaming import TokenBatcher
 from web.application import Assistant
 from web.browser_runner import ISOLATION, REVALIDATE, make_browser_routes
 from web.chainlit_fixes import SIDE_PANEL_SCRIPT
-from web.chat_store import STORED_ELEMENTS_ROUTE, ChatDataLayer
+from web.chat_store import STORED_ELEMENTS_ROUTE, ChatDataLayer, LocalFileStorage
 from web.openai_api import make_api_routes
 
 PAGES = Path(__file__).resolve().parent.parent / ".chainlit"
@@ -52,7 +52,9 @@ def make_routes(app: Assistant) -> APIRouter:
             and isinstance(data_layer, ChatDataLayer)
             and user.identifier in await data_layer.element_owners(object_key)
         )
-        stored = await asyncio.to_thread(app.storage.stored, object_key) if mine else None
+        # A folder store's files; an S3 store gives the page signed URLs of its own instead.
+        local = app.storage if isinstance(app.storage, LocalFileStorage) else None
+        stored = await asyncio.to_thread(local.stored, object_key) if mine and local else None
         if stored is None:
             raise HTTPException(status_code=404, detail="Not found")
         # Uploaded HTML or SVG must never run as a page of this origin.
