@@ -19,6 +19,7 @@ from tests.chainlit_client import ChainlitClient, Turn
 from tests.conftest import ALICE, BOB
 from tests.servers import PROJECT_ROOT, run_command, team_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
+from tests.test_chat_history import settings_panel
 from tests.test_openai_clients import saved_threads
 from web.turn_view import CLOSED_NOTE, SAVE_PARTIAL_EVERY_S
 
@@ -65,6 +66,7 @@ async def answer_cut_by(team: Team, stop: signal.Signals) -> tuple[ChainlitClien
     gets `stop`. Returns her page's client, the chat's id and the stopped process."""
     alice = ChainlitClient(team.url, credentials=ALICE)
     await alice.connect()
+    await alice.change_settings({"retrieval_mode": "lexical", "top_k": 2})
     file_id = await alice.upload("nightjar.md", NIGHTJAR, "text/markdown")
     answer_message(await alice.ask("When does Project Nightjar launch?", file_ids=(file_id,)))
     await (await alice.http.get("/user")).aread()  # a request of this chat's, for nginx's log
@@ -128,6 +130,10 @@ async def test_a_chat_whose_process_is_killed_reopens_on_the_other_with_its_cut_
         assert questions == ["When does Project Nightjar launch?", LONG_QUESTION]
         assert "Sources: [1]" in answers[-2]
         assert answers[-1].endswith(CLOSED_NOTE) and len(answers[-1]) > len(CLOSED_NOTE) + 20
+        assert {key: settings_panel(opened)[key] for key in ("retrieval_mode", "top_k")} == {
+            "retrieval_mode": "lexical",
+            "top_k": 2,
+        }
         # The next question is answered, from the chat's upload, on the process still running.
         turn = await again.ask("When does Project Nightjar launch?")
         [source] = [element for element in turn.named("element") if element["name"] == "[1]"]

@@ -201,7 +201,18 @@ def settings_panel(app: Assistant, catalog: Catalog, chosen: dict[str, Any]) -> 
 EMBEDDING_S_PER_PASSAGE = 0.5
 
 
+async def save_chat_settings() -> None:
+    """Keep the chat's settings in its saved chat as they change. Chainlit saves them when the
+    page disconnects, which a process that dies never sees; its chat must reopen with them
+    (the settings of a chat's first message are saved with it: `ChatDataLayer.update_thread`)."""
+    session = cl.context.session
+    data_layer = get_data_layer()
+    if data_layer is not None and session.has_first_interaction:
+        await data_layer.update_thread(session.thread_id, metadata={"chat_settings": session.chat_settings})
+
+
 async def settings_changed(app: Assistant, chosen: dict[str, Any]) -> None:
+    await save_chat_settings()
     knowledge: KnowledgeBase = cl.user_session.get("knowledge")
     if "chunk_size" in chosen:
         knowledge.rechunk(int(chosen["chunk_size"]), app.settings.chunk_overlap)

@@ -11,6 +11,7 @@ clients, instead of a cloud bucket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -23,9 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from chainlit.context import ChainlitContextException, context
 from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 from chainlit.data.storage_clients.base import BaseStorageClient
 from chainlit.element import Element
+from chainlit.session import WebsocketSession
 from chainlit.step import StepDict
 from chainlit.types import ThreadDict
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -60,6 +63,34 @@ class ChatDataLayer(SQLAlchemyDataLayer):
             key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in parameters.items()
         }
         return await super().execute_sql(query, encoded)
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        if name is None and user_id is None and metadata is None and tags is None:
+            # Chainlit calls this before each step to make sure the chat exists; when it did not,
+            # its insert overwrote the metadata that the chat's first naming (another task) had
+            # just written. Create the chat if missing, and touch nothing else.
+            await self.execute_sql(
+                'INSERT INTO threads ("id", "createdAt", "metadata") VALUES (:id, :created, :metadata) '
+                'ON CONFLICT ("id") DO NOTHING',
+                {"id": thread_id, "created": await self.get_current_timestamp(), "metadata": "{}"},
+            )
+            return
+        # Chainlit saves a chat's settings when its page disconnects, which a process that dies
+        # never sees. Its first write of a chat (naming it after the first message) takes them
+        # along here.
+        if name is not None and metadata is None:
+            with contextlib.suppress(ChainlitContextException):
+                session = context.session
+                if isinstance(session, WebsocketSession) and session.thread_id == thread_id:
+                    metadata = {"chat_settings": session.chat_settings}
+        await super().update_thread(thread_id, name, user_id, metadata, tags)
 
     async def create_element(self, element: Element) -> None:
         # Chainlit saves a first message's attachments in one task while another creates the
