@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 from rag.text import fold, tokenize
 
@@ -132,10 +133,11 @@ class Evidence:
         headings: list[frozenset[str]] = []
         for passage in passages:
             split = [s for s in _EVIDENCE_SENTENCE.split(passage) if s.strip()]
-            terms = [frozenset(_terms(s)) for s in split]
+            facts = [_sentence_facts(s) for s in split]
+            terms = [found for _, found, _ in facts]
             windows += [a | b for a, b in zip(terms, [*terms[1:], frozenset()], strict=False)]
-            sentences += [(_normal(s), t, _numbers(s)) for s, t in zip(split, terms, strict=True)]
-            headings += [frozenset(_terms(passage.lstrip().partition("\n")[0]))] * len(split)
+            sentences += facts
+            headings += [_sentence_facts(passage.lstrip().partition("\n")[0])[1]] * len(split)
         return cls(
             _normal(joined),
             _numbers(joined),
@@ -324,6 +326,17 @@ def _without(terms: Sequence[str], text: str) -> str:
     for term in terms:
         text = text.replace(term, " ").replace(term.strip('`"'), " ")
     return text
+
+
+# Passage sentences whose facts `_sentence_facts` keeps: the same sentences come back question
+# after question, in every turn's evidence, and need working out only once.
+SENTENCES_KEPT = 4096  # a few MB at most
+
+
+@lru_cache(maxsize=SENTENCES_KEPT)
+def _sentence_facts(sentence: str) -> tuple[str, frozenset[str], frozenset[str]]:
+    """A passage sentence folded and single-spaced, its terms and its numbers."""
+    return _normal(sentence), frozenset(_terms(sentence)), _numbers(sentence)
 
 
 def _numbers(text: str) -> frozenset[str]:

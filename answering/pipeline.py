@@ -49,6 +49,7 @@ from answering.grounding import (
     restates_question,
 )
 from answering.prompt import GENERAL_PROMPT, build_messages, refine_messages, retrieval_query
+from answering.question_vectors import EmbedsQuestions, question_vectors
 from answering.router import Decision, Mode, Reason, Thresholds, decide
 from answering.timings import PhaseTimings
 from models.base import Backend, BackendError, ChatMessage, GenerationParams, LikelihoodScorer, TokenEvent, Usage
@@ -312,12 +313,20 @@ CLOSEST_PASSAGES = "\n\nThe closest passages say:\n\n"
 MIN_DRAWN_FROM_BEST = 0.85
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Reading:
     """The excerpts one model reads, and the evidence its answer is checked against."""
 
     excerpts: list[Excerpt]
-    evidence: Evidence
+    # Made when a model reading these excerpts answers (`_Turn.evidence`): a turn whose large
+    # model or fallback does not answer never needs theirs.
+    evidence: Evidence | None = None
+
+    def evidence_for(self, question: str) -> Evidence:
+        """The evidence, made now if it is not made yet; blocking (it tokenises the excerpts)."""
+        if self.evidence is None:
+            self.evidence = Evidence.of((f"{e.label}\n{e.text}" for e in self.excerpts), question)
+        return self.evidence
 
 
 @dataclass
@@ -334,6 +343,12 @@ class _Turn:
     def reading(self, model: ModelSpec) -> _Reading:
         return self.readings[self.config.budget(model)]
 
+    async def evidence(self, reading: _Reading) -> Evidence:
+        """What an answer from these excerpts is checked against, made off the loop if need be."""
+        if reading.evidence is not None:
+            return reading.evidence
+        return await asyncio.to_thread(reading.evidence_for, self.request.question)
+
 
 async def run_turn(
     request: TurnRequest, backends: Mapping[str, Backend], config: TurnConfig = TurnConfig()
@@ -345,41 +360,25 @@ async def run_turn(
     # ("Is there a Slack bot?"). Pasted text is never out of scope, and with a threshold of 0
     # a model answers every question.
     scoped = not request.given_context and config.min_retrieval_score > 0
-    searched = time.perf_counter()
-    # BM25 over a big corpus blocks: every chat shares this event loop.
-    hits, unknown = await asyncio.to_thread(_search, request, query, scoped)
-    turn.timings.retrieval_s = time.perf_counter() - searched
-    best = hits[0].score if hits else 0.0
-    weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
-    # A question can share words with the passages and still ask about something else
-    # ("Can I export a chat as a PDF?" against the upload page).
-    closest: float | None = None
-    if scoped and not weak and hits and config.meaning and config.min_closeness > 0:
-        closest = await asyncio.to_thread(closest_in_meaning, hits, query, config.meaning)
-        weak = closest < config.min_closeness
-    # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
-    nothing = not hits and request.general_knowledge
-    if weak or nothing:
+    # The question's vector, for choosing context by meaning, made together with the questions
+    # other chats ask meanwhile (at once when it is kept already).
+    await _embed_question(query, config.meaning)
+    first = _checked_budget(turn, request.llm if request.router_mode is Mode.ALWAYS_LLM else request.slm)
+    # Search, scope checks, context and the first model's evidence block (BM25 over a big
+    # corpus, tokenising, ranking by meaning), and every chat shares this event loop: they go
+    # to a worker thread, in one trip. Under load each trip waits for a thread and then for
+    # the loop, so three trips cost a first token about three times that wait.
+    prepared = await asyncio.to_thread(_prepare, request, query, config, scoped, first)
+    hits, best = prepared.hits, prepared.best
+    turn.timings.retrieval_s = prepared.search_s
+    turn.timings.prep_s = time.perf_counter() - turn.started - prepared.search_s
+    if prepared.out_of_scope:
         yield Retrieved(hits, [])
-        async for event in _out_of_scope(turn, hits, best, unknown, closest):
+        async for event in _out_of_scope(turn, hits, best, prepared.unknown, prepared.closest):
             yield event
         return
-
-    prepared = time.perf_counter()
-    models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
-    # A small model may read less than the large one (it reads more slowly); the large one
-    # reads all of that and more, under the same [n].
-    # Ranking by meaning embeds sentences, which blocks.
-    budgets = {config.budget(m) for m in models}
-    selections = await asyncio.to_thread(
-        select_contexts, hits, query, budgets, fill=request.given_context, meaning=config.meaning
-    )
-    turn.readings = {
-        budget: _Reading(excerpts, Evidence.of((f"{e.label}\n{e.text}" for e in excerpts), request.question))
-        for budget, excerpts in selections.items()
-    }
-    turn.excerpts = selections[max(selections)]
-    turn.timings.prep_s = time.perf_counter() - prepared
+    turn.readings = prepared.readings
+    turn.excerpts = turn.readings[max(turn.readings)].excerpts
     yield Retrieved(hits, turn.excerpts)
 
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
@@ -444,6 +443,74 @@ async def run_turn(
         )
     turn.timings.total_s = time.perf_counter() - turn.started
     yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts))
+
+
+def _checked_budget(turn: _Turn, model: ModelSpec) -> int:
+    """The budget of the excerpts the model's first answer is checked against: its own, or the
+    largest when it copies (`_copied_answer` chooses among the most the turn retrieved)."""
+    style = turn.request.answer_style or turn.config.style(model)
+    models = [m for m in (turn.request.slm, turn.request.llm, turn.request.fallback) if m is not None]
+    if style == "copy" and isinstance(turn.backends.get(model.backend), LikelihoodScorer):
+        return max(turn.config.budget(m) for m in models)
+    return turn.config.budget(model)
+
+
+async def _embed_question(query: str, meaning: Meaning | None) -> None:
+    """The question embedded ahead of choosing context by meaning, with other chats' questions
+    (`answering.question_vectors`), off the loop; nothing to do without ranking by meaning."""
+    if meaning is not None and meaning.weight > 0 and isinstance(meaning.closeness, EmbedsQuestions):
+        await question_vectors(meaning.closeness).embed(query)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a turn found before any model answers (`_prepare`)."""
+
+    hits: list[Hit]
+    search_s: float
+    unknown: list[str] = field(default_factory=list)  # names in the question no passage mentions
+    closest: float | None = None  # closeness in meaning of the closest passage sentence, when checked
+    # What each model reads, by budget; empty when the documents do not cover the question.
+    readings: dict[int, _Reading] = field(default_factory=dict)
+
+    @property
+    def best(self) -> float:
+        return self.hits[0].score if self.hits else 0.0
+
+    @property
+    def out_of_scope(self) -> bool:
+        return not self.readings
+
+
+def _prepare(request: TurnRequest, query: str, config: TurnConfig, scoped: bool, first: int) -> _Prepared:
+    """Search; the scope checks (`scoped`): the best score, the names the question asks about
+    and, with `config.meaning`, closeness in meaning; then what each model reads (by budget),
+    with the evidence of the first model to answer (budget `first`) made. Blocking."""
+    searched = time.perf_counter()
+    hits, unknown = _search(request, query, scoped)
+    search_s = time.perf_counter() - searched
+    best = hits[0].score if hits else 0.0
+    weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
+    # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
+    nothing = not hits and request.general_knowledge
+    if weak or nothing:
+        return _Prepared(hits, search_s, unknown)
+    # A question can share words with the passages and still ask about something else
+    # ("Can I export a chat as a PDF?" against the upload page).
+    if scoped and hits and config.meaning and config.min_closeness > 0:
+        closest = closest_in_meaning(hits, query, config.meaning)
+        if closest < config.min_closeness:
+            return _Prepared(hits, search_s, unknown, closest)
+    else:
+        closest = None
+    models = [m for m in (request.slm, request.llm, request.fallback) if m is not None]
+    # A small model may read less than the large one (it reads more slowly); the large one
+    # reads all of that and more, under the same [n].
+    budgets = {config.budget(m) for m in models}
+    selections = select_contexts(hits, query, budgets, fill=request.given_context, meaning=config.meaning)
+    readings = {budget: _Reading(excerpts) for budget, excerpts in selections.items()}
+    readings[first].evidence_for(request.question)
+    return _Prepared(hits, search_s, unknown, closest, readings)
 
 
 def _search(request: TurnRequest, query: str, scoped: bool) -> tuple[list[Hit], list[str]]:
@@ -546,6 +613,7 @@ async def _copied_answer(
     question = turn.request.question
     # The model reads only the candidates, so they come from the most the turn retrieved.
     reading = turn.readings[max(turn.readings)]
+    evidence = await turn.evidence(reading)
     found = await asyncio.to_thread(candidates, reading.excerpts, question, turn.config.meaning)
     try:
         choice = await choose(scorer, model.model, question, found)
@@ -554,7 +622,7 @@ async def _copied_answer(
         return
     text = choice.answer
     first_token = time.perf_counter()
-    guard = AnswerGuard(reading.evidence, turn.request.guard)
+    guard = AnswerGuard(evidence, turn.request.guard)
     judged = 0
     for piece in re.findall(r"\S+\s*", text):
         yield TokenEvent(piece)
@@ -585,7 +653,7 @@ async def _checked_answer(
     params: GenerationParams,
 ) -> AsyncIterator[TurnEvent]:
     """One model's answer with the guard reading along; the answer comes back with `.checked`."""
-    guard = AnswerGuard(turn.reading(model).evidence, turn.request.guard)
+    guard = AnswerGuard(await turn.evidence(turn.reading(model)), turn.request.guard)
     current = model
     attempt = stream_answer(model, messages_for, params, turn.backends, None)
     started = first_token = None
@@ -596,7 +664,8 @@ async def _checked_answer(
     try:
         async for event in attempt:
             if isinstance(event, AttemptStart):
-                current, guard = event.model, AnswerGuard(turn.reading(event.model).evidence, turn.request.guard)
+                current = event.model
+                guard = AnswerGuard(await turn.evidence(turn.reading(current)), turn.request.guard)
                 judged = 0
                 started, first_token, parts, logprobs = time.perf_counter(), None, [], []
                 yield event

@@ -17,6 +17,11 @@ plus, on the same FastAPI app and event loop:
   waiting for a collection, and each MB of it is an arena that may never be given back.
 - with `BENCH_CYCLES_OUT` set (`bench.load --cycles FILE`), what the garbage collector
   freed between the two memory readings (see `_report_cycles`).
+- `GET /bench/turns?record=true|false`: when each chat turn recorded since the last call
+  reached each step on its way to the first token (`TurnClock`), then records from now on or
+  not. The clock is `time.perf_counter`, which on Linux is the system-wide monotonic clock:
+  the benchmark's clients read the same one, so a turn's steps line up with when its question
+  was sent and its first word arrived.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import array
 import asyncio
 import collections
 import contextlib
+import contextvars
 import ctypes
 import gc
 import os
@@ -33,7 +39,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -268,6 +274,73 @@ def _report_cycles() -> None:
             report.writelines(f"{count:8d} {name}\n" for name, count in collections.Counter(names).most_common(60))
 
 
+class TurnClock:
+    """When each chat turn reaches each step before its first token, for `bench.load`'s
+    phase-by-phase account of the time the app adds.
+
+    It wraps `web.chat.answer` (the chat's handler for one question, after Chainlit has taken
+    the message in) and the `run_turn` it calls, and notes, per turn: the handler's start,
+    the pipeline's `Retrieved` event (search and context chosen), its first `TokenEvent` (the
+    model's first token, parsed), and when the chat had handed that token to Chainlit (the
+    pipeline is resumed after the chat streamed it), with the turn's own `PhaseTimings`.
+    Off unless asked (`record`): the churn's memory reading must not count the records.
+    """
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.turns: list[dict] = []
+
+    def install(self) -> None:
+        from chainlit.context import context
+
+        from answering.pipeline import Retrieved, TurnConfig, TurnDone, TurnEvent, TurnRequest
+        from models.base import Backend, TokenEvent
+        from web import chat
+
+        original_answer, original_run_turn = chat.answer, chat.run_turn
+        clock = self
+        # The record of the turn this task answers: each message is handled in a task of its own.
+        current: contextvars.ContextVar[dict | None] = contextvars.ContextVar("bench_turn", default=None)
+
+        async def answer(app: Any, knowledge: Any, question: str) -> None:
+            record = None
+            if clock.recording:
+                record = {"session": context.session.id, "question": question, "handler": time.perf_counter()}
+                clock.turns.append(record)
+            token = current.set(record)
+            try:
+                await original_answer(app, knowledge, question)
+            finally:
+                current.reset(token)
+
+        default_config = TurnConfig()
+
+        async def run_turn(
+            request: TurnRequest, backends: Mapping[str, Backend], config: TurnConfig = default_config
+        ) -> AsyncGenerator[TurnEvent, None]:
+            record = current.get()
+            if record is not None:
+                record["turn"] = time.perf_counter()
+            async for event in original_run_turn(request, backends, config):
+                if record is not None:
+                    if isinstance(event, Retrieved):
+                        record.setdefault("retrieved", time.perf_counter())
+                    elif isinstance(event, TokenEvent) and "first_token" not in record:
+                        record["first_token"] = time.perf_counter()
+                        yield event
+                        record["first_token_sent"] = time.perf_counter()
+                        continue
+                    elif isinstance(event, TurnDone):
+                        record["timings"] = event.timings.phases()
+                yield event
+
+        chat.answer, chat.run_turn = answer, run_turn
+
+    def report(self, record: bool) -> dict:
+        turns, self.turns, self.recording = self.turns, [], record
+        return {"turns": turns}
+
+
 class BenchRoutes:
     """ASGI middleware answering GET /bench/loop-lag and /bench/state before Chainlit sees them.
 
@@ -276,9 +349,10 @@ class BenchRoutes:
     later is not reliably matched ahead of it.
     """
 
-    def __init__(self, app: ASGIApp, monitor: LoopLagMonitor) -> None:
+    def __init__(self, app: ASGIApp, monitor: LoopLagMonitor, clock: TurnClock | None = None) -> None:
         self.app = app
         self.monitor = monitor
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from starlette.requests import Request
@@ -289,6 +363,8 @@ class BenchRoutes:
             payload = self.monitor.report(reset=_flag(Request(scope).query_params.get("reset")))
         elif path == "/bench/memory":
             payload = {"pymalloc": _pymalloc_info()}
+        elif path == "/bench/turns" and self.clock is not None:
+            payload = self.clock.report(record=_flag(Request(scope).query_params.get("record")))
         elif path == "/bench/state":
             payload = server_state(collect=_flag(Request(scope).query_params.get("gc")))
         else:
@@ -420,8 +496,8 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def install(app: FastAPI) -> LoopLagMonitor:
-    """Start the monitor with the app's lifespan and answer the two routes."""
+def install(app: FastAPI, clock: TurnClock | None = None) -> LoopLagMonitor:
+    """Start the monitor with the app's lifespan and answer the routes."""
     monitor = LoopLagMonitor()
     original_lifespan = app.router.lifespan_context
 
@@ -435,7 +511,7 @@ def install(app: FastAPI) -> LoopLagMonitor:
             task.cancel()
 
     app.router.lifespan_context = lifespan
-    app.add_middleware(BenchRoutes, monitor=monitor)
+    app.add_middleware(BenchRoutes, monitor=monitor, clock=clock)
     return monitor
 
 
@@ -445,7 +521,10 @@ def main() -> None:
     from chainlit.cli import cli
     from chainlit.server import app
 
-    install(app)
+    clock = TurnClock()
+    # Before Chainlit loads app.py, whose handlers call `web.chat` (the same module object).
+    clock.install()
+    install(app, clock)
     cli(args=sys.argv[1:], prog_name="chainlit")
 
 

@@ -138,6 +138,51 @@ class TurnRecord:
     kind: str  # scripted | embedded | upload | churn | direct
     ttft_s: float | None = None
     error: str | None = None
+    # For matching the server's record of the turn (`TurnClock`): the session, the question,
+    # and when it was sent (time.perf_counter, the clock the server's records use).
+    session: str | None = None
+    question: str | None = None
+    sent_at: float | None = None
+
+
+# The steps of a turn before its first token, as `turn_phases` measures them (server records
+# from bench/instrumented_server.py's TurnClock against the client's clock).
+PHASES = {
+    "message_in": "question sent -> chat handler (socket, Chainlit takes the message in)",
+    "to_pipeline": "chat handler -> pipeline starts",
+    "search": "search (worker thread, from call to result)",
+    "context": "search done -> context chosen (question vector, meaning, evidence)",
+    "model": "context chosen -> first token parsed (prompt, request, backend TTFT)",
+    "model_added": "  of which beyond the backend's direct median TTFT",
+    "to_client": "first token -> first word at the client (stream, socket)",
+}
+
+
+def turn_phases(records: list[TurnRecord], server_turns: list[dict], backend_median_ms: float | None) -> dict:
+    """Each step's time (median, p95 in ms) over the turns the server recorded, matched to the
+    client's by session and question."""
+    sent = {(r.session, r.question): r for r in records if r.sent_at is not None and r.ttft_s is not None}
+    steps: dict[str, list[float]] = {name: [] for name in PHASES}
+    for turn in server_turns:
+        client = sent.get((turn.get("session"), turn.get("question")))
+        if client is None or client.sent_at is None or client.ttft_s is None or "first_token" not in turn:
+            continue
+        first_word = client.sent_at + client.ttft_s
+        search_s = (turn.get("timings") or {}).get("retrieval_s")
+        values = {
+            "message_in": turn["handler"] - client.sent_at,
+            "to_pipeline": turn["turn"] - turn["handler"],
+            "search": search_s,
+            "context": turn["retrieved"] - turn["turn"] - search_s if search_s is not None else None,
+            "model": turn["first_token"] - turn["retrieved"],
+            "to_client": first_word - turn["first_token"],
+        }
+        if backend_median_ms is not None:
+            values["model_added"] = values["model"] - backend_median_ms / 1000
+        for name, value in values.items():
+            if value is not None:
+                steps[name].append(value * 1000)
+    return {name: summary(values) for name, values in steps.items()}
 
 
 @dataclass
@@ -164,6 +209,7 @@ class TimedClient(ChainlitClient):
     def __init__(self, base_url: str) -> None:
         super().__init__(base_url)
         self.first_word_at: float | None = None
+        self.sent_at: float | None = None
         # A browser waits 20 s for the socket to open (socket.io-client's default) and has
         # no timeout on fetch; python-socketio gives up after 1 s and httpx after 5 s, which
         # would count a slow server as a failed one.
@@ -186,7 +232,7 @@ class TimedClient(ChainlitClient):
         self, text: str, file_ids: tuple[str, ...] = (), timeout_s: float = 180
     ) -> tuple[Turn, float | None]:
         self.first_word_at = None
-        sent = time.perf_counter()
+        sent = self.sent_at = time.perf_counter()
         turn = await self.ask(text, file_ids, timeout_s=timeout_s)
         return turn, None if self.first_word_at is None else self.first_word_at - sent
 
@@ -361,7 +407,9 @@ class Benchmark:
             await self.warm_up()
             memory = await self.churn()
             await self.baseline()
+            await self.turns(record=True)
             lag_app = await self.with_loop_lag(self.app_load("app"))
+            self.server_turns = await self.turns(record=False)
             # Made before the phase (and its lag window): writing the PDF is the client's work.
             uploads = self.make_uploads()
             if self.config.embedded_sessions:
@@ -377,6 +425,12 @@ class Benchmark:
         response = await self.http.get(f"{self.app_url}/bench/state", params={"gc": str(collect).lower()})
         response.raise_for_status()
         return response.json()
+
+    async def turns(self, record: bool) -> list[dict]:
+        """The server's records of the turns since the last call (`TurnClock`); records from now on or not."""
+        response = await self.http.get(f"{self.app_url}/bench/turns", params={"record": str(record).lower()})
+        response.raise_for_status()
+        return response.json()["turns"]
 
     async def loop_lag(self, reset: bool = True) -> dict:
         response = await self.http.get(f"{self.app_url}/bench/loop-lag", params={"reset": str(reset).lower()})
@@ -413,7 +467,7 @@ class Benchmark:
                     problem = turn_problem(turn, scripted=kind != "embedded")
                 except Exception as error:  # noqa: BLE001 - every failure is counted, not raised
                     ttft, problem = None, f"{type(error).__name__}: {error}"[:200]
-                self.records.add(TurnRecord(phase, kind, ttft, problem))
+                self.records.add(TurnRecord(phase, kind, ttft, problem, client.session_id, question, client.sent_at))
                 file_ids = ()  # the files go with the first message only
                 if progress is not None:
                     progress.update()
@@ -595,6 +649,12 @@ class Benchmark:
                 "app_mixed_load": mixed,
                 "added": {key: _difference(app, backend, key) for key in ("median", "p95")},
                 "ratio": {key: _ratio(app, backend, key) for key in ("median", "p95")},
+                # Where the app phase's time to first token goes, step by step (`turn_phases`).
+                "phases": turn_phases(
+                    [turn for turn in records.turns if turn.phase == "app" and turn.kind == "scripted"],
+                    getattr(self, "server_turns", []),
+                    backend["median"],
+                ),
             },
             # Opening a session: sign-in, socket, on_chat_start (connect to its first task_end).
             "connect_ms": {phase: summary(records.ttfts_ms(phase, "connect")) for phase in ("churn", "app", "mixed")},
@@ -641,6 +701,11 @@ def print_report(result: dict) -> None:
         f"{'n/a' if ratio['median'] is None else format(ratio['median'], '.2f'):>8} "
         f"{'n/a' if ratio['p95'] is None else format(ratio['p95'], '.2f'):>8}"
     )
+    phases = t.get("phases") or {}
+    if any(phase["n"] for phase in phases.values()):
+        print(f"\n{'app phase, step by step (ms)':<32} {'n':>5} {'median':>8} {'p95':>8}")
+        for name, phase in phases.items():
+            print(f"{name:<32} {phase['n']:>5} {ms(phase['median']):>8} {ms(phase['p95']):>8}  {PHASES[name]}")
     print(f"\n{'opening a session (ms)':<32} {'n':>5} {'median':>8} {'p95':>8}")
     for phase, connect in result["connect_ms"].items():
         print(f"{phase:<32} {connect['n']:>5} {ms(connect['median']):>8} {ms(connect['p95']):>8}")

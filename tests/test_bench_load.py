@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.load import PHASES, TurnRecord, turn_phases
 from tests.servers import run_command
 
 
@@ -63,6 +64,44 @@ def test_time_to_first_token_is_measured_for_the_backend_and_through_the_app(qui
     assert ttft["backend"]["median"] >= 50 and ttft["app"]["median"] >= 50
     assert ttft["added"]["median"] == pytest.approx(ttft["app"]["median"] - ttft["backend"]["median"])
     assert ttft["ratio"]["median"] > 0
+
+
+def test_the_app_phase_time_to_first_token_is_split_into_its_steps(quick_run):
+    finished, result = quick_run
+    phases = result["ttft_ms"]["phases"]
+
+    assert set(phases) == set(PHASES)
+    for name in ("message_in", "to_pipeline", "search", "context", "model", "model_added", "to_client"):
+        assert phases[name]["n"] == 3, name
+    # The model's step holds the backend's own time to first token (50 ms scripted); the steps
+    # follow each other, so their medians come near the app's time to first token.
+    assert phases["model"]["median"] >= 50
+    steps = ("message_in", "to_pipeline", "search", "context", "model", "to_client")
+    assert sum(phases[name]["median"] for name in steps) == pytest.approx(result["ttft_ms"]["app"]["median"], rel=0.5)
+    assert "app phase, step by step" in finished.stdout
+
+
+def test_steps_are_matched_to_the_clients_turns_by_session_and_question():
+    client = [TurnRecord("app", "scripted", 0.200, None, "s1", "Which port?", 100.0)]
+    server = [
+        {
+            "session": "s1",
+            "question": "Which port?",
+            "handler": 100.020,
+            "turn": 100.021,
+            "retrieved": 100.041,
+            "first_token": 100.150,
+            "timings": {"retrieval_s": 0.005},
+        },
+        {"session": "s2", "question": "Which port?", "handler": 1.0},  # another client's: not matched
+    ]
+
+    phases = turn_phases(client, server, backend_median_ms=60.0)
+
+    expected = {"message_in": 20, "to_pipeline": 1, "search": 5, "context": 15, "model": 109, "model_added": 49}
+    for name, value in expected.items():
+        assert phases[name]["n"] == 1 and phases[name]["median"] == pytest.approx(value), name
+    assert phases["to_client"]["median"] == pytest.approx(50)
 
 
 def test_the_event_loop_lag_is_sampled_inside_the_server_in_every_phase(quick_run):

@@ -437,3 +437,25 @@ def test_a_score_just_under_its_threshold_is_never_shown_as_equal_to_it():
     from answering.pipeline import _below
 
     assert _below(0.8296) == "0.82" and _below(0.29) == "0.29" and _below(0.1999) == "0.19"
+
+
+async def test_the_questions_of_turns_running_at_once_are_embedded_together_before_their_context_is_chosen():
+    import asyncio
+
+    from rag.embedding import Closeness
+    from tests.test_question_vectors import BatchingEmbedder
+
+    embedder = BatchingEmbedder()
+    meaning = replace(CONFIG, meaning=Meaning(Closeness(embedder)))
+    questions = [PORT_QUESTION, "How long does a closed tab's session stay in memory?", "Which URL do I set?"]
+    backend = ScriptedBackend({"small": ["Foundry Local listens on port 5273 [1]."]})
+
+    async def one(question: str) -> TurnDone:
+        request = TurnRequest(question, HANDBOOK, SMALL, LARGE, router_mode=Mode.OFF)
+        return done([event async for event in run_turn(request, {"fake": backend}, meaning)])
+
+    results = await asyncio.gather(*(one(question) for question in questions))
+
+    # One call of the model for the three questions, and none from inside the turns.
+    assert embedder.calls == [questions]
+    assert all(result.excerpts for result in results)

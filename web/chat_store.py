@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ STORED_ELEMENTS_ROUTE = "/stored-elements"
 # Connections to the chat database each process keeps open. SQLite writes one at a time
 # anyway; a PostgreSQL server shared by N processes sees N times this.
 POOL_SIZE = 5
+# Chats each process remembers as saved (`ChatDataLayer.update_thread`).
+KNOWN_CHATS = 10_000
 
 
 class ChatDataLayer(SQLAlchemyDataLayer):
@@ -56,6 +59,8 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         # a fixed pool (its engine is not connected yet).
         self.engine = create_async_engine(self._conninfo, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=True)
         self.async_session = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Chats known to exist: Chainlit asks before every message and side element.
+        self._existing: OrderedDict[str, None] = OrderedDict()
 
     async def execute_sql(self, query: str, parameters: dict) -> Any:
         # Chainlit passes tags and modes as Python lists: the schema keeps JSON as text on both databases.
@@ -76,11 +81,15 @@ class ChatDataLayer(SQLAlchemyDataLayer):
             # Chainlit calls this before each step to make sure the chat exists; when it did not,
             # its insert overwrote the metadata that the chat's first naming (another task) had
             # just written. Create the chat if missing, and touch nothing else.
-            await self.execute_sql(
-                'INSERT INTO threads ("id", "createdAt", "metadata") VALUES (:id, :created, :metadata) '
-                'ON CONFLICT ("id") DO NOTHING',
-                {"id": thread_id, "created": await self.get_current_timestamp(), "metadata": "{}"},
-            )
+            if thread_id not in self._existing:
+                await self.execute_sql(
+                    'INSERT INTO threads ("id", "createdAt", "metadata") VALUES (:id, :created, :metadata) '
+                    'ON CONFLICT ("id") DO NOTHING',
+                    {"id": thread_id, "created": await self.get_current_timestamp(), "metadata": "{}"},
+                )
+                self._existing[thread_id] = None
+                while len(self._existing) > KNOWN_CHATS:
+                    self._existing.popitem(last=False)
             return
         # Chainlit saves a chat's settings when its page disconnects, which a process that dies
         # never sees. Its first write of a chat (naming it after the first message) takes them
@@ -91,6 +100,10 @@ class ChatDataLayer(SQLAlchemyDataLayer):
                 if isinstance(session, WebsocketSession) and session.thread_id == thread_id:
                     metadata = {"chat_settings": session.chat_settings}
         await super().update_thread(thread_id, name, user_id, metadata, tags)
+
+    async def delete_thread(self, thread_id: str) -> None:
+        self._existing.pop(thread_id, None)
+        await super().delete_thread(thread_id)
 
     async def create_element(self, element: Element) -> None:
         # Chainlit saves a first message's attachments in one task while another creates the
