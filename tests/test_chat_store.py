@@ -141,3 +141,15 @@ async def test_an_attachment_saved_before_its_chat_is_kept_on_postgresql(postgre
         "notes.md|a-new-chat"
     ]
     await store.engine.dispose()
+
+
+async def test_a_sqlite_store_writes_ahead_to_a_log(tmp_path):
+    url = sqlite_url(tmp_path / "chats.sqlite3")
+    prepare_store(url)
+    store = ChatDataLayer(url, LocalFileStorage(tmp_path / "elements"))
+
+    await store.update_thread("a-chat")
+    await store.engine.dispose()
+
+    with sqlite3.connect(tmp_path / "chats.sqlite3") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)

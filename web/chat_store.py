@@ -32,6 +32,7 @@ from chainlit.element import Element
 from chainlit.session import WebsocketSession
 from chainlit.step import StepDict
 from chainlit.types import ThreadDict
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from models.base import ChatMessage
@@ -45,8 +46,17 @@ STORED_ELEMENTS_ROUTE = "/stored-elements"
 # Connections to the chat database each process keeps open. SQLite writes one at a time
 # anyway; a PostgreSQL server shared by N processes sees N times this.
 POOL_SIZE = 5
-# Chats each process remembers as saved (`ChatDataLayer.update_thread`).
+# Chats each process remembers as saved, with their owners (`ChatDataLayer`).
 KNOWN_CHATS = 10_000
+
+
+def _sqlite_write_ahead_log(connection: Any, record: Any) -> None:
+    """SQLite's write-ahead log: readers never wait for the writer, and a commit is one append
+    (synced at checkpoints) rather than a rewritten journal synced every time."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 class ChatDataLayer(SQLAlchemyDataLayer):
@@ -56,11 +66,31 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         super().__init__(conninfo=url, storage_provider=storage)
         # Chainlit's engine has SQLAlchemy's default pool: 5 connections, plus up to 10 more
         # opened and closed again under load (on SQLite each with its own aiosqlite thread):
-        # a fixed pool (its engine is not connected yet).
-        self.engine = create_async_engine(self._conninfo, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=True)
+        # a fixed pool (its engine is not connected yet). A PostgreSQL server may restart under
+        # the app: its connections are checked before use.
+        self.engine = create_async_engine(
+            self._conninfo, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=not url.startswith("sqlite")
+        )
         self.async_session = async_sessionmaker(self.engine, expire_on_commit=False)
-        # Chats known to exist: Chainlit asks before every message and side element.
-        self._existing: OrderedDict[str, None] = OrderedDict()
+        if url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_write_ahead_log)
+        # Chats known to exist, and their owners once known: Chainlit asks the database before
+        # every message and side element, and for each element's owner.
+        self._known: OrderedDict[str, str | None] = OrderedDict()
+
+    def _remember(self, thread_id: str, owner: str | None) -> None:
+        self._known[thread_id] = owner or self._known.get(thread_id)
+        self._known.move_to_end(thread_id)
+        while len(self._known) > KNOWN_CHATS:
+            self._known.popitem(last=False)
+
+    async def _get_user_id_by_thread(self, thread_id: str) -> str | None:
+        if owner := self._known.get(thread_id):
+            return owner
+        owner = await super()._get_user_id_by_thread(thread_id)
+        if owner:
+            self._remember(thread_id, owner)
+        return owner
 
     async def execute_sql(self, query: str, parameters: dict) -> Any:
         # Chainlit passes tags and modes as Python lists: the schema keeps JSON as text on both databases.
@@ -81,15 +111,13 @@ class ChatDataLayer(SQLAlchemyDataLayer):
             # Chainlit calls this before each step to make sure the chat exists; when it did not,
             # its insert overwrote the metadata that the chat's first naming (another task) had
             # just written. Create the chat if missing, and touch nothing else.
-            if thread_id not in self._existing:
+            if thread_id not in self._known:
                 await self.execute_sql(
                     'INSERT INTO threads ("id", "createdAt", "metadata") VALUES (:id, :created, :metadata) '
                     'ON CONFLICT ("id") DO NOTHING',
                     {"id": thread_id, "created": await self.get_current_timestamp(), "metadata": "{}"},
                 )
-                self._existing[thread_id] = None
-                while len(self._existing) > KNOWN_CHATS:
-                    self._existing.popitem(last=False)
+                self._remember(thread_id, None)
             return
         # Chainlit saves a chat's settings when its page disconnects, which a process that dies
         # never sees. Its first write of a chat (naming it after the first message) takes them
@@ -102,7 +130,7 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         await super().update_thread(thread_id, name, user_id, metadata, tags)
 
     async def delete_thread(self, thread_id: str) -> None:
-        self._existing.pop(thread_id, None)
+        self._known.pop(thread_id, None)
         await super().delete_thread(thread_id)
 
     async def create_element(self, element: Element) -> None:
