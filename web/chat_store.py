@@ -44,8 +44,12 @@ from web.store_schema import ChatStoreError
 # Where the browser fetches a stored element; app.py serves this path.
 STORED_ELEMENTS_ROUTE = "/stored-elements"
 # Connections to the chat database each process keeps open. SQLite writes one at a time
-# anyway; a PostgreSQL server shared by N processes sees N times this.
+# anyway; a PostgreSQL server shared by N processes sees N times this (plus the overflow).
 POOL_SIZE = 5
+POSTGRESQL_POOL = {"pool_size": 10, "max_overflow": 10}
+# How long a save waits for a connection. Chainlit drops a save whose wait times out (it logs
+# and goes on): under a burst, saves wait their turn rather than be lost.
+POOL_TIMEOUT_S = 600
 # Chats each process remembers as saved, with their owners (`ChatDataLayer`).
 KNOWN_CHATS = 10_000
 
@@ -68,11 +72,11 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         # opened and closed again under load (on SQLite each with its own aiosqlite thread):
         # a fixed pool (its engine is not connected yet). A PostgreSQL server may restart under
         # the app: its connections are checked before use.
-        self.engine = create_async_engine(
-            self._conninfo, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=not url.startswith("sqlite")
-        )
+        sqlite = url.startswith("sqlite")
+        pool = {"pool_size": POOL_SIZE, "max_overflow": 0} if sqlite else POSTGRESQL_POOL
+        self.engine = create_async_engine(self._conninfo, **pool, pool_timeout=POOL_TIMEOUT_S, pool_pre_ping=not sqlite)
         self.async_session = async_sessionmaker(self.engine, expire_on_commit=False)
-        if url.startswith("sqlite"):
+        if sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_write_ahead_log)
         # Chats known to exist, and their owners once known: Chainlit asks the database before
         # every message and side element, and for each element's owner.
