@@ -16,8 +16,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -82,8 +80,12 @@ async def _prepare(url: str, candidate_secret: str) -> str:
 
 
 def _upgrade(connection: Connection) -> None:
-    # Alembic announces each of its plugins at INFO; the migrations it runs are worth the log.
+    # Alembic announces each of its plugins at INFO as it imports them; the migrations it runs
+    # are worth the log, the plugins are not.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
