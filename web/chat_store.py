@@ -2,10 +2,10 @@
 
 Chainlit stores threads, messages (steps) and their side elements through a data
 layer. Its SQLAlchemy one runs here on the schema of web/store_schema.py, the same on
-both databases: list and dict parameters are stored as JSON text, and side elements
-(sources, latency breakdowns, uploads) are kept as files in a folder every app process
-reaches (`ELEMENTS_DIR`), behind the storage-client interface of Chainlit's own cloud
-clients, instead of a cloud bucket.
+both databases: list and dict parameters are stored as JSON text. Side elements (sources,
+latency breakdowns, uploads) go through the storage-client interface of Chainlit's own
+cloud clients: files in a folder every app process reaches (`ELEMENTS_DIR`), or an S3
+bucket through Chainlit's S3 client (`make_storage`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from models.base import ChatMessage
 from models.settings import Settings
 from rag.index import KnowledgeBase
 from rag.uploads import UploadReader, add_upload_off_loop
-from web.store_schema import ChatStoreError
+from web.store_schema import ChatStoreError, is_postgresql
 
 # Where the browser fetches a stored element; app.py serves this path.
 STORED_ELEMENTS_ROUTE = "/stored-elements"
@@ -72,7 +73,7 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         # opened and closed again under load (on SQLite each with its own aiosqlite thread):
         # a fixed pool (its engine is not connected yet). A PostgreSQL server may restart under
         # the app: its connections are checked before use.
-        sqlite = url.startswith("sqlite")
+        sqlite = not is_postgresql(url)
         pool = {"pool_size": POOL_SIZE, "max_overflow": 0} if sqlite else POSTGRESQL_POOL
         self.engine = create_async_engine(self._conninfo, **pool, pool_timeout=POOL_TIMEOUT_S, pool_pre_ping=not sqlite)
         self.async_session = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -264,19 +265,26 @@ def make_storage(settings: Settings) -> BaseStorageClient:
     return S3StorageClient(bucket=settings.elements_s3_bucket, **endpoint)
 
 
-async def stored_copy(storage: BaseStorageClient, object_key: str, folder: Path) -> Path | None:
-    """A file of its own for the stored element `object_key`: the storage's own file in a folder
-    store, else a download (by the storage's read URL) into `folder`; None when it is missing."""
+@contextlib.asynccontextmanager
+async def stored_copy(storage: BaseStorageClient, object_key: str) -> AsyncIterator[Path | None]:
+    """A file of the stored element `object_key` while the block runs: the folder store's own
+    file, or a download (by the storage's read URL) deleted afterwards; None when it is missing."""
     if isinstance(storage, LocalFileStorage):
         stored = await asyncio.to_thread(storage.stored, object_key)
-        return stored.path if stored else None
+        yield stored.path if stored else None
+        return
     async with httpx.AsyncClient(timeout=60) as http:
         response = await http.get(await storage.get_read_url(object_key))
     if response.status_code != 200:
-        return None
-    copy = folder / hashlib.sha256(object_key.encode()).hexdigest()
-    await asyncio.to_thread(copy.write_bytes, response.content)
-    return copy
+        yield None
+        return
+    folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="restored-upload-"))
+    try:
+        copy = folder / hashlib.sha256(object_key.encode()).hexdigest()
+        await asyncio.to_thread(copy.write_bytes, response.content)
+        yield copy
+    finally:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
 @dataclass
@@ -300,8 +308,7 @@ async def restore_uploads(
         if element.get("forId") not in user_steps or not key:
             continue
         name = element.get("name") or "upload"
-        with tempfile.TemporaryDirectory(prefix="restored-upload-") as downloads:
-            stored = await stored_copy(storage, key, Path(downloads))
+        async with stored_copy(storage, key) as stored:
             if stored is None:
                 restored.refused.append(f"{name}: its stored copy is missing")
                 continue

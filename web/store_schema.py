@@ -60,7 +60,7 @@ def prepare_store(url: str, old_secret_file: Path | None = None) -> str:
 
 
 async def _prepare(url: str, candidate_secret: str) -> str:
-    if url.startswith("sqlite"):
+    if not is_postgresql(url):
         Path(make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
     try:
