@@ -34,8 +34,10 @@ except ChatStoreError as error:  # the element storage asked for cannot be used
     raise SystemExit(2) from error
 
 chainlit_fixes.configure(APP.settings, SUPPORTED_TYPES)
+chainlit_fixes.run_loop_with_c_tasks()
 chainlit_fixes.serve_page_without_external_assets()
 chainlit_fixes.delete_session_files_off_loop()
+chainlit_fixes.persist_files_in_one_thread_trip()
 chainlit_fixes.count_socket_events_as_busy(APP.collector)
 chainlit_fixes.keep_main_module_on_reload()
 chainlit_fixes.serve_before_chainlit_pages(make_routes(APP))

@@ -278,8 +278,9 @@ class TurnClock:
     """When each chat turn reaches each step before its first token, for `bench.load`'s
     phase-by-phase account of the time the app adds.
 
-    It wraps `web.chat.answer` (the chat's handler for one question, after Chainlit has taken
-    the message in) and the `run_turn` it calls, and notes, per turn: the handler's start,
+    It wraps the Socket.IO handler of a question (`client_message`), `web.chat.answer` (the chat's handler for one
+    question, after Chainlit has taken the message in) and the `run_turn` it calls, and notes,
+    per turn: when the question came off the socket, the handler's start,
     the pipeline's `Retrieved` event (search and context chosen), its first `TokenEvent` (the
     model's first token, parsed), and when the chat had handed that token to Chainlit (the
     pipeline is resumed after the chat streamed it), with the turn's own `PhaseTimings`.
@@ -291,7 +292,10 @@ class TurnClock:
         self.turns: list[dict] = []
 
     def install(self) -> None:
+        import chainlit.socket  # noqa: F401 - registers the Socket.IO handlers
         from chainlit.context import context
+        from chainlit.server import sio
+        from chainlit.session import WebsocketSession
 
         from answering.pipeline import Retrieved, TurnConfig, TurnDone, TurnEvent, TurnRequest
         from models.base import Backend, TokenEvent
@@ -299,13 +303,29 @@ class TurnClock:
 
         original_answer, original_run_turn = chat.answer, chat.run_turn
         clock = self
+        # When each session's last question came off its socket, before Chainlit takes it in.
+        received: dict[str, float] = {}
+        handlers = sio.handlers["/"]
+        original_message = handlers["client_message"]
+
+        async def message(sid: str, payload: Any) -> Any:
+            if clock.recording and (session := WebsocketSession.get(sid)) is not None:
+                received[session.id] = time.perf_counter()
+            return await original_message(sid, payload)
+
+        handlers["client_message"] = message
         # The record of the turn this task answers: each message is handled in a task of its own.
         current: contextvars.ContextVar[dict | None] = contextvars.ContextVar("bench_turn", default=None)
 
         async def answer(app: Any, knowledge: Any, question: str) -> None:
             record = None
             if clock.recording:
-                record = {"session": context.session.id, "question": question, "handler": time.perf_counter()}
+                record = {
+                    "session": context.session.id,
+                    "question": question,
+                    "received": received.pop(context.session.id, None),
+                    "handler": time.perf_counter(),
+                }
                 clock.turns.append(record)
             token = current.set(record)
             try:

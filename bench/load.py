@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -56,7 +57,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -148,7 +149,8 @@ class TurnRecord:
 # The steps of a turn before its first token, as `turn_phases` measures them (server records
 # from bench/instrumented_server.py's TurnClock against the client's clock).
 PHASES = {
-    "message_in": "question sent -> chat handler (socket, Chainlit takes the message in)",
+    "to_server": "question sent -> off the server's socket (client, network, Socket.IO)",
+    "message_in": "off the socket -> chat handler (Chainlit takes the message in)",
     "to_pipeline": "chat handler -> pipeline starts",
     "search": "search (worker thread, from call to result)",
     "context": "search done -> context chosen (question vector, meaning, evidence)",
@@ -160,17 +162,29 @@ PHASES = {
 
 def turn_phases(records: list[TurnRecord], server_turns: list[dict], backend_median_ms: float | None) -> dict:
     """Each step's time (median, p95 in ms) over the turns the server recorded, matched to the
-    client's by session and question."""
-    sent = {(r.session, r.question): r for r in records if r.sent_at is not None and r.ttft_s is not None}
+    client's by session and question (the nth time a session asks it, for a question asked again)."""
+
+    def numbered(keys: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any, int]]:
+        seen: collections.Counter[tuple[Any, Any]] = collections.Counter()
+        out = []
+        for key in keys:
+            out.append((*key, seen[key]))
+            seen[key] += 1
+        return out
+
+    asked = [r for r in records if r.sent_at is not None]
+    sent = dict(zip(numbered((r.session, r.question) for r in asked), asked, strict=True))
+    answered = numbered((turn.get("session"), turn.get("question")) for turn in server_turns)
     steps: dict[str, list[float]] = {name: [] for name in PHASES}
-    for turn in server_turns:
-        client = sent.get((turn.get("session"), turn.get("question")))
+    for key, turn in zip(answered, server_turns, strict=True):
+        client = sent.get(key)
         if client is None or client.sent_at is None or client.ttft_s is None or "first_token" not in turn:
             continue
         first_word = client.sent_at + client.ttft_s
         search_s = (turn.get("timings") or {}).get("retrieval_s")
         values = {
-            "message_in": turn["handler"] - client.sent_at,
+            "to_server": turn["received"] - client.sent_at if turn.get("received") else None,
+            "message_in": turn["handler"] - (turn.get("received") or client.sent_at),
             "to_pipeline": turn["turn"] - turn["handler"],
             "search": search_s,
             "context": turn["retrieved"] - turn["turn"] - search_s if search_s is not None else None,
@@ -408,7 +422,11 @@ class Benchmark:
             memory = await self.churn()
             await self.baseline()
             await self.turns(record=True)
+            cpu_before, started = self.server.cpu_times(), time.perf_counter()
             lag_app = await self.with_loop_lag(self.app_load("app"))
+            cpu_after, self.app_phase_s = self.server.cpu_times(), time.perf_counter() - started
+            # All the server's threads: the loop, the chat store's, the embedding's.
+            self.app_cpu_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
             self.server_turns = await self.turns(record=False)
             # Made before the phase (and its lag window): writing the PDF is the client's work.
             uploads = self.make_uploads()
@@ -656,6 +674,8 @@ class Benchmark:
                     backend["median"],
                 ),
             },
+            # The server's CPU time (all threads) per answer in the app phase, and answers per second.
+            "app_phase": _app_phase(getattr(self, "app_cpu_s", None), getattr(self, "app_phase_s", None), app["n"]),
             # Opening a session: sign-in, socket, on_chat_start (connect to its first task_end).
             "connect_ms": {phase: summary(records.ttfts_ms(phase, "connect")) for phase in ("churn", "app", "mixed")},
             "loop_lag_ms": lags,
@@ -667,6 +687,12 @@ class Benchmark:
             "memory": memory,
             "uploads_kb": getattr(self, "upload_sizes_kb", None),
         }
+
+
+def _app_phase(cpu_s: float | None, seconds: float | None, answers: int) -> dict:
+    if cpu_s is None or not seconds or not answers:
+        return {"cpu_ms_per_answer": None, "answers_per_s": None}
+    return {"cpu_ms_per_answer": cpu_s / answers * 1000, "answers_per_s": answers / seconds}
 
 
 def print_report(result: dict) -> None:
@@ -701,6 +727,12 @@ def print_report(result: dict) -> None:
         f"{'n/a' if ratio['median'] is None else format(ratio['median'], '.2f'):>8} "
         f"{'n/a' if ratio['p95'] is None else format(ratio['p95'], '.2f'):>8}"
     )
+    work = result.get("app_phase") or {}
+    if work.get("cpu_ms_per_answer") is not None:
+        print(
+            f"app phase: {work['cpu_ms_per_answer']:.1f} ms of server CPU per answer (all its threads), "
+            f"{work['answers_per_s']:.1f} answers/s"
+        )
     phases = t.get("phases") or {}
     if any(phase["n"] for phase in phases.values()):
         print(f"\n{'app phase, step by step (ms)':<32} {'n':>5} {'median':>8} {'p95':>8}")

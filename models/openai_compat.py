@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import openai
-from openai.types.chat.chat_completion_chunk import Choice
 
 from models.base import (
     BackendError,
@@ -97,7 +96,12 @@ class OpenAICompatBackend:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.first_token_timeout_s
             async with asyncio.timeout_at(deadline):
-                stream = await self._client.chat.completions.create(**request)
+                # The SDK's client, errors and SSE decoding, with each chunk left as its JSON:
+                # `chat.completions.create` builds a pydantic model per chunk (about 0.1 ms of the
+                # event loop each, 10% of its time under 20 chats in bench.load).
+                stream = await self._client.post(
+                    "/chat/completions", body=request, cast_to=object, stream=True, stream_cls=_JsonStream
+                )
             events = aiter(stream)
             while True:
                 try:
@@ -109,12 +113,12 @@ class OpenAICompatBackend:
                 # any chunk proves the server is alive, so the clock restarts.
                 deadline = loop.time() + self.token_timeout_s
                 got_chunk = True
-                if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                    text = choice.delta.content if choice.delta else None
+                if chunk_usage := chunk.get("usage"):
+                    usage = Usage(chunk_usage["prompt_tokens"], chunk_usage["completion_tokens"])
+                for choice in chunk.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+                    text = (choice.get("delta") or {}).get("content")
                     if text:
                         chunks_with_text += 1
                         text_so_far.append(text)
@@ -197,12 +201,16 @@ class OpenAICompatBackend:
         return BackendError(f"The model server failed ({doing}): {_short(repr(error))}", where)
 
 
-def _chunk_logprob(choice: Choice) -> float | None:
-    content = choice.logprobs.content if choice.logprobs is not None else None
+# Any: the SDK hands each chunk's JSON over as it is (a typed dict would be walked, key by key).
+_JsonStream = openai.AsyncStream[Any]
+
+
+def _chunk_logprob(choice: dict[str, Any]) -> float | None:
+    content = (choice.get("logprobs") or {}).get("content")
     if not content:
         return None
     # A chunk may carry several tokens: its text's probability is their product.
-    return sum(token.logprob for token in content)
+    return float(sum(token["logprob"] for token in content))
 
 
 def _short(text: str, limit: int = 200) -> str:

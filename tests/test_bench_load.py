@@ -71,12 +71,12 @@ def test_the_app_phase_time_to_first_token_is_split_into_its_steps(quick_run):
     phases = result["ttft_ms"]["phases"]
 
     assert set(phases) == set(PHASES)
-    for name in ("message_in", "to_pipeline", "search", "context", "model", "model_added", "to_client"):
+    for name in ("to_server", "message_in", "to_pipeline", "search", "context", "model", "model_added", "to_client"):
         assert phases[name]["n"] == 3, name
     # The model's step holds the backend's own time to first token (50 ms scripted); the steps
     # follow each other, so their medians come near the app's time to first token.
     assert phases["model"]["median"] >= 50
-    steps = ("message_in", "to_pipeline", "search", "context", "model", "to_client")
+    steps = ("to_server", "message_in", "to_pipeline", "search", "context", "model", "to_client")
     assert sum(phases[name]["median"] for name in steps) == pytest.approx(result["ttft_ms"]["app"]["median"], rel=0.5)
     assert "app phase, step by step" in finished.stdout
 
@@ -87,6 +87,7 @@ def test_steps_are_matched_to_the_clients_turns_by_session_and_question():
         {
             "session": "s1",
             "question": "Which port?",
+            "received": 100.012,
             "handler": 100.020,
             "turn": 100.021,
             "retrieved": 100.041,
@@ -98,10 +99,40 @@ def test_steps_are_matched_to_the_clients_turns_by_session_and_question():
 
     phases = turn_phases(client, server, backend_median_ms=60.0)
 
-    expected = {"message_in": 20, "to_pipeline": 1, "search": 5, "context": 15, "model": 109, "model_added": 49}
+    expected = {
+        "to_server": 12,
+        "message_in": 8,
+        "to_pipeline": 1,
+        "search": 5,
+        "context": 15,
+        "model": 109,
+        "model_added": 49,
+    }
     for name, value in expected.items():
         assert phases[name]["n"] == 1 and phases[name]["median"] == pytest.approx(value), name
     assert phases["to_client"]["median"] == pytest.approx(50)
+
+
+def test_a_question_asked_twice_in_a_session_is_matched_to_each_asking_in_turn():
+    client = [
+        TurnRecord("app", "scripted", 0.100, None, "s1", "Which port?", 100.0),
+        TurnRecord("app", "scripted", 0.100, None, "s1", "Which port?", 200.0),
+    ]
+    server = [
+        {
+            "session": "s1",
+            "question": "Which port?",
+            "handler": at + 0.010,
+            "turn": at + 0.011,
+            "retrieved": at + 0.02,
+            "first_token": at + 0.09,
+        }
+        for at in (100.0, 200.0)
+    ]
+
+    phases = turn_phases(client, server, backend_median_ms=None)
+
+    assert phases["message_in"]["n"] == 2 and phases["message_in"]["median"] == pytest.approx(10)
 
 
 def test_the_event_loop_lag_is_sampled_inside_the_server_in_every_phase(quick_run):

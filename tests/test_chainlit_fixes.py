@@ -4,16 +4,19 @@ still needed. A failure here after an upgrade says which workaround to revisit."
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import chainlit.config
 import chainlit.server as chainlit_server
 import chainlit.socket
 import httpx
 from chainlit.chat_context import chat_contexts
-from chainlit.session import WebsocketSession
+from chainlit.session import BaseSession, HTTPSession, WebsocketSession
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
+from models.settings import PROJECT_ROOT
 from web import chainlit_fixes
 from web.loop_health import IdleCollector
 
@@ -84,3 +87,54 @@ async def test_our_routes_come_before_chainlits_catch_all_once_however_often_add
 def test_a_reload_still_drops_the_project_modules_including_the_chainlit_script():
     # The reason keep_main_module_on_reload puts __main__ back after a `-w` reload.
     assert "sys.modules.pop(module_name" in inspect.getsource(chainlit.config.load_module)
+
+
+def test_chainlit_still_makes_asyncio_pure_python_and_the_app_gives_the_loop_its_c_tasks_back():
+    script = """
+import asyncio, threading, _asyncio
+import chainlit.cli  # applies nest_asyncio when imported
+assert asyncio.Task is not _asyncio.Task, "Chainlit no longer applies nest_asyncio: drop run_loop_with_c_tasks"
+from web import chainlit_fixes
+chainlit_fixes.run_loop_with_c_tasks()
+
+async def main():
+    refused = []
+    def ask_for_a_loop():
+        try:
+            asyncio.get_event_loop()
+        except RuntimeError:
+            refused.append(True)
+    thread = threading.Thread(target=ask_for_a_loop)
+    thread.start()
+    thread.join()
+    return type(asyncio.current_task()), type(asyncio.get_running_loop())._run_once, refused
+
+task_type, run_once, refused = asyncio.run(main())
+assert task_type is _asyncio.Task, task_type
+assert run_once is asyncio.BaseEventLoop._run_once, run_once
+assert refused == [True], "a thread asking for a loop got a new (patched) one"
+"""
+    subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, check=True, capture_output=True, text=True)
+
+
+async def test_an_element_sent_is_written_to_its_sessions_folder_in_one_thread_trip(tmp_path, monkeypatch):
+    persist = chainlit_fixes.chainlit_original(BaseSession.persist_file)
+    assert "aiofiles.open" in inspect.getsource(persist)  # upstream: open, write and close, a trip each
+
+    chainlit_fixes.persist_files_in_one_thread_trip()
+    chainlit_fixes.persist_files_in_one_thread_trip()  # a -w reload applies it again
+
+    assert BaseSession.persist_file.__wrapped__ is persist  # type: ignore[attr-defined]
+    monkeypatch.setattr(chainlit.config, "FILES_DIRECTORY", tmp_path)
+    session = HTTPSession(id="a-session", client_type="webapp")
+    passage = await session.persist_file(name="[1]", mime="text/plain", content="Passage one.")
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"%PDF-1.4 a report")
+    report = await session.persist_file(name="report.pdf", mime="application/pdf", path=str(source))
+
+    written = session.files[passage["id"]]
+    assert written["path"] == tmp_path / "a-session" / f"{passage['id']}.txt"
+    assert written["path"].read_text() == "Passage one." and written["size"] == 12
+    copied = session.files[report["id"]]
+    assert copied["path"].read_bytes() == b"%PDF-1.4 a report"
+    assert (copied["name"], copied["type"]) == ("report.pdf", "application/pdf")

@@ -3,6 +3,7 @@ and one login secret for every process that uses it."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from chainlit.context import init_http_context
 from pydantic import ValidationError
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 
 from deploy.postgres import LocalPostgres
 from models.settings import Settings
@@ -153,3 +154,88 @@ async def test_a_sqlite_store_writes_ahead_to_a_log(tmp_path):
 
     with sqlite3.connect(tmp_path / "chats.sqlite3") as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def owned_chat(store: ChatDataLayer, thread_id: str) -> None:
+    user = await store.create_user(cl.User(identifier="alice"))
+    assert user is not None
+    await store.update_thread(thread_id, name="A chat", user_id=user.id)
+
+
+async def test_the_side_elements_of_one_answer_are_saved_in_one_transaction(tmp_path):
+    url = sqlite_url(tmp_path / "chats.sqlite3")
+    prepare_store(url)
+    storage = LocalFileStorage(tmp_path / "elements")
+    store = ChatDataLayer(url, storage)
+    init_http_context(thread_id="a-chat")
+    await owned_chat(store, "a-chat")
+    transactions = []
+    event.listen(store.engine.sync_engine, "begin", transactions.append)
+    passages = [cl.Text(name=f"[{n}]", content=f"Passage {n}.", for_id="the-answer") for n in range(1, 9)]
+
+    await asyncio.gather(*(store.create_element(passage) for passage in passages))
+
+    assert len(transactions) == 1
+    rows = await store.execute_sql('SELECT "name", "objectKey" FROM elements ORDER BY "name"', {})
+    assert [row["name"] for row in rows] == [f"[{n}]" for n in range(1, 9)]
+    first = storage.stored(rows[0]["objectKey"])
+    assert first is not None and first.path.read_text() == "Passage 1."
+    await store.engine.dispose()
+
+
+async def test_a_chats_owner_is_read_from_the_database_at_most_once_per_process(tmp_path):
+    url = sqlite_url(tmp_path / "chats.sqlite3")
+    prepare_store(url)
+    naming = ChatDataLayer(url, LocalFileStorage(tmp_path / "elements"))
+    await owned_chat(naming, "a-chat")
+    other = ChatDataLayer(url, LocalFileStorage(tmp_path / "elements"))
+    init_http_context(thread_id="a-chat")
+    owner_reads = {naming: 0, other: 0}
+    for store in owner_reads:
+
+        def count(*args: object, store: ChatDataLayer = store) -> None:
+            owner_reads[store] += 'SELECT "userId" FROM threads' in str(args[2])
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+
+    for store in owner_reads:
+        for answer in range(3):
+            await store.create_element(cl.Text(name="timings", content="1.2 s", for_id=f"answer-{answer}"))
+
+    assert owner_reads == {naming: 0, other: 1}  # the process that named the chat knows its owner
+    for store in owner_reads:
+        await store.engine.dispose()
+
+
+async def test_waiting_for_a_chats_saves_covers_writes_begun_in_tasks_nobody_waits_for(tmp_path):
+    url = sqlite_url(tmp_path / "chats.sqlite3")
+    prepare_store(url)
+    store = ChatDataLayer(url, LocalFileStorage(tmp_path / "elements"))
+    init_http_context(thread_id="a-chat")
+    await owned_chat(store, "a-chat")
+    # As Chainlit saves each message: in a task of its own, never awaited.
+    writes = [
+        asyncio.create_task(
+            store.create_step(
+                {
+                    "id": f"answer-{n}",
+                    "threadId": "a-chat",
+                    "name": "Assistant",
+                    "type": "assistant_message",
+                    "output": f"Answer {n}.",
+                    "createdAt": f"2026-12-07T10:00:0{n}Z",
+                    "streaming": False,
+                    "waitForAnswer": False,
+                    "isError": False,
+                }
+            )
+        )
+        for n in range(5)
+    ]
+
+    await store.saved("a-chat")
+
+    assert all(write.done() for write in writes)
+    rows = await store.execute_sql('SELECT "output" FROM steps ORDER BY "createdAt"', {})
+    assert [row["output"] for row in rows] == [f"Answer {n}." for n in range(5)]
+    await store.engine.dispose()

@@ -15,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import mimetypes
 import re
 import shutil
 import sys
+import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import chainlit.server as chainlit_server
 from chainlit.chat_context import chat_contexts
 from chainlit.config import config as chainlit_config
-from chainlit.session import WebsocketSession
+from chainlit.session import BaseSession, WebsocketSession
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
@@ -102,6 +105,38 @@ def delete_session_files_off_loop() -> None:
     WebsocketSession.delete = delete_files_in_a_thread  # type: ignore[method-assign]
 
 
+def persist_files_in_one_thread_trip() -> None:
+    """Chainlit writes every element it sends (about 8 an answer: passages, timings, chart) to
+    the session's folder through aiofiles: open, write and close a thread trip each, with a
+    mkdir and a stat on the event loop (6% of its time under bench.load). One trip a file."""
+    persist = chainlit_original(BaseSession.persist_file)
+
+    @_replaces(persist)
+    async def persist_in_one_trip(
+        session: BaseSession, name: str, mime: str, path: str | None = None, content: bytes | str | None = None
+    ) -> dict[str, str]:
+        if not path and not content:
+            return cast(dict[str, str], await persist(session, name, mime, path, content))  # Chainlit's error
+        file_id = str(uuid.uuid4())
+        file_path = session.files_dir / file_id
+        if extension := mimetypes.guess_extension(mime):
+            file_path = file_path.with_suffix(extension)
+        size = await asyncio.to_thread(_write_session_file, file_path, path, content)
+        session.files[file_id] = {"id": file_id, "path": file_path, "name": name, "type": mime, "size": size}
+        return {"id": file_id}
+
+    BaseSession.persist_file = persist_in_one_trip  # type: ignore[method-assign, assignment]
+
+
+def _write_session_file(file_path: Path, source: str | None, content: bytes | str | None) -> int:
+    file_path.parent.mkdir(exist_ok=True)
+    if source:
+        shutil.copyfile(source, file_path)
+    else:
+        file_path.write_bytes(content.encode() if isinstance(content, str) else content or b"")
+    return file_path.stat().st_size
+
+
 def count_socket_events_as_busy(collector: IdleCollector) -> None:
     """Every browser event counts as activity for the idle garbage collector: a burst of tabs
     opening (sign-in, chat start) must not look like a quiet moment for a full collection.
@@ -133,6 +168,43 @@ def serve_before_chainlit_pages(router: APIRouter) -> None:
         for route in http_app.router.routes
         if not (isinstance(route, APIRoute) and (route.path, frozenset(route.methods or ())) in paths)
     ]
+
+
+_NEST_ASYNCIO_LOOP_PATCHES = (
+    "run_forever",
+    "run_until_complete",
+    "_run_once",
+    "_check_running",
+    "_check_runnung",
+    "_num_runs_pending",
+    "_is_proactorloop",
+    "_nest_patched",
+)
+
+
+def run_loop_with_c_tasks() -> None:
+    """Chainlit's CLI applies nest_asyncio when it is imported (chainlit#1789; removed in the
+    proposed chainlit#2953), for a re-entrant `run_until_complete` that only chat profiles'
+    config overrides use, and this app has none. nest_asyncio swaps asyncio's C tasks and
+    futures for the pure-Python ones and patches the loop's class and the loop policy: every
+    await costs more on the loop that all chats share. Undone before the server's loop starts."""
+    import _asyncio
+
+    if asyncio._get_running_loop() is not None or not getattr(asyncio, "_nest_patched", False):
+        return  # a -w reload runs inside the loop, which keeps what it started with
+    asyncio.Task = asyncio.tasks.Task = asyncio.tasks._CTask = _asyncio.Task  # type: ignore[misc, attr-defined]
+    asyncio.Future = asyncio.futures.Future = asyncio.futures._CFuture = _asyncio.Future  # type: ignore[misc, attr-defined]
+    for loop_class in (asyncio.SelectorEventLoop, *asyncio.BaseEventLoop.__subclasses__()):
+        if "_nest_patched" in vars(loop_class):
+            for name in _NEST_ASYNCIO_LOOP_PATCHES:
+                if name in vars(loop_class):
+                    delattr(loop_class, name)
+    # The patched policy made and patched a loop for any thread asking for one.
+    policy_class = type(asyncio.get_event_loop_policy())
+    for cls in policy_class.__mro__:
+        method = vars(cls).get("get_event_loop")
+        if method is not None and method.__module__ == "nest_asyncio":
+            delattr(cls, "get_event_loop")
 
 
 def keep_main_module_on_reload() -> None:

@@ -28,7 +28,7 @@ from rag.index import KnowledgeBase
 from rag.parsing import safe_file_name
 from rag.uploads import add_upload_off_loop
 from web.application import Assistant
-from web.chat_store import conversation_from_steps, restore_uploads
+from web.chat_store import ChatDataLayer, conversation_from_steps, restore_uploads
 from web.turn_view import CLOSED_NOTE, PARTIAL_METADATA_KEY, TurnView, markdown_text
 
 # The reason app.py's on_chat_end gives when it cancels a chat's answer.
@@ -358,6 +358,10 @@ async def answer(app: Assistant, knowledge: KnowledgeBase, question: str) -> Non
                 turns: list[PhaseTimings] = cl.user_session.get("turns")
                 turns.append(event.timings)
                 final_text = await turn.done(event, turns)
+        # The turn ends (the page's stop button goes) once its messages are in the store: a
+        # process that dies after that loses nothing its user saw answered.
+        if isinstance(data_layer := get_data_layer(), ChatDataLayer):
+            await data_layer.saved(cl.context.session.thread_id)
     except asyncio.CancelledError as cancelled:
         await turn.stopped(chat_closed=CHAT_CLOSED in cancelled.args)
         raise
