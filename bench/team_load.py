@@ -80,7 +80,7 @@ from deploy.proxy import NginxMissing
 from deploy.team import AppProcess, Team, free_port, team
 from tests.chainlit_client import Turn
 from tests.servers import clean_environment
-from web.turn_view import CLOSED_NOTE, SAVE_PARTIAL_EVERY_S
+from web.turn_view import CLOSED_NOTE, SAVE_PARTIAL_EVERY_S, UNSAVED_ANSWER_NOTE
 
 # The kill waits until a long answer has streamed this long past its first word: its turn's
 # partial save (every SAVE_PARTIAL_EVERY_S from the turn's start) has then been written.
@@ -191,7 +191,7 @@ def check_resumed(steps: list[dict], questions: list[str], answers: int, cut: Cu
         for kind, after in itertools.pairwise([*kinds, None])
         if kind == "user_message" and after == "assistant_message"
     )
-    marked = any(reply.rstrip().endswith(CLOSED_NOTE) for reply in replies)
+    marked = any(reply.rstrip().endswith((CLOSED_NOTE, UNSAVED_ANSWER_NOTE)) for reply in replies)
     cut_question_saved = cut is not None and saved_questions[cut.question] > completed[cut.question]
     return {
         "questions_lost": questions_lost,
@@ -1022,8 +1022,8 @@ def print_report(result: dict) -> None:
             f"resumed chats  {'PASS' if ok else 'FAIL'}"
         )
         print(
-            f"  cut answers marked {kill['cut_answers_marked']} of {kill['cut_answers_saved_partially']} saved "
-            f"partially ({kill['cut_before_any_save']} cut before their first save: nothing stored to mark); "
+            f"  cut answers marked {kill['cut_answers_marked']} of {kill['turns_cut']} (saved partially "
+            f"{kill['cut_answers_saved_partially']}, cut before their first save {kill['cut_before_any_save']}); "
             f"turns cut by the kill {kill['turns_cut']} (not counted as errors); "
             f"cut questions found saved {kill['cut_questions_saved']}"
         )

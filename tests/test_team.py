@@ -21,7 +21,7 @@ from tests.servers import PROJECT_ROOT, run_command, team_app
 from tests.test_chainlit_app import NIGHTJAR, answer_message
 from tests.test_chat_history import settings_panel
 from tests.test_openai_clients import saved_threads
-from web.turn_view import CLOSED_NOTE, SAVE_PARTIAL_EVERY_S
+from web.turn_view import CLOSED_NOTE, SAVE_PARTIAL_EVERY_S, UNSAVED_ANSWER_NOTE
 
 LONG_QUESTION = "Explain in detail everything about uploading files, step by step."
 
@@ -141,6 +141,38 @@ async def test_a_chat_whose_process_is_killed_reopens_on_the_other_with_its_cut_
     finally:
         await again.close()
         two.restart(killed)
+
+
+async def test_a_question_whose_process_died_before_saving_any_answer_is_marked_when_reopened(two, postgres):
+    alice = ChainlitClient(two.url, credentials=ALICE)
+    await alice.connect()
+    await (await alice.http.get("/user")).aread()  # a request of this chat's, for nginx's log
+    victim = process_of_last_request(two)
+    await alice.send(LONG_QUESTION)
+    await alice.wait_for("first_interaction")  # the chat is in the store; its question follows
+    for _ in range(100):  # killed once the question is saved, before the answer's first save (2 s)
+        if postgres.sql("SELECT count(*) FROM steps WHERE type = 'user_message'", "team").strip() != "0":
+            break
+        await asyncio.sleep(0.02)
+    victim.stop(signal.SIGKILL, timeout_s=30)
+    [thread] = await latest_chats(alice, 1)
+    try:
+        again, opened = await reopened_as_the_page_does(two, alice, thread["id"])
+        await again.close()
+        steps = resumed_steps(opened)
+        assert [step["type"] for step in steps if step["type"].endswith("_message")][-2:] == [
+            "user_message",
+            "assistant_message",
+        ]
+        assert steps[-1]["output"] == UNSAVED_ANSWER_NOTE
+        saved = postgres.sql(
+            f"""SELECT output FROM steps WHERE "threadId" = '{thread["id"]}' AND type = 'assistant_message' """
+            """ORDER BY "createdAt" DESC LIMIT 1""",
+            "team",
+        )
+        assert saved.strip() == UNSAVED_ANSWER_NOTE  # kept: the next reopening shows it, once
+    finally:
+        two.restart(victim)
 
 
 async def test_a_clean_stop_marks_the_answer_in_flight_before_the_process_exits(two, postgres):

@@ -29,7 +29,7 @@ from rag.parsing import safe_file_name
 from rag.uploads import add_upload_off_loop
 from web.application import Assistant
 from web.chat_store import ChatDataLayer, conversation_from_steps, restore_uploads
-from web.turn_view import CLOSED_NOTE, PARTIAL_METADATA_KEY, TurnView, markdown_text
+from web.turn_view import CLOSED_NOTE, PARTIAL_METADATA_KEY, UNSAVED_ANSWER_NOTE, TurnView, markdown_text
 
 # The reason app.py's on_chat_end gives when it cancels a chat's answer.
 CHAT_CLOSED = "chat closed"
@@ -83,10 +83,19 @@ async def resume(app: Assistant, thread: ThreadDict) -> None:
 
 
 async def mark_cut_answers(thread: ThreadDict) -> None:
-    """Answers saved while streaming (`TurnView`) whose process died before finishing them:
-    marked cut, in the store and in `thread`, which Chainlit shows the page next."""
+    """Answers saved while streaming (`TurnView`) whose process died before finishing them,
+    and a last question whose answer never reached the store: marked cut, in the store and
+    in `thread`, which Chainlit shows the page next."""
     data_layer = get_data_layer()
-    for step in thread.get("steps") or []:
+    steps = thread.get("steps") or []
+    messages = [step for step in steps if step.get("type") in ("user_message", "assistant_message")]
+    if messages and messages[-1].get("type") == "user_message":
+        note = cl.Message(content=UNSAVED_ANSWER_NOTE).to_dict()
+        note["threadId"] = thread["id"]
+        thread["steps"] = steps = [*steps, note]
+        if data_layer is not None:
+            await data_layer.create_step(note)
+    for step in steps:
         metadata = step.get("metadata") or {}
         if isinstance(metadata, str):
             metadata = json.loads(metadata or "{}")

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 SAVE_PARTIAL_EVERY_S = 2.0
 # Marks a saved answer that is still streaming; a chat resumed with one marks it cut (web/chat.py).
 PARTIAL_METADATA_KEY = "partial"
+# A question whose process died before any of its answer was saved, marked when its chat reopens.
+UNSAVED_ANSWER_NOTE = "*✂️ Cut off: the app process stopped before any of this question's answer was saved. Ask again.*"
 CLOSED_NOTE = (
     "*✂️ Cut off: this chat's connection closed while the answer was being written (the page was closed, "
     "or the app process stopped). The answer above is partial: ask again for a whole one.*"
