@@ -113,6 +113,14 @@ task_type, run_once, refused = asyncio.run(main())
 assert task_type is _asyncio.Task, task_type
 assert run_once is asyncio.BaseEventLoop._run_once, run_once
 assert refused == [True], "a thread asking for a loop got a new (patched) one"
+
+async def in_a_thread():  # as the chat store's set-up runs at start and after a -w reload
+    return type(asyncio.current_task())
+ran = []
+thread = threading.Thread(target=lambda: ran.append(asyncio.run(in_a_thread())))
+thread.start()
+thread.join()
+assert ran == [_asyncio.Task], ran
 """
     subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, check=True, capture_output=True, text=True)
 

@@ -192,6 +192,7 @@ def run_loop_with_c_tasks() -> None:
 
     if asyncio._get_running_loop() is not None or not getattr(asyncio, "_nest_patched", False):
         return  # a -w reload runs inside the loop, which keeps what it started with
+    asyncio.run = asyncio.runners.run  # nest_asyncio's reuses a loop it makes and patches
     asyncio.Task = asyncio.tasks.Task = asyncio.tasks._CTask = _asyncio.Task  # type: ignore[misc, attr-defined]
     asyncio.Future = asyncio.futures.Future = asyncio.futures._CFuture = _asyncio.Future  # type: ignore[misc, attr-defined]
     for loop_class in (asyncio.SelectorEventLoop, *asyncio.BaseEventLoop.__subclasses__()):
