@@ -23,6 +23,8 @@ from deploy.processes import stop_process
 
 NGINX = Path("/usr/sbin/nginx")
 AFFINITY_COOKIE = "assistant_route"
+# After one failed attempt, nginx leaves a process out of its rotation for this long.
+FAIL_TIMEOUT_S = 10
 
 
 class NginxMissing(RuntimeError):
@@ -30,7 +32,9 @@ class NginxMissing(RuntimeError):
 
 
 def nginx_config(listen: int, app_ports: Sequence[int], folder: Path, logs: Path, max_upload_mb: float) -> str:
-    servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;" for port in app_ports)
+    servers = "\n".join(
+        f"        server 127.0.0.1:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT_S}s;" for port in app_ports
+    )
     # As root the master opens the logs and ports; workers run as `nobody`.
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     return f"""# Made by deploy/proxy.py for this run; edits are overwritten.

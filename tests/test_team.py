@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from deploy.proxy import FAIL_TIMEOUT_S
 from deploy.team import AppProcess, Team
 from tests.chainlit_client import ChainlitClient, Turn
 from tests.conftest import ALICE, BOB
@@ -144,18 +145,20 @@ async def test_a_chat_whose_process_is_killed_reopens_on_the_other_with_its_cut_
 
 
 async def test_a_question_whose_process_died_before_saving_any_answer_is_marked_when_reopened(two, postgres):
+    await asyncio.sleep(FAIL_TIMEOUT_S + 1)  # nginx takes back the process an earlier test restarted
     alice = ChainlitClient(two.url, credentials=ALICE)
     await alice.connect()
     await (await alice.http.get("/user")).aread()  # a request of this chat's, for nginx's log
     victim = process_of_last_request(two)
     await alice.send(LONG_QUESTION)
     await alice.wait_for("first_interaction")  # the chat is in the store; its question follows
+    [thread] = await latest_chats(alice, 1)
     for _ in range(100):  # killed once the question is saved, before the answer's first save (2 s)
-        if postgres.sql("SELECT count(*) FROM steps WHERE type = 'user_message'", "team").strip() != "0":
+        asked = f"""SELECT count(*) FROM steps WHERE "threadId" = '{thread["id"]}' AND type = 'user_message'"""
+        if postgres.sql(asked, "team").strip() != "0":
             break
         await asyncio.sleep(0.02)
     victim.stop(signal.SIGKILL, timeout_s=30)
-    [thread] = await latest_chats(alice, 1)
     try:
         again, opened = await reopened_as_the_page_does(two, alice, thread["id"])
         await again.close()
