@@ -75,6 +75,11 @@ def _statement(query: str) -> TextClause:
     return text(query)
 
 
+def _json_as_text(parameters: dict[str, Any]) -> dict[str, Any]:
+    # Chainlit passes tags and modes as Python lists: the schema keeps JSON as text on both databases.
+    return {key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in parameters.items()}
+
+
 class ChatDataLayer(SQLAlchemyDataLayer):
     """Chainlit's SQLAlchemy data layer on the chat store at `url` (SQLite or PostgreSQL, web/store_schema.py)."""
 
@@ -106,13 +111,16 @@ class ChatDataLayer(SQLAlchemyDataLayer):
             yield
             return
         tasks = self._writing.setdefault(thread_id, set())
+        if task in tasks:  # nested (Chainlit's update_step calls create_step): the outer write covers it
+            yield
+            return
         tasks.add(task)
         try:
             yield
         finally:
             tasks.discard(task)
-            if not tasks:
-                self._writing.pop(thread_id, None)
+            if not tasks and self._writing.get(thread_id) is tasks:
+                del self._writing[thread_id]
 
     async def saved(self, thread_id: str) -> None:
         """Wait until every write to the chat begun so far is in the store. Chainlit hands each
@@ -154,13 +162,9 @@ class ChatDataLayer(SQLAlchemyDataLayer):
         """Chainlit's statement runner, lighter: each query's text parsed once, and a plain
         connection in place of an ORM session (together a third of the chat store's time on
         the event loop under bench.load). As Chainlit's, it logs a failure and returns None."""
-        # Chainlit passes tags and modes as Python lists: the schema keeps JSON as text on both databases.
-        encoded = {
-            key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in parameters.items()
-        }
         try:
             async with self.engine.begin() as connection:
-                result = await connection.execute(_statement(query), encoded)
+                result = await connection.execute(_statement(query), _json_as_text(parameters))
                 if not result.returns_rows:
                     return result.rowcount
                 return self.clean_result([dict(row._mapping) for row in result.fetchall()])
@@ -277,9 +281,7 @@ class ChatDataLayer(SQLAlchemyDataLayer):
     async def _insert_elements(self, rows: list[dict[str, Any]]) -> None:
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:
-            by_columns.setdefault(tuple(row), []).append(
-                {key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()}
-            )
+            by_columns.setdefault(tuple(row), []).append(_json_as_text(row))
         async with self.engine.begin() as connection:
             for columns, same in by_columns.items():
                 names = ", ".join(f'"{column}"' for column in columns)
