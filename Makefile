@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # recent Intel server CPUs; a portable AVX2 build works everywhere we run.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: install run team lint test bench system-packages
+.PHONY: install run team lint test bench system-packages messages
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -44,9 +44,10 @@ team: install system-packages
 	$(PYTHON) -m deploy.team --processes $(PROCESSES)
 
 # Debian's packages the tests drive: Chromium for the browser tests (test tools that download
-# their own browser cannot reach their servers from these machines), PostgreSQL for the team's
+# their own browser cannot reach their servers from these machines) and a Telugu font for it
+# (without one the Telugu browser test's screenshots show empty boxes), PostgreSQL for the team's
 # chat store and nginx for its proxy (`make team`); installed once, when missing.
-SYSTEM_PACKAGES := chromium postgresql nginx
+SYSTEM_PACKAGES := chromium fonts-lohit-telu postgresql nginx
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 system-packages:
@@ -56,6 +57,17 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The app's own words in other languages (i18n/, docs/translations.md): extract every marked string
+# (babel.cfg says where from) into the template, then merge it into each language's catalog
+# (i18n/locale/<language>/LC_MESSAGES/messages.po): new strings arrive untranslated, changed ones
+# fuzzy. Translate those in the .po; the app compiles a catalog when it first loads it.
+LOCALE := i18n/locale
+messages: install
+	$(VENV)/bin/pybabel --quiet extract --mapping-file=babel.cfg --output-file=$(LOCALE)/messages.pot \
+		--add-comments=Translators: --sort-by-file --project=local-knowledge-assistant --version=0.1.0 .
+	$(VENV)/bin/pybabel update --input-file=$(LOCALE)/messages.pot --output-dir=$(LOCALE) --domain=messages
+	@echo "Now translate what is new or fuzzy in $(LOCALE)/*/LC_MESSAGES/messages.po; tests/test_i18n.py lists it."
 
 # Lint, format and type checks (configured in pyproject.toml); `make test` runs them first.
 lint: install

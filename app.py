@@ -36,6 +36,7 @@ except ChatStoreError as error:  # the element storage asked for cannot be used
 chainlit_fixes.configure(APP.settings, SUPPORTED_TYPES)
 chainlit_fixes.run_loop_with_c_tasks()
 chainlit_fixes.serve_page_without_external_assets()
+chainlit_fixes.serve_welcome_page_in_base_language()
 chainlit_fixes.delete_session_files_off_loop()
 chainlit_fixes.persist_files_in_one_thread_trip()
 chainlit_fixes.count_socket_events_as_busy(APP.collector)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from answering.copying import Choice
 from answering.grounding import GuardedText
+from i18n import N_, Message
 from models.base import Backend, BackendError, ChatMessage, GenerationParams, StreamEnd, TokenEvent, Usage
 from models.catalog import ModelSpec
 
@@ -100,9 +101,9 @@ async def _attempt(
         backend = backends.get(model.backend)
         if backend is None:
             raise BackendError(
-                f"No {model.backend} backend is configured",
+                Message(N_("No {backend} backend is configured"), backend=model.backend),
                 model.label,
-                "Set MODEL_SERVER_URL to use server models.",
+                Message(N_("Set MODEL_SERVER_URL to use server models.")),
             )
         async for event in backend.stream_chat(model.model, messages, params):
             if isinstance(event, TokenEvent):

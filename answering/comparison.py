@@ -25,6 +25,7 @@ from answering.grounding import Cut, GuardMode
 from answering.pipeline import Searchable, TurnConfig, TurnDone, TurnEvent, TurnRequest, run_turn
 from answering.router import Decision, Mode
 from answering.timings import PhaseTimings, price_for
+from i18n import N_, Message, message_of
 from models.base import Backend, BackendError, GenerationParams, TokenEvent
 from models.catalog import Catalog, ModelSpec, build_catalog, match_server_model
 from models.settings import Settings
@@ -285,7 +286,9 @@ async def stream_comparison(
         except Exception as error:  # one broken backend must not hide the others' results
             if answered:
                 raise
-            failure = BackendError(f"The model failed unexpectedly: {error}", model.label)
+            failure = BackendError(
+                Message(N_("The model failed unexpectedly: {error}"), error=message_of(error)), model.label
+            )
             answer = Answer(model, "".join(parts), "error", None, None, time.perf_counter() - started, failure)
             yield answer
             yield TurnDone(PhaseTimings(total_s=answer.total_s), answer, None, Decision(Mode.OFF, escalate=False))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from answering.grounding import CITATION, Evidence, exact_terms, is_table_rule, table_cells
@@ -23,6 +23,13 @@ from rag.text import tokenize
 
 # A sentence matches the question nearly as well as the best one at this share of its score.
 NEAR_BEST = 0.75
+# The most tokens of a unit given whole over the budget (the best unit always is): a table read
+# as one sentence, or a paragraph of a script the model's tokenizer spends many tokens on (about
+# 60 Telugu letters for SmolLM2), is cut there.
+LONGEST_UNIT = 160
+# A unit with fewer words ("1.", "|", "make run") is close in meaning to every question: ranked
+# by meaning alone (`Meaning.everywhere`), it needs at least this many.
+MIN_WORDS = 3
 # Between two selected units that are not neighbours in the chunk.
 GAP = " … "
 # A sentence ends at . ! ? and a space before a capital, a digit or markup; not after a
@@ -48,15 +55,23 @@ class Meaning:
     # (question, texts) -> each text's closeness to the question; `rag.embedding.Closeness`.
     closeness: Callable[[str, Sequence[str]], Sequence[float]]
     weight: float = 0.5
+    # Rank every unit of at least MIN_WORDS words by meaning, not only those sharing a term with
+    # the question: for a question whose words cannot meet the passages' (answering/cross_script.py).
+    everywhere: bool = False
 
 
 def estimate_tokens(text: str) -> int:
-    """A deliberately generous token count (about 3 characters a token).
+    """A deliberately generous token count, for models whose tokenizer the app does not have
+    (server models): 3 ASCII characters a token, and a token for every other character.
 
-    It errs on the long side so that a prompt trimmed with it always fits,
-    whatever the model's tokenizer.
+    Measured with the two tokenizers at hand: English is 3.65 characters a token for SmolLM2
+    and 3.84 for Gemma 3; Telugu 2.9 for Gemma 3's 262k-token vocabulary (which, like the
+    server models', was trained on many languages) and 0.37 for SmolLM2's English one, which
+    is counted exactly (`models.base.TokenCounter`). It errs on the long side so that a prompt
+    trimmed with it fits whatever the server's tokenizer.
     """
-    return len(text) // 3 + 1
+    ascii_characters = len(text.encode("ascii", "ignore"))
+    return ascii_characters // 3 + (len(text) - ascii_characters) + 1
 
 
 def passage_path(chunk: Chunk) -> tuple[str, ...]:
@@ -199,7 +214,7 @@ def select_contexts(
     hits: Sequence[Hit],
     query: str,
     budgets: Collection[int],
-    count_tokens: Callable[[str], int] = estimate_tokens,
+    count_tokens: Callable[[str], int] | Mapping[int, Callable[[str], int]] = estimate_tokens,
     *,
     fill: bool = False,
     meaning: Meaning | None = None,
@@ -209,6 +224,7 @@ def select_contexts(
     The largest budget is filled first; each smaller one is then chosen from within
     it, so that a model with more room reads all that one with less reads, and an
     excerpt's number (its place in the largest) means one passage whichever model cites it.
+    `count_tokens` may count each budget's tokens its own way (its model's tokenizer).
     """
     split = [units(hit.chunk.text) for hit in hits]
     scored = ranked_units(split, query, [passage_label(hit.chunk) for hit in hits], meaning)
@@ -216,9 +232,12 @@ def select_contexts(
     order = best or [(0, 0)] if split and split[0] else []
     headers = [_header_units(text_units) for text_units in split]
 
+    shortened: dict[int, dict[tuple[int, int], str]] = {}  # by budget: the best unit, cut to fit
+
     def choose(budget: int, within: dict[int, set[int]] | None) -> dict[int, set[int]]:
         chosen: dict[int, set[int]] = {}
         room = budget
+        count = count_tokens[budget] if isinstance(count_tokens, Mapping) else count_tokens
 
         def take(h: int, i: int, force: bool = False) -> bool:
             nonlocal room
@@ -228,9 +247,16 @@ def select_contexts(
                 or (within is not None and i not in within.get(h, ()))
             ):
                 return True
-            cost = count_tokens(split[h][i]) + (0 if h in chosen else count_tokens(passage_label(hits[h].chunk)) + 4)
+            label = 0 if h in chosen else count(passage_label(hits[h].chunk)) + 4
+            cost = count(split[h][i]) + label
             if cost > room and not force:
                 return False
+            if cost > max(room, LONGEST_UNIT):
+                # The best unit is always given, but not one that is no sentence a model can read
+                # at once: cut to the budget, or to LONGEST_UNIT when the budget is smaller.
+                cut = _cut_to(split[h][i], max(room, LONGEST_UNIT) - label, count)
+                shortened.setdefault(budget, {})[h, i] = cut
+                cost = count(cut) + label
             room -= cost
             chosen.setdefault(h, set()).add(i)
             return True
@@ -249,10 +275,29 @@ def select_contexts(
     numbers = {h: number for number, h in enumerate(sorted(largest), start=1)}
     selections = {budget: choose(budget, largest) for budget in budgets if budget != max(budgets)}
     selections[max(budgets)] = largest
+
+    def text_of(budget: int, h: int) -> list[str]:
+        cut = shortened.get(budget, {})
+        return [cut.get((h, i), unit) for i, unit in enumerate(split[h])]
+
     return {
-        budget: [Excerpt(numbers[h], hits[h], _joined(split[h], sorted(picked[h]))) for h in sorted(picked)]
+        budget: [Excerpt(numbers[h], hits[h], _joined(text_of(budget, h), sorted(picked[h]))) for h in sorted(picked)]
         for budget, picked in selections.items()
     }
+
+
+def _cut_to(unit: str, tokens: int, count: Callable[[str], int]) -> str:
+    """The longest start of the unit, cut at a space where there is one, that `count` makes at
+    most `tokens` tokens with "…" after it (at least one word)."""
+    low, high = 1, len(unit)
+    while low < high:  # the longest prefix that fits, by bisection: a few dozen counts at most
+        middle = (low + high + 1) // 2
+        if count(unit[:middle] + "…") <= tokens:
+            low = middle
+        else:
+            high = middle - 1
+    space = unit.rfind(" ", 0, low + 1)
+    return unit[: space if space > 0 else low].rstrip() + "…"
 
 
 def _header_units(text_units: Sequence[str]) -> dict[int, tuple[int, int]]:
@@ -305,15 +350,17 @@ def _with_meaning(
     labels: Sequence[str] | None,
     meaning: Meaning,
 ) -> list[tuple[float, int, int]]:
-    matching = [(h, i) for score, h, i in scored if score > 0]
+    matching = [
+        (h, i) for score, h, i in scored if score > 0 or (meaning.everywhere and len(texts[h][i].split()) >= MIN_WORDS)
+    ]
     if not matching:
         return scored
     close = _closeness(texts, query, labels, matching, meaning)
     low, high = min(close), max(close)
     nearness = {unit: (c - low) / (high - low) if high > low else 0.0 for unit, c in zip(matching, close, strict=True)}
-    best = max(score for score, _, _ in scored)
+    best = max(score for score, _, _ in scored) or 1.0
     return [
-        ((1 - meaning.weight) * score / best + meaning.weight * nearness[h, i] if score > 0 else 0.0, h, i)
+        ((1 - meaning.weight) * score / best + meaning.weight * nearness[h, i] if (h, i) in nearness else 0.0, h, i)
         for score, h, i in scored
     ]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 
+from i18n import N_, Message
 from rag.text import fold, tokenize
 
 # Citation markers such as [1] or [1, 2]: they refer to passages, they claim nothing.
@@ -197,12 +198,20 @@ class Evidence:
             if not rows or any(number in found for _, _, found in self.sentences if not _in_table(found, rows)):
                 continue
             if self.asked and not any(_row_terms(row) & self.asked for row in rows):
-                return f"the passages give {number} in a table row about something else than the question"
+                return Message(
+                    N_("the passages give {number} in a table row about something else than the question"),
+                    number=number,
+                )
             for row in rows:
                 named = [cell for cell in row if cell.name_terms and cell.name_terms <= said and cell.numbers]
                 holding = [cell for cell in row if number in cell.numbers]
                 if named and not any(cell in named for cell in holding) and not any(c.numbers & numbers for c in named):
-                    return f"the passages give {number} as the {holding[0].name}, not the {named[0].name}"
+                    return Message(
+                        N_("the passages give {number} as the {column}, not the {named}"),
+                        number=number,
+                        column=holding[0].name,
+                        named=named[0].name,
+                    )
         return None
 
     def about_what_was_asked(self, named: Sequence[str]) -> bool:
@@ -364,9 +373,14 @@ def _canonical_number(number: str) -> str:
 @dataclass(frozen=True)
 class Verdict:
     supported: bool
-    reason: str = ""  # for the user, when not supported
+    reason: str = ""  # for the user, when not supported: an i18n.Message (English as a str)
     missing: tuple[str, ...] = ()  # exact terms the passages never state
     content_share: float = 1.0
+
+
+def never_state(missing: Sequence[str]) -> Message:
+    """The reason for a sentence stating terms the passages never state (the first three)."""
+    return Message(N_("the passages never state {terms}"), terms=", ".join(missing[:3]))
 
 
 def exact_terms(sentence: str) -> list[str]:
@@ -413,28 +427,31 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
         pieces = [piece for piece in map(_normal, sentence.split("…")) if piece]
         if all(piece in evidence.text for piece in pieces):
             return Verdict(True)
-        return Verdict(False, "this command is not in the passages", (sentence.strip(),))
+        return Verdict(False, Message(N_("this command is not in the passages")), (sentence.strip(),))
     if is_abstention(sentence):
         return Verdict(True)
     missing = tuple(term for term in exact_terms(sentence) if not evidence.states(term))
     terms = _terms(CITATION.sub(" ", sentence))
     share = sum(term in evidence.terms for term in terms) / len(terms) if terms else 1.0
     if missing:
-        return Verdict(False, f"the passages never state {', '.join(missing[:3])}", missing, share)
+        return Verdict(False, never_state(missing), missing, share)
     if (misplaced := evidence.misplaced_value(sentence)) is not None:
         return Verdict(False, misplaced, (), share)
     if len(terms) >= MIN_CONTENT_WORDS and share < MIN_CONTENT_SHARE:
-        return Verdict(False, f"most of it is not in the passages ({share:.0%} of its words are)", (), share)
+        reason = Message(N_("most of it is not in the passages ({share:.0%} of its words are)"), share=share)
+        return Verdict(False, reason, (), share)
     if len(terms) >= MIN_CONTENT_WORDS and evidence.local_share(terms) < MIN_LOCAL_SHARE:
-        return Verdict(False, "no passage says it: its words are scattered over different passages", (), share)
+        reason = Message(N_("no passage says it: its words are scattered over different passages"))
+        return Verdict(False, reason, (), share)
     exact = exact_terms(sentence)
     # Numbers are left out here: a table row holds one with few words around it.
     named = [term for term in exact if not _NUMBER.fullmatch(term.strip('`"'))]
     if len(terms) >= MIN_CONTENT_WORDS and evidence.anchored_share(named, terms) < MIN_ANCHORED_SHARE:
-        return Verdict(False, f"the passages say something else about {named[0]}", (), share)
+        return Verdict(False, Message(N_("the passages say something else about {term}"), term=named[0]), (), share)
     if not evidence.names_what_was_asked(exact) or not evidence.about_what_was_asked(named):
         about = exact[0] if not evidence.names_what_was_asked(exact) else named[0]
-        return Verdict(False, f"the passage that gives {about} is about something else", (), share)
+        reason = Message(N_("the passage that gives {term} is about something else"), term=about)
+        return Verdict(False, reason, (), share)
     # A "Yes" or "No" claims the polarity of the passage that answers, whatever follows it.
     opening = _YES_OR_NO.match(sentence)
     # What the sentence says beyond its exact terms: too little, and it means what the question asks.
@@ -442,15 +459,20 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
         return Verdict(True, content_share=share)
     # "135M." to "How much does SmolLM2-135M read?" gives back what the question says.
     if not opening and exact and evidence.question and new_information(sentence, evidence.question) == 0:
-        return Verdict(False, "it only repeats what the question says", (), share)
+        return Verdict(False, Message(N_("it only repeats what the question says")), (), share)
     says_no = opening[1].lower() == "no" if opening else bool(_NEGATION.search(sentence))
     if says_no or opening:
         negative = evidence.polarity_of_best_match()
         if negative is not None and negative != says_no:
-            answer = "no" if negative else "yes"
-            return Verdict(False, f"the passage that answers this question says {answer}", (), share)
+            reason = (
+                Message(N_("the passage that answers this question says no"))
+                if negative
+                else Message(N_("the passage that answers this question says yes"))
+            )
+            return Verdict(False, reason, (), share)
     if evidence.anchored_share(named, evidence.asked, besides=True) < MIN_ASKED_SHARE:
-        return Verdict(False, f"the passages do not give {named[0]} as the answer to this question", (), share)
+        reason = Message(N_("the passages do not give {term} as the answer to this question"), term=named[0])
+        return Verdict(False, reason, (), share)
     return Verdict(True, content_share=share)
 
 
@@ -540,12 +562,16 @@ class GuardMode(str, Enum):
     STOP = "stop"  # cut the first unsupported sentence and stop the model
 
 
+# The reason for cutting a sentence that a model in a loop said again.
+REPEATING = N_("the answer started repeating itself")
+
+
 @dataclass(frozen=True)
 class Cut:
     """A sentence taken back from the answer, and why."""
 
     text: str
-    reason: str
+    reason: str  # for the user: an i18n.Message (English as a str), said in the chat's language where shown
     loop: bool = False
 
 
@@ -612,7 +638,7 @@ class AnswerGuard:
         if sentence.fence or not sentence.text.strip():
             return None
         if self._repeats(words(sentence.text)):
-            return Cut(sentence.text, "the answer started repeating itself", loop=True)
+            return Cut(sentence.text, Message(REPEATING), loop=True)
         verdict = check_sentence(sentence.text, self.evidence, code=sentence.code)
         return None if verdict.supported else Cut(sentence.text, verdict.reason)
 

@@ -15,6 +15,7 @@ See docs/architecture.md for where each step lives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import threading
@@ -37,6 +38,8 @@ from answering.context import (
     whole_chunks,
 )
 from answering.copying import MIN_QUESTION_LIKELIHOOD, Choice, candidates, choose, quoted
+from answering.cross_script import SENTENCE_MEANING_WEIGHT as CROSS_SCRIPT_MEANING_WEIGHT
+from answering.cross_script import Passages, fused_hits, in_passage_words, is_cross_script
 from answering.grounding import (
     AnswerGuard,
     Cut,
@@ -48,11 +51,41 @@ from answering.grounding import (
     opens_with_abstention,
     restates_question,
 )
-from answering.prompt import GENERAL_PROMPT, build_messages, refine_messages, retrieval_query
+from answering.prompt import (
+    GENERAL_PROMPT,
+    IN_THE_QUESTIONS_LANGUAGE,
+    build_messages,
+    refine_messages,
+    retrieval_query,
+)
 from answering.question_vectors import EmbedsQuestions, question_vectors
-from answering.router import Decision, Mode, Reason, Thresholds, decide
+from answering.router import (
+    COPY_LIKELIHOOD,
+    DRAWN_FROM_BEST,
+    EMPTY_ANSWER,
+    NO_NUMBER,
+    RESTATES_QUESTION,
+    UNREADABLE,
+    UNSUPPORTED_SHARE,
+    Decision,
+    Mode,
+    Reason,
+    Thresholds,
+    decide,
+)
 from answering.timings import PhaseTimings
-from models.base import Backend, BackendError, ChatMessage, GenerationParams, LikelihoodScorer, TokenEvent, Usage
+from answering.translation_check import TranslationGuard
+from i18n import N_, Message, translator
+from models.base import (
+    Backend,
+    BackendError,
+    ChatMessage,
+    GenerationParams,
+    LikelihoodScorer,
+    TokenCounter,
+    TokenEvent,
+    Usage,
+)
 from models.catalog import ModelSpec
 from models.routing import PairRouting, load_routing, pair_key
 from models.settings import Settings
@@ -97,6 +130,11 @@ class TurnRequest:
     # `evaluation.compare --context-file`): it is never out of scope, and as much of it as the
     # budget holds is given, the sentences that best match the question first.
     given_context: bool = False
+    # The user's language (a tag such as "te"): the app's own words in the reply are in it.
+    language: str | None = None
+    # A server model answers in the language of the question rather than the passages', checked
+    # on what can be checked across languages (answering/translation_check.py), marked as a translation.
+    answer_in_language: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +230,16 @@ def embed_ahead(settings: Settings, chunks: Sequence[Chunk], stop: threading.Eve
     return made
 
 
+def embed_upload_ahead(config: TurnConfig, chunks: Sequence[Chunk]) -> int:
+    """Embed an upload's sentences before a question needs them: a question in another script
+    ranks every passage sentence by meaning (answering/cross_script.py), and would otherwise
+    embed a new upload's all at once, about 60 ms a sentence. Kept in memory only (an upload is
+    one chat's own), a batch at a time; blocking. How many were embedded."""
+    if config.meaning is None or not isinstance(config.meaning.closeness, Closeness):
+        return 0
+    return config.meaning.closeness.embed_ahead(embedded_units(chunks))
+
+
 # Out of scope but above this share of MIN_RETRIEVAL_SCORE, the closest sentences are
 # quoted, as they may answer in other words: 1.7% of clapnq's answerable questions and 4% of
 # the handbook set's score below 0.20, and none of either below 0.5 x 0.20.
@@ -270,6 +318,10 @@ class FinalAnswer:
     copied: bool = False  # a model's choice of a passage sentence, shown word for word
     # Under quotes: the next-best passage sentences, for "How this answer was made".
     more: tuple[str, ...] = ()
+    # The model answered in the user's language, not the passages': checked on numbers, names and
+    # identifiers only, and marked as a translation (`TurnRequest.answer_in_language`).
+    translated: bool = False
+    language: str | None = None  # of the app's words around the answer (`TurnRequest.language`)
 
 
 @dataclass(frozen=True)
@@ -280,6 +332,9 @@ class TurnDone:
     decision: Decision
     final: FinalAnswer = FinalAnswer("", "none")
     excerpts: tuple[Excerpt, ...] = ()
+    # The question as passages were ranked and answers checked: a cross-script question with its
+    # words written as the passages' words where they sound alike (answering/cross_script.py).
+    question: str = ""
 
     @property
     def answered_by(self) -> Answer | None:
@@ -301,12 +356,22 @@ MAX_UNSUPPORTED_SHARE = 0.0
 # score); the next few go to "How this answer was made" (chosen on the handbook set).
 SECOND_QUOTE_SHARE = 0.8
 MORE_QUOTES = 3
-GENERAL_KNOWLEDGE_NOTICE = (
+GENERAL_KNOWLEDGE_NOTICE = N_(
     "The documents do not cover this question; this answer is from the model's general knowledge, "
     "not from the documents."
 )
 # Between a model's "the documents do not cover this" and the passage sentences quoted under it.
-CLOSEST_PASSAGES = "\n\nThe closest passages say:\n\n"
+CLOSEST_PASSAGES = N_("The closest passages say:")
+UNSUPPORTED_NOTICE = N_(
+    "No model answer could be checked against the documents; here is what the closest passages say."
+)
+
+
+def closest_passages(language: str | None) -> str:
+    """The separator before the passage sentences quoted under a model's abstention."""
+    return f"\n\n{translator(language).gettext(CLOSEST_PASSAGES)}\n\n"
+
+
 # Share of a model answer's own words that must come from the passage sentences that best
 # match the question (chosen on the handbook set): a supported sentence from elsewhere in
 # the passages usually answers another question.
@@ -339,6 +404,26 @@ class _Turn:
     # The most that any model of the turn reads: shown beside the answer, and quoted from.
     excerpts: list[Excerpt] = field(default_factory=list)
     readings: dict[int, _Reading] = field(default_factory=dict)  # by context budget
+    # The question as passages are ranked and answers checked for it, and the ranking by
+    # meaning: for a cross-script question, its words written as the passages' words
+    # where they sound alike, and every sentence ranked by meaning (answering/cross_script.py).
+    question: str = ""
+    meaning: Meaning | None = None
+
+    def __post_init__(self) -> None:
+        self.question = self.question or self.request.question
+        self.meaning = self.meaning or self.config.meaning
+
+    def translating(self, model: ModelSpec) -> bool:
+        """Whether the model answers in the question's language (server models only: the embedded
+        ones answer in the passages', and copy them)."""
+        return self.request.answer_in_language and model.backend != "embedded"
+
+    def guard(self, model: ModelSpec, evidence: Evidence) -> AnswerGuard:
+        """The check of the model's answer: a translated one on what can be checked across languages."""
+        if self.translating(model):
+            return TranslationGuard(evidence, self.request.guard)
+        return AnswerGuard(evidence, self.request.guard)
 
     def reading(self, model: ModelSpec) -> _Reading:
         return self.readings[self.config.budget(model)]
@@ -347,7 +432,7 @@ class _Turn:
         """What an answer from these excerpts is checked against, made off the loop if need be."""
         if reading.evidence is not None:
             return reading.evidence
-        return await asyncio.to_thread(reading.evidence_for, self.request.question)
+        return await asyncio.to_thread(reading.evidence_for, self.question)
 
 
 async def run_turn(
@@ -360,16 +445,25 @@ async def run_turn(
     # ("Is there a Slack bot?"). Pasted text is never out of scope, and with a threshold of 0
     # a model answers every question.
     scoped = not request.given_context and config.min_retrieval_score > 0
-    # The question's vector, for choosing context by meaning, made together with the questions
-    # other chats ask meanwhile (at once when it is kept already).
-    await _embed_question(query, config.meaning)
+    cross = (
+        not request.given_context
+        and config.meaning is not None
+        and isinstance(request.knowledge, Passages)
+        and is_cross_script(request.question)
+    )
+    if not cross:
+        # The question's vector, for choosing context by meaning, made together with the questions
+        # other chats ask meanwhile (at once when it is kept already). A cross-script question is
+        # embedded as it is searched, once its words are written as the passages' words.
+        await _embed_question(query, config.meaning)
     first = _checked_budget(turn, request.llm if request.router_mode is Mode.ALWAYS_LLM else request.slm)
     # Search, scope checks, context and the first model's evidence block (BM25 over a big
     # corpus, tokenising, ranking by meaning), and every chat shares this event loop: they go
     # to a worker thread, in one trip. Under load each trip waits for a thread and then for
     # the loop, so three trips cost a first token about three times that wait.
-    prepared = await asyncio.to_thread(_prepare, request, query, config, scoped, first)
+    prepared = await asyncio.to_thread(_prepare, request, query, config, scoped, first, cross, backends)
     hits, best = prepared.hits, prepared.best
+    turn.question, turn.meaning = prepared.question or request.question, prepared.meaning or config.meaning
     turn.timings.retrieval_s = prepared.search_s
     turn.timings.prep_s = time.perf_counter() - turn.started - prepared.search_s
     if prepared.out_of_scope:
@@ -382,8 +476,12 @@ async def run_turn(
     yield Retrieved(hits, turn.excerpts)
 
     def messages_for(spec: ModelSpec) -> list[ChatMessage]:
-        excerpts, window = turn.reading(spec).excerpts, spec.context_window
-        return build_messages(request.question, request.history, excerpts, window, request.params.max_tokens)
+        excerpts, window, count = turn.reading(spec).excerpts, spec.context_window, token_counter(backends, spec)
+        messages = build_messages(request.question, request.history, excerpts, window, request.params.max_tokens, count)
+        if turn.translating(spec):
+            system = messages[0]
+            messages[0] = replace(system, content=f"{IN_THE_QUESTIONS_LANGUAGE}\n\n{system.content}")
+        return messages
 
     slm_answer: Answer | None = None
     signals: Signals | None = None
@@ -391,6 +489,9 @@ async def run_turn(
     thresholds = config.thresholds_for(request.slm, request.llm)
     if mode is Mode.ALWAYS_LLM:
         decision = decide(Signals(answer_tokens=0, retrieval_score=best, abstained=False), mode, thresholds)
+    elif prepared.unreadable is not None:
+        # The small model's tokenizer hardly knows the question's script, so the large model answers.
+        decision = Decision(mode, escalate=True, reasons=(prepared.unreadable,))
     else:
         async for event in _answer(turn, request.slm, messages_for, request.params.with_logprobs(), request.fallback):
             if isinstance(event, Answer):
@@ -435,14 +536,26 @@ async def run_turn(
                 turn.timings.llm_generation_s = event.generation_s
             yield event
 
-    final = await asyncio.to_thread(_final, turn, slm_answer, llm_answer, decision)
+    final = replace(await asyncio.to_thread(_final, turn, slm_answer, llm_answer, decision), language=request.language)
     if final.source == "quotes":
-        yield Notice(
-            "unsupported",
-            "No model answer could be checked against the documents; here is what the closest passages say.",
-        )
+        yield Notice("unsupported", translator(request.language).gettext(UNSUPPORTED_NOTICE))
     turn.timings.total_s = time.perf_counter() - turn.started
-    yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts))
+    yield TurnDone(turn.timings, slm_answer, llm_answer, decision, final, tuple(turn.excerpts), turn.question)
+
+
+def token_counter(backends: Mapping[str, Backend], model: ModelSpec) -> Callable[[str], int]:
+    """How the model's tokens are counted: by its own tokenizer when its backend has one
+    (`TokenCounter`: the embedded models), else by a generous estimate. Blocking."""
+    backend = backends.get(model.backend)
+    if isinstance(backend, TokenCounter):
+        return functools.partial(backend.count_tokens, model.model)
+    return estimate_tokens
+
+
+def _most_of(counters: Sequence[Callable[[str], int]]) -> Callable[[str], int]:
+    if len(counters) == 1:
+        return counters[0]
+    return lambda text: max(count(text) for count in counters)
 
 
 def _checked_budget(turn: _Turn, model: ModelSpec) -> int:
@@ -472,6 +585,11 @@ class _Prepared:
     closest: float | None = None  # closeness in meaning of the closest passage sentence, when checked
     # What each model reads, by budget; empty when the documents do not cover the question.
     readings: dict[int, _Reading] = field(default_factory=dict)
+    # For a cross-script question: the question as ranked, and the ranking by meaning (see `_Turn`).
+    question: str = ""
+    meaning: Meaning | None = None
+    # Why the small model cannot read the question, when it cannot (`_unreadable`).
+    unreadable: Reason | None = None
 
     @property
     def best(self) -> float:
@@ -482,23 +600,39 @@ class _Prepared:
         return not self.readings
 
 
-def _prepare(request: TurnRequest, query: str, config: TurnConfig, scoped: bool, first: int) -> _Prepared:
+def _prepare(
+    request: TurnRequest,
+    query: str,
+    config: TurnConfig,
+    scoped: bool,
+    first: int,
+    cross: bool = False,
+    backends: Mapping[str, Backend] | None = None,
+) -> _Prepared:
     """Search; the scope checks (`scoped`): the best score, the names the question asks about
     and, with `config.meaning`, closeness in meaning; then what each model reads (by budget),
-    with the evidence of the first model to answer (budget `first`) made. Blocking."""
+    with the evidence of the first model to answer (budget `first`) made. A `cross`-script
+    question is searched by words and meaning together (answering/cross_script.py). Blocking."""
     searched = time.perf_counter()
-    hits, unknown = _search(request, query, scoped)
+    question, meaning = request.question, config.meaning
+    if cross and meaning is not None and isinstance(request.knowledge, Passages):
+        mode = request.retrieval_mode
+        question = in_passage_words(question, request.knowledge, mode)
+        query = in_passage_words(query, request.knowledge, mode)
+        meaning = replace(meaning, weight=CROSS_SCRIPT_MEANING_WEIGHT, everywhere=True)
+    hits, unknown = _search(request, query, scoped, meaning if cross else None)
     search_s = time.perf_counter() - searched
     best = hits[0].score if hits else 0.0
     weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
     # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
     nothing = not hits and request.general_knowledge
     if weak or nothing:
-        return _Prepared(hits, search_s, unknown)
+        return _Prepared(hits, search_s, unknown, question=question, meaning=meaning)
     # A question can share words with the passages and still ask about something else
-    # ("Can I export a chat as a PDF?" against the upload page).
-    if scoped and hits and config.meaning and config.min_closeness > 0:
-        closest = closest_in_meaning(hits, query, config.meaning)
+    # ("Can I export a chat as a PDF?" against the upload page). A cross-script question's
+    # score has its closeness in meaning in it already.
+    if scoped and hits and meaning and config.min_closeness > 0 and not cross:
+        closest = closest_in_meaning(hits, query, meaning)
         if closest < config.min_closeness:
             return _Prepared(hits, search_s, unknown, closest)
     else:
@@ -507,16 +641,53 @@ def _prepare(request: TurnRequest, query: str, config: TurnConfig, scoped: bool,
     # A small model may read less than the large one (it reads more slowly); the large one
     # reads all of that and more, under the same [n].
     budgets = {config.budget(m) for m in models}
-    selections = select_contexts(hits, query, budgets, fill=request.given_context, meaning=config.meaning)
+    # Each budget in its model's tokens; models sharing a budget, in the most any of them counts.
+    counters: dict[int, list[Callable[[str], int]]] = {}
+    for m in models:
+        counters.setdefault(config.budget(m), []).append(token_counter(backends or {}, m))
+    for count in (count for found in counters.values() for count in found):
+        count("")  # loads a tokenizer here, off the loop, where building a prompt will count with it
+    counts = {budget: _most_of(found) for budget, found in counters.items()}
+    selections = select_contexts(hits, query, budgets, counts, fill=request.given_context, meaning=meaning)
     readings = {budget: _Reading(excerpts) for budget, excerpts in selections.items()}
-    readings[first].evidence_for(request.question)
-    return _Prepared(hits, search_s, unknown, closest, readings)
+    readings[first].evidence_for(question)
+    unreadable = _unreadable(request, backends or {}) if cross else None
+    return _Prepared(hits, search_s, unknown, closest, readings, question, meaning, unreadable)
 
 
-def _search(request: TurnRequest, query: str, scoped: bool) -> tuple[list[Hit], list[str]]:
-    """The hits for the query, and (`scoped`) the names in the question that no passage
-    mentions. Blocking."""
-    hits = request.knowledge.search(query, request.retrieval_mode, request.top_k)
+# A model reads a question in its tokenizer's script when it spends at most this many tokens a
+# character on it. SmolLM2's English vocabulary spends 2.7 on Telugu (Gemma 3's, 0.35): it
+# reads the question as bytes, finds every passage unlikely under it, and scoring its copy
+# answer took 3-7 s a question.
+MAX_TOKENS_PER_CHARACTER = 1.0
+
+
+def _unreadable(request: TurnRequest, backends: Mapping[str, Backend]) -> Reason | None:
+    """Why the small model cannot read the question, when the large one can; else None. Blocking."""
+    question = request.question.strip()
+    if not question:
+        return None
+    small, large = (token_counter(backends, m)(question) / len(question) for m in (request.slm, request.llm))
+    if small <= MAX_TOKENS_PER_CHARACTER or large > MAX_TOKENS_PER_CHARACTER:
+        return None
+    return Reason(
+        "unreadable",
+        small,
+        MAX_TOKENS_PER_CHARACTER,
+        Message(UNREADABLE, ratio=small),
+    )
+
+
+def _search(
+    request: TurnRequest, query: str, scoped: bool, meaning: Meaning | None = None
+) -> tuple[list[Hit], list[str]]:
+    """The hits for the query (by words and, with `meaning`, by meaning too), and (`scoped`)
+    the names in the question that no passage mentions. Blocking."""
+    knowledge = request.knowledge
+    if meaning is not None and isinstance(knowledge, Passages):
+        hits = fused_hits(query, knowledge, request.retrieval_mode, request.top_k, meaning)
+    else:
+        hits = knowledge.search(query, request.retrieval_mode, request.top_k)
     if not scoped:
         return hits, []
     mode = request.retrieval_mode
@@ -534,32 +705,45 @@ async def _out_of_scope(
         # quoted, as what the documents say, not as an answer.
         near = best >= NEAR_MISS_SHARE * turn.config.min_retrieval_score
         quotes = (
-            await asyncio.to_thread(quote_passages, request.question, whole_chunks(hits), turn.config.meaning)
+            await asyncio.to_thread(quote_passages, turn.question, whole_chunks(hits), turn.meaning)
             if near
             else Quotes(())
         )
+        _ = translator(request.language).gettext
         if unknown:
-            text = f"The documents never mention {_listed(unknown)}, so they do not cover this question."
-        elif closest is not None:
-            text = (
-                "The documents do not seem to cover this question (no passage sentence comes close to it in "
-                f"meaning: {_below(closest)}, below {turn.config.min_closeness:.2f})."
+            text = _("The documents never mention {names}, so they do not cover this question.").format(
+                names=_listed(unknown, _("or"))
             )
+        elif closest is not None:
+            text = _(
+                "The documents do not seem to cover this question (no passage sentence comes close to it in "
+                "meaning: {closeness}, below {threshold})."
+            ).format(closeness=_below(closest), threshold=f"{turn.config.min_closeness:.2f}")
         else:
             text = (
-                f"The documents {'do not seem to' if quotes else 'do not'} cover this question (the best passage "
-                f"matched with score {_below(best)}, below {turn.config.min_retrieval_score:.2f})."
-            )
+                _(
+                    "The documents do not seem to cover this question (the best passage matched with score "
+                    "{score}, below {threshold})."
+                )
+                if quotes
+                else _(
+                    "The documents do not cover this question (the best passage matched with score {score}, "
+                    "below {threshold})."
+                )
+            ).format(score=_below(best), threshold=f"{turn.config.min_retrieval_score:.2f}")
         if quotes:
-            text += f" The closest they come:\n\n{quotes.text}"
+            text += " " + _("The closest they come:") + f"\n\n{quotes.text}"
         yield Notice("out_of_scope", text)
         turn.timings.total_s = time.perf_counter() - turn.started
-        yield TurnDone(turn.timings, None, None, nothing, FinalAnswer(text, "out_of_scope", more=quotes.more))
+        yield TurnDone(
+            turn.timings,
+            None,
+            None,
+            nothing,
+            FinalAnswer(text, "out_of_scope", more=quotes.more, language=request.language),
+        )
         return
-    yield Notice(
-        "general_knowledge",
-        GENERAL_KNOWLEDGE_NOTICE,
-    )
+    yield Notice("general_knowledge", translator(request.language).gettext(GENERAL_KNOWLEDGE_NOTICE))
     messages = [ChatMessage("system", GENERAL_PROMPT), *request.history, ChatMessage("user", request.question)]
     answer: Answer | None = None
     async for event in stream_answer(request.llm, lambda _: messages, request.params, turn.backends, request.fallback):
@@ -567,7 +751,7 @@ async def _out_of_scope(
         yield event
     turn.timings.total_s = time.perf_counter() - turn.started
     text = answer.text.strip() if answer and not answer.error else ""
-    yield TurnDone(turn.timings, None, answer, nothing, FinalAnswer(text, "general"))
+    yield TurnDone(turn.timings, None, answer, nothing, FinalAnswer(text, "general", language=request.language))
 
 
 async def _answer(
@@ -610,13 +794,13 @@ async def _copied_answer(
     checked like any answer (`answering.copying`). `after`: the answer it wrote first (auto)."""
     yield AttemptStart(model, copying=True)
     started = time.perf_counter()
-    question = turn.request.question
     # The model reads only the candidates, so they come from the most the turn retrieved.
     reading = turn.readings[max(turn.readings)]
     evidence = await turn.evidence(reading)
-    found = await asyncio.to_thread(candidates, reading.excerpts, question, turn.config.meaning)
+    found = await asyncio.to_thread(candidates, reading.excerpts, turn.question, turn.meaning)
     try:
-        choice = await choose(scorer, model.model, question, found)
+        # The question as the user asked it: the model reads the user's language (`_unreadable`).
+        choice = await choose(scorer, model.model, turn.request.question, found)
     except BackendError as error:
         yield Answer(model, "", "error", None, None, time.perf_counter() - started, error)
         return
@@ -653,7 +837,7 @@ async def _checked_answer(
     params: GenerationParams,
 ) -> AsyncIterator[TurnEvent]:
     """One model's answer with the guard reading along; the answer comes back with `.checked`."""
-    guard = AnswerGuard(await turn.evidence(turn.reading(model)), turn.request.guard)
+    guard = turn.guard(model, await turn.evidence(turn.reading(model)))
     current = model
     attempt = stream_answer(model, messages_for, params, turn.backends, None)
     started = first_token = None
@@ -665,7 +849,7 @@ async def _checked_answer(
         async for event in attempt:
             if isinstance(event, AttemptStart):
                 current = event.model
-                guard = AnswerGuard(await turn.evidence(turn.reading(current)), turn.request.guard)
+                guard = turn.guard(current, await turn.evidence(turn.reading(current)))
                 judged = 0
                 started, first_token, parts, logprobs = time.perf_counter(), None, [], []
                 yield event
@@ -730,9 +914,9 @@ def _with_support(decision: Decision, answer: Answer, turn: _Turn) -> Decision:
             "unsupported_share",
             share,
             MAX_UNSUPPORTED_SHARE,
-            f"{len(checked.cuts)} of {checked.sentences} sentences of the small model's answer are not in the passages"
+            Message(UNSUPPORTED_SHARE, cut=len(checked.cuts), total=checked.sentences)
             if checked.cuts
-            else "the small model's answer is empty",
+            else Message(EMPTY_ANSWER),
         )
     elif (problem := _not_an_answer(checked.kept, turn, answer.model, answer.choice)) is not None:
         reason = problem
@@ -745,29 +929,29 @@ def _not_an_answer(text: str, turn: _Turn, model: ModelSpec, choice: Choice | No
     """Why supported text still does not answer the question, or None. A copied sentence
     (`choice`) is one of the passage sentences that best match the question by construction,
     and stands only if the model finds the question likely enough under it."""
-    if opens_with_abstention(text):
+    if opens_with_abstention(text) or turn.translating(model):
+        # A translated answer's words cannot be compared with the passages': its check is all there is.
         return None
-    question = turn.request.question
+    question = turn.question
     likelihood = choice.chosen.likelihood if choice and choice.candidates else None
     if likelihood is not None and likelihood < MIN_QUESTION_LIKELIHOOD:
         return Reason(
             "copy_likelihood",
             likelihood,
             MIN_QUESTION_LIKELIHOOD,
-            f"the model doubts that the sentence it chose answers the question (question log-probability "
-            f"{likelihood:.2f} < {MIN_QUESTION_LIKELIHOOD:.2f})",
+            Message(COPY_LIKELIHOOD, likelihood=likelihood, minimum=MIN_QUESTION_LIKELIHOOD),
         )
     if restates_question(text, question):
-        return Reason("restates_question", 1.0, 0.0, "the small model's answer only repeats the question")
+        return Reason("restates_question", 1.0, 0.0, Message(RESTATES_QUESTION))
     if lacks_asked_number(text, question):
-        return Reason("no_number", 1.0, 0.0, "the question asks for a number and the answer gives none")
+        return Reason("no_number", 1.0, 0.0, Message(NO_NUMBER))
     drawn = 1.0 if choice else drawn_from_best(text, question, turn.reading(model).excerpts)
     if drawn < MIN_DRAWN_FROM_BEST:
         return Reason(
             "drawn_from_best",
             drawn,
             MIN_DRAWN_FROM_BEST,
-            f"the answer does not come from the passages that match the question ({drawn:.0%} of its words do)",
+            Message(DRAWN_FROM_BEST, share=drawn),
         )
     return None
 
@@ -790,7 +974,7 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
     when retrieval found relevant passages, gets the closest sentences quoted under it.
     Blocking (quoting ranks by meaning).
     """
-    question, meaning = turn.request.question, turn.config.meaning
+    question, meaning = turn.question, turn.meaning
     small_stands = not decision.escalate or llm is None or llm.error is not None
     cuts = tuple(cut for answer in attempts(slm, llm) if answer.checked for cut in answer.checked.cuts)
     for answer, source in ((llm, "llm"), *([(slm, "slm")] if small_stands else [])):
@@ -799,8 +983,12 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
             text = checked.kept
             if opens_with_abstention(text):
                 if quotes := quote_passages(question, turn.excerpts, meaning):
-                    text += CLOSEST_PASSAGES + quotes.text
+                    text += closest_passages(turn.request.language) + quotes.text
                 return FinalAnswer(text, source, cuts)  # type: ignore[arg-type]
+            if turn.translating(answer.model):
+                # Quoted for the question, in the passages' own words: the answer's words are another language's.
+                evidence = quote_evidence(question, turn.excerpts, always=True)
+                return FinalAnswer(text, source, cuts, evidence, translated=True)  # type: ignore[arg-type]
             evidence = "" if answer.copied else quote_evidence(text, turn.excerpts)
             return FinalAnswer(text, source, cuts, evidence, copied=answer.copied)  # type: ignore[arg-type]
     quotes = quote_passages(question, turn.excerpts, meaning)
@@ -821,19 +1009,19 @@ def _below(value: float) -> str:
     return f"{math.floor(value * 100 + 1e-9) / 100:.2f}"
 
 
-def _listed(words: Sequence[str]) -> str:
+def _listed(words: Sequence[str], or_: str = "or") -> str:
     """ "Slack", "Slack or Teams", "SAML, Okta or Entra"."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {or_} {words[-1]}"
 
 
-def quote_evidence(answer: str, excerpts: Sequence[Excerpt]) -> str:
+def quote_evidence(answer: str, excerpts: Sequence[Excerpt], always: bool = False) -> str:
     """The excerpt sentence that an answer's words point to most, quoted with its [n]; empty
-    when the answer already says it word for word."""
+    when the answer already says it word for word (unless `always`)."""
     flat = " ".join(answer.split()).lower()
     return "\n\n".join(
         f"> {unit.strip()} [{number}]"
         for unit, number in best_sentences(excerpts, answer, 1)
-        if " ".join(unit.split()).lower().strip(" .") not in flat
+        if always or " ".join(unit.split()).lower().strip(" .") not in flat
     )
 
 

@@ -58,6 +58,15 @@ def system_message(passages: Sequence[Passage], instructions: str = SYSTEM_PROMP
     return ChatMessage("system", f"{instructions}\n\nPassages:\n{numbered or '(no passage matched the question)'}")
 
 
+# Added to the instructions when a server model answers in the question's language
+# (`TurnRequest.answer_in_language`): what the check of a translated answer can read must
+# stay as the passages write it.
+IN_THE_QUESTIONS_LANGUAGE = (
+    "Answer in the language of the question. Write numbers, names, settings, commands and file names "
+    "exactly as the passages write them, in the Latin script."
+)
+
+
 def refine_messages(question: str, passages: Sequence[Passage], draft: str) -> list[ChatMessage]:
     """The draft-then-refine prompt: the same passages, the question and the small model's draft."""
     return [

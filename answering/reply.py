@@ -14,20 +14,29 @@ from dataclasses import dataclass
 
 from answering.attempts import Answer
 from answering.copying import Choice
-from answering.pipeline import CLOSEST_PASSAGES, GENERAL_KNOWLEDGE_NOTICE, FinalAnswer, TurnDone, attempts
+from answering.pipeline import GENERAL_KNOWLEDGE_NOTICE, FinalAnswer, TurnDone, attempts, closest_passages
 from answering.router import Decision, Mode
+from i18n import N_, localise, translator
 
-HOW_ELEMENT = "How this answer was made"
+# The side element holding `Reply.how` (translated where shown, as its name must appear in the message).
+HOW_ELEMENT = N_("How this answer was made")
 
 # Before the quotes when no model answer stands: the reader must know they are not an answer.
 # Under an answer cut short by MAX_TOKENS (the chat page's and the API's reply).
-MAX_TOKENS_NOTE = "*The answer reached the max-tokens limit.*"
-QUOTES_LEAD = "*No model answer passed the support check; the closest passage says:*"
-GENERAL_KNOWLEDGE_HINT = (
+MAX_TOKENS_NOTE = N_("*The answer reached the max-tokens limit.*")
+QUOTES_LEAD = N_("*No model answer passed the support check; the closest passage says:*")
+GENERAL_KNOWLEDGE_HINT = N_(
     "The nearest passages are listed below. To get an answer from the model's general knowledge "
     "anyway, turn on *General-knowledge answers* in the settings."
 )
-NOTHING = "**No model answer could be checked against the documents**, and no passage matched it."
+NOTHING = N_("**No model answer could be checked against the documents**, and no passage matched it.")
+FROM_THE_DOCUMENTS = N_("*From the documents:*")
+# Under an answer the model gave in the user's language: only its numbers, names and identifiers
+# could be checked against the passages, which are quoted in their own words under it.
+TRANSLATION_NOTE = N_(
+    "*Translated by the model: its numbers, names and settings were checked against the documents, "
+    "its wording was not. The documents say:*"
+)
 
 
 @dataclass(frozen=True)
@@ -37,11 +46,13 @@ class Reply:
 
 
 def reply_for(done: TurnDone, show_drafts: bool = False) -> Reply:
-    """The turn's reply: what the user reads first, and what led there."""
+    """The turn's reply: what the user reads first, and what led there, in the language of the
+    app's words around the answer (`done.final.language`)."""
     final = body(done.final)
     if show_drafts:
         drafts = _drafts(done)
-        final = "\n\n".join([*drafts, f"**Answer:** {final}" if drafts else final])
+        answer = translator(done.final.language).gettext("**Answer:** {answer}").format(answer=final)
+        final = "\n\n".join([*drafts, answer if drafts else final])
     return Reply(final, how_it_was_made(done))
 
 
@@ -49,77 +60,104 @@ def body(final: FinalAnswer) -> str:
     """The final answer first: a sentence a model chose, quoted; or what a model wrote, then
     the passage sentence it is drawn from; or the notice and the quotes when no model answer
     stands."""
+    _ = translator(final.language).gettext
     if final.source == "out_of_scope":
-        return f"{final.text}\n\n{GENERAL_KNOWLEDGE_HINT}"
+        return f"{final.text}\n\n{_(GENERAL_KNOWLEDGE_HINT)}"
     if final.source == "quotes":
-        return f"{QUOTES_LEAD}\n\n{final.text}"
+        return f"{_(QUOTES_LEAD)}\n\n{final.text}"
     if final.source == "none":
-        return NOTHING
+        return _(NOTHING)
     if final.source == "general":
-        return f"*{GENERAL_KNOWLEDGE_NOTICE}*\n\n{final.text}"
+        return f"*{_(GENERAL_KNOWLEDGE_NOTICE)}*\n\n{final.text}"
     if final.copied:
         # The documents' own words, chosen by the model: shown as what they are, a quote.
         return "\n\n".join(f"> {sentence}" for sentence in final.text.split("\n\n"))
+    if final.translated:
+        return "\n\n".join(part for part in (final.text, _(TRANSLATION_NOTE), final.evidence) if part)
     if final.evidence:
-        return f"{final.text}\n\n*From the documents:*\n\n{final.evidence}"
+        return f"{final.text}\n\n{_(FROM_THE_DOCUMENTS)}\n\n{final.evidence}"
     return final.text
 
 
 def how_it_was_made(done: TurnDone) -> str:
     """Each model's attempt in order, with what the support check cut and the sentences a
-    copying model weighed; the router's verdict; the next-best passage sentences."""
-    parts = [attempt_markdown(a) for a in attempts(done.slm_answer)]
+    copying model weighed; the router's verdict; the next-best passage sentences. The app's
+    words (and the reasons and errors, `i18n.Message`s) are in `done.final.language`."""
+    language = done.final.language
+    parts = [attempt_markdown(a, language) for a in attempts(done.slm_answer)]
     if done.slm_answer is not None:
-        parts.append(router_line(done.decision))
-    parts += [attempt_markdown(a) for a in attempts(done.llm_answer)]
+        parts.append(router_line(done.decision, language))
+    parts += [attempt_markdown(a, language) for a in attempts(done.llm_answer)]
     if done.final.more:
-        parts.append("**Other passage sentences that match the question:**\n\n" + "\n\n".join(done.final.more))
+        more = translator(language).gettext("**Other passage sentences that match the question:**")
+        parts.append(more + "\n\n" + "\n\n".join(done.final.more))
     return "\n\n".join(part for part in parts if part)
 
 
 def _drafts(done: TurnDone) -> list[str]:
     """What the inline view shows before the final answer: every attempt that is not it."""
-    final = done.answered_by
-    shown = [attempt_markdown(a) for a in attempts(done.slm_answer) if a is not final]
+    final, language = done.answered_by, done.final.language
+    shown = [attempt_markdown(a, language) for a in attempts(done.slm_answer) if a is not final]
     if done.decision.escalate:
-        shown.append(f"↗️ {router_line(done.decision)}")
-    shown += [attempt_markdown(a) for a in attempts(done.llm_answer) if a is not final]
+        shown.append(f"↗️ {router_line(done.decision, language)}")
+    shown += [attempt_markdown(a, language) for a in attempts(done.llm_answer) if a is not final]
     return shown
 
 
-def router_line(decision: Decision) -> str:
+def router_line(decision: Decision, language: str | None = None) -> str:
     if decision.mode is Mode.OFF:
         return ""
-    verdict = "escalated to the large model" if decision.escalate else "kept the small model's answer"
-    return f"Router ({decision.mode.value}): {verdict}: {decision.summary()}."
+    _ = translator(language).gettext
+    line = (
+        _("Router ({mode}): escalated to the large model: {reasons}.")
+        if decision.escalate
+        else _("Router ({mode}): kept the small model's answer: {reasons}.")
+    )
+    return line.format(mode=decision.mode.value, reasons=decision.summary(language))
 
 
-def attempt_markdown(answer: Answer) -> str:
-    label = f"**{answer.model.label}**"
+def attempt_markdown(answer: Answer, language: str | None = None) -> str:
+    _ = translator(language).gettext
+    model = answer.model.label
     if answer.error is not None:
-        partial = f" What it had written: {answer.text.strip()}" if answer.text.strip() else ""
-        return f"{label} failed: {answer.error}.{partial}"
+        error, written = answer.error.text(language), answer.text.strip()
+        if written:
+            return _("**{model}** failed: {error}. What it had written: {text}").format(
+                model=model, error=error, text=written
+            )
+        return _("**{model}** failed: {error}.").format(model=model, error=error)
     if answer.choice is not None:
-        lines = [f"{label} chose a passage sentence:", checked_markdown(answer) or "*(none)*"]
+        lines = [
+            _("**{model}** chose a passage sentence:").format(model=model),
+            checked_markdown(answer) or _("*(none)*"),
+        ]
         if answer.checked and answer.checked.cuts:
-            lines.append(cut_line(answer))
-        return "\n\n".join([*lines, _weighed(answer.choice)])
-    lines = [f"{label} wrote:", checked_markdown(answer) or "*(nothing)*"]
+            lines.append(cut_line(answer, language))
+        return "\n\n".join([*lines, _weighed(answer.choice, language)])
+    lines = [_("**{model}** wrote:").format(model=model), checked_markdown(answer) or _("*(nothing)*")]
     if answer.checked and answer.checked.cuts:
-        lines.append(cut_line(answer))
+        lines.append(cut_line(answer, language))
     if answer.finish_reason == "length":
-        lines.append("*It reached the max-tokens limit.*")
+        lines.append(_("*It reached the max-tokens limit.*"))
     return "\n\n".join(lines)
 
 
-def _weighed(choice: Choice) -> str:
+def _weighed(choice: Choice, language: str | None = None) -> str:
+    _ = translator(language).gettext
     rows = [
-        f"{n}. {candidate.cited} (match {candidate.ranking:.2f}"
-        + (f", question likelihood {candidate.likelihood:.2f}" if candidate.likelihood is not None else "")
-        + ")"
+        (
+            _("{number}. {sentence} (match {match}, question likelihood {likelihood})")
+            if candidate.likelihood is not None
+            else _("{number}. {sentence} (match {match})")
+        ).format(
+            number=n,
+            sentence=candidate.cited,
+            match=f"{candidate.ranking:.2f}",
+            likelihood=f"{candidate.likelihood:.2f}" if candidate.likelihood is not None else "",
+        )
         for n, candidate in enumerate(choice.candidates, start=1)
     ]
-    return "The sentences it weighed, best first:\n\n" + "\n".join(rows)
+    return _("The sentences it weighed, best first:") + "\n\n" + "\n".join(rows)
 
 
 def struck(sentence: str) -> str:
@@ -133,13 +171,26 @@ def checked_markdown(answer: Answer) -> str:
     return "".join(p if isinstance(p, str) else struck(p.text) + " " for p in answer.checked.parts).strip()
 
 
-def cut_line(answer: Answer) -> str:
+def cut_line(answer: Answer, language: str | None = None) -> str:
+    """The note under an attempt with sentences cut: how many, and why the first was."""
     cuts = answer.checked.cuts if answer.checked else []
     if not cuts:
         return ""
-    what = "1 sentence" if len(cuts) == 1 else f"{len(cuts)} sentences"
-    stopped = " and the model was stopped" if answer.finish_reason == "guard" else ""
-    return f"*✂️ Cut {what} the documents do not support{stopped}: {cuts[0].reason}.*"
+    ngettext = translator(language).ngettext
+    line = (
+        ngettext(
+            "*✂️ Cut {count} sentence the documents do not support and the model was stopped: {reason}.*",
+            "*✂️ Cut {count} sentences the documents do not support and the model was stopped: {reason}.*",
+            len(cuts),
+        )
+        if answer.finish_reason == "guard"
+        else ngettext(
+            "*✂️ Cut {count} sentence the documents do not support: {reason}.*",
+            "*✂️ Cut {count} sentences the documents do not support: {reason}.*",
+            len(cuts),
+        )
+    )
+    return line.format(count=len(cuts), reason=localise(cuts[0].reason, language))
 
 
 def without_struck(markdown: str) -> str:
@@ -155,4 +206,4 @@ def without_struck(markdown: str) -> str:
 def model_words(final: FinalAnswer) -> str:
     """What a model wrote or chose in its final answer: not the passages quoted under an
     abstention, nor the evidence."""
-    return final.text.split(CLOSEST_PASSAGES)[0]
+    return final.text.split(closest_passages(final.language))[0]

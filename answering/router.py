@@ -1,7 +1,8 @@
 """The escalation router: should the larger model answer this turn, and why.
 
 A decision lists every signal that crossed its threshold, with the value and the
-threshold, so that the chat can say exactly why a turn was escalated.
+threshold, so that the chat can say exactly why a turn was escalated. The explanations are
+`i18n.Message`s: English as made, said in the chat's language where shown (`Decision.summary`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from answering.confidence import Signals
+from i18n import N_, Message, localise
 
 
 class Mode(str, Enum):
@@ -37,7 +39,26 @@ class Reason:
     signal: str
     value: float
     threshold: float
+    # For the user: an `i18n.Message` (English as a str, translated where shown), or plain English.
     explanation: str
+
+
+# The reasons answering.pipeline adds to a decision (support as a routing signal, a question the
+# small model cannot read), made there as `Message(UNSUPPORTED_SHARE, cut=..., total=...)`.
+UNSUPPORTED_SHARE = N_("{cut} of {total} sentences of the small model's answer are not in the passages")
+EMPTY_ANSWER = N_("the small model's answer is empty")
+# Translators: a log-probability is a number (negative); keep the comparison as it is.
+COPY_LIKELIHOOD = N_(
+    "the model doubts that the sentence it chose answers the question (question log-probability "
+    "{likelihood:.2f} < {minimum:.2f})"
+)
+RESTATES_QUESTION = N_("the small model's answer only repeats the question")
+NO_NUMBER = N_("the question asks for a number and the answer gives none")
+DRAWN_FROM_BEST = N_("the answer does not come from the passages that match the question ({share:.0%} of its words do)")
+UNREADABLE = N_("the small model's tokenizer hardly knows the question's script ({ratio:.1f} tokens a character)")
+
+ESCALATION_OFF = N_("escalation is off")
+PASSED_EVERY_CHECK = N_("the small model's answer passed every check")
 
 
 @dataclass(frozen=True)
@@ -46,12 +67,13 @@ class Decision:
     escalate: bool
     reasons: tuple[Reason, ...] = ()
 
-    def summary(self) -> str:
+    def summary(self, language: str | None = None) -> str:
+        """Why the router decided so, in `language` (English by default)."""
         if self.mode is Mode.OFF:
-            return "escalation is off"
+            return Message(ESCALATION_OFF).text(language)
         if not self.reasons:
-            return "the small model's answer passed every check"
-        return "; ".join(reason.explanation for reason in self.reasons)
+            return Message(PASSED_EVERY_CHECK).text(language)
+        return "; ".join(localise(reason.explanation, language) for reason in self.reasons)
 
 
 def confidence(signals: Signals, thresholds: Thresholds) -> float:
@@ -82,7 +104,9 @@ def decide(signals: Signals, mode: Mode, thresholds: Thresholds) -> Decision:
         return Decision(mode, escalate=False)
     if mode is Mode.ALWAYS_LLM:
         return Decision(
-            mode, escalate=True, reasons=(Reason("mode", 1.0, 1.0, "the router is set to always use the large model"),)
+            mode,
+            escalate=True,
+            reasons=(Reason("mode", 1.0, 1.0, Message(N_("the router is set to always use the large model"))),),
         )
     reasons = list(_weak_signals(signals, thresholds))
     return Decision(mode, escalate=bool(reasons), reasons=tuple(reasons))
@@ -95,18 +119,28 @@ def _weak_signals(signals: Signals, thresholds: Thresholds) -> Iterator[Reason]:
                 "copy_margin",
                 signals.copy_margin,
                 thresholds.min_copy_margin,
-                f"the small model hesitated between passage sentences (its choice leads by "
-                f"{signals.copy_margin:.2f} < {thresholds.min_copy_margin:.2f})",
+                Message(
+                    N_(
+                        "the small model hesitated between passage sentences (its choice leads by "
+                        "{margin:.2f} < {minimum:.2f})"
+                    ),
+                    margin=signals.copy_margin,
+                    minimum=thresholds.min_copy_margin,
+                ),
             )
     elif signals.answer_tokens < thresholds.min_answer_tokens:
         yield Reason(
             "answer_tokens",
             signals.answer_tokens,
             thresholds.min_answer_tokens,
-            f"the answer is short ({signals.answer_tokens} tokens < {thresholds.min_answer_tokens})",
+            Message(
+                N_("the answer is short ({tokens} tokens < {minimum})"),
+                tokens=signals.answer_tokens,
+                minimum=thresholds.min_answer_tokens,
+            ),
         )
     if signals.abstained:
-        yield Reason("abstained", 1.0, 0.0, "the small model said the passages do not answer the question")
+        yield Reason("abstained", 1.0, 0.0, Message(N_("the small model said the passages do not answer the question")))
     if (
         signals.copy_margin is None
         and signals.low_token_prob is not None
@@ -116,14 +150,23 @@ def _weak_signals(signals: Signals, thresholds: Thresholds) -> Iterator[Reason]:
             "low_token_prob",
             signals.low_token_prob,
             thresholds.min_low_token_prob,
-            f"the small model was unsure of its words (10th-percentile token probability "
-            f"{signals.low_token_prob:.2f} < {thresholds.min_low_token_prob:.2f})",
+            Message(
+                N_(
+                    "the small model was unsure of its words (10th-percentile token probability "
+                    "{probability:.2f} < {minimum:.2f})"
+                ),
+                probability=signals.low_token_prob,
+                minimum=thresholds.min_low_token_prob,
+            ),
         )
     if signals.retrieval_score < thresholds.min_retrieval_score:
         yield Reason(
             "retrieval_score",
             signals.retrieval_score,
             thresholds.min_retrieval_score,
-            f"the best passage matched weakly (score {signals.retrieval_score:.2f} < "
-            f"{thresholds.min_retrieval_score:.2f})",
+            Message(
+                N_("the best passage matched weakly (score {score:.2f} < {minimum:.2f})"),
+                score=signals.retrieval_score,
+                minimum=thresholds.min_retrieval_score,
+            ),
         )

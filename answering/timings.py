@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from i18n import N_
 from models.base import Usage
 from models.catalog import match_server_model
 
@@ -36,15 +37,16 @@ class PhaseTimings:
         return sum(self.phases().values())
 
 
+# The phases' names, in English; translated where shown (`translator(language).gettext(LABELS[name])`).
 LABELS = {
-    "prep_s": "Prep",
-    "retrieval_s": "Retrieval",
-    "slm_ttft_s": "SLM time to first token",
-    "slm_generation_s": "SLM generation",
-    "router_s": "Router decision",
-    "llm_ttft_s": "LLM time to first token",
-    "llm_generation_s": "LLM generation",
-    "total_s": "Total",
+    "prep_s": N_("Prep"),
+    "retrieval_s": N_("Retrieval"),
+    "slm_ttft_s": N_("SLM time to first token"),
+    "slm_generation_s": N_("SLM generation"),
+    "router_s": N_("Router decision"),
+    "llm_ttft_s": N_("LLM time to first token"),
+    "llm_generation_s": N_("LLM generation"),
+    "total_s": N_("Total"),
 }
 assert set(LABELS) == {f.name for f in fields(PhaseTimings)}
 

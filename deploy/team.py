@@ -39,11 +39,13 @@ CHAINLIT = Path(sys.executable).with_name("chainlit")
 
 def make_app_root(app_root: Path) -> Path:
     """A Chainlit app root of its own at `app_root`: a copy of the project's Chainlit config and
-    welcome page. Chainlit keeps uploads under `<app root>/.files` and deletes that whole folder
-    when a server stops, so no two servers, and no test process, may share one."""
+    welcome pages (chainlit.md and its translations, chainlit_<language>.md). Chainlit keeps
+    uploads under `<app root>/.files` and deletes that whole folder when a server stops, so no
+    two servers, and no test process, may share one."""
     (app_root / ".chainlit").mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / ".chainlit" / "config.toml", app_root / ".chainlit" / "config.toml")
-    shutil.copy(PROJECT_ROOT / "chainlit.md", app_root / "chainlit.md")
+    for page in [PROJECT_ROOT / "chainlit.md", *PROJECT_ROOT.glob("chainlit_*.md")]:
+        shutil.copy(page, app_root / page.name)
     return app_root
 
 

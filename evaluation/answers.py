@@ -16,7 +16,8 @@ was made", does not count as seen:
 - unanswerable questions told so (the documents do not cover it, or the model
   said so), and those given an invented answer;
 - answer sentences shown unmarked that the support check does not support;
-- answers that loop (shown, and in the models' raw text); words per answer;
+- answers that loop (shown, and in the models' raw text); prompts over a model's context
+  window; words per answer;
 - time to first token and total time (median, p90); the escalation rate.
 
 A set folder holds `questions.jsonl` ({"id", "question", "answers": [...],
@@ -60,6 +61,7 @@ from answering.router import Mode
 from evaluation.sets import fact_position, fact_seen, load_questions, sample_questions
 from models.base import Backend, ChatMessage, GenerationParams, TokenEvent
 from models.catalog import Catalog
+from models.embedded import OVER_WINDOW
 from models.factory import load_catalog, make_backends
 from models.settings import PROJECT_ROOT, Settings
 from rag.index import KnowledgeBase
@@ -84,6 +86,7 @@ class TurnRecord:
     sentences_shown: int
     cuts: int
     loops_shown: bool  # a model answer that loops (quotes are the passages' own words)
+    over_window: int  # model attempts whose prompt did not fit the model's context window
     loops_raw: bool
     words: int  # of the reply the user reads
     escalated: bool
@@ -136,7 +139,8 @@ async def answer_one(
     assert done is not None, "run_turn ends every turn with TurnDone"
     final, golds = done.final, list(question["answers"])
     shown = without_struck(reply_for(done, show_drafts).body)
-    evidence = Evidence.of((f"{e.label}\n{e.text}" for e in done.excerpts), question["question"])
+    # Checked as the pipeline checked it (a cross-script question with its sound-alike words).
+    evidence = Evidence.of((f"{e.label}\n{e.text}" for e in done.excerpts), done.question or question["question"])
     from_model = final.source in ("slm", "llm")
     model_text = model_words(final)
     shown_sentences = [s for s in split_sentences(model_text) if not s.fence and words(s.text)] if from_model else []
@@ -162,6 +166,9 @@ async def answer_one(
         cuts=len(final.cuts),
         loops_shown=from_model and is_repetitive(model_text),
         loops_raw=any(is_repetitive(text) for text in raw),
+        over_window=sum(
+            getattr(answer.error.what, "msgid", None) in OVER_WINDOW for answer in done.attempts if answer.error
+        ),
         words=len(words(shown)),
         escalated=done.decision.escalate,
         best_score=best_score,
@@ -222,6 +229,7 @@ def summarise(records: Sequence[TurnRecord]) -> dict:
         "sentences_shown": sum(r.sentences_shown for r in records),
         "loops_shown": sum(r.loops_shown for r in records),
         "loops_raw": sum(r.loops_raw for r in records),
+        "over_window": sum(r.over_window for r in records),
         "words": _quantiles([r.words for r in records]),
         "words_answerable": _quantiles([r.words for r in answerable]),
         "ttft_s": _quantiles([r.ttft_s for r in records if r.ttft_s is not None]),
@@ -267,6 +275,7 @@ def format_table(report: dict) -> str:
         ),
         ("unsupported sentences shown unmarked", f"{s['unsupported_shown']} of {s['sentences_shown']}"),
         ("answers that loop (shown / raw model text)", f"{s['loops_shown']} / {s['loops_raw']}"),
+        ("prompts over a model's context window", str(s["over_window"])),
         ("time to first token (median / p90)", f"{_s(s['ttft_s']['median'])} / {_s(s['ttft_s']['p90'])}"),
         ("total time (median / p90)", f"{_s(s['total_s']['median'])} / {_s(s['total_s']['p90'])}"),
         ("escalation rate", _pct(s["escalation_rate"])),

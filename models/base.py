@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
+from i18n import localise
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -58,7 +60,10 @@ StreamEvent = TokenEvent | StreamEnd
 class BackendError(Exception):
     """A failure the user should be told about in plain words.
 
-    `what` says what failed, `where` which model or address, `hint` what to do.
+    `what` says what failed, `where` which model or address, `hint` what to do. Each is an
+    `i18n.Message` where it is words of ours (a model's name or a server's address is a plain
+    str): `str(error)` is the English, `error.text(language)` (or `i18n.localise`) the words in
+    the chat's language.
     """
 
     what: str
@@ -67,8 +72,12 @@ class BackendError(Exception):
     partial_text: str = field(default="", compare=False)
 
     def __str__(self) -> str:
-        text = f"{self.what} ({self.where})"
-        return f"{text}. {self.hint}" if self.hint else text
+        return self.text()
+
+    def text(self, language: str | None = None) -> str:
+        """The error in `language` (English by default)."""
+        text = f"{localise(self.what, language)} ({localise(self.where, language)})"
+        return f"{text}. {localise(self.hint, language)}" if self.hint else text
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,16 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release what the backend holds (loaded models, connections); it is not used again."""
         ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that counts a text's tokens as its model will read them. Passage budgets and
+    the check that a prompt fits the context window count with it: a Telugu sentence is several
+    times more of SmolLM2's tokens than of an English one. Blocking, and quick (llama.cpp
+    tokenizes a few hundred tokens in well under a millisecond)."""
+
+    def count_tokens(self, model: str, text: str) -> int: ...
 
 
 @runtime_checkable

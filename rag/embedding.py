@@ -193,6 +193,14 @@ class Closeness:
         self._keep([(key, known[key]) for key in keys])
         return [float(np.dot(known[key], asked)) for key in keys]
 
+    def of_kept(self, question: str, texts: Sequence[str]) -> list[float | None]:
+        """As calling it, for the texts whose vectors are kept already; None for the others,
+        which are not embedded (the question is). Blocking."""
+        asked = self._question(question)
+        with self._lock:
+            kept = [self._texts.get(text_key(text)) for text in texts]
+        return [None if vector is None else float(np.dot(vector, asked)) for vector in kept]
+
     def embed_ahead(self, texts: Sequence[str]) -> int:
         """Embed the texts not kept yet, so that questions about them need not wait for it;
         how many were embedded. A batch at a time, so a question waits for one batch at most."""

@@ -23,7 +23,7 @@ from typing import Protocol
 from rag.chunking import chunk_documents
 from rag.documents import Chunk, Document, Hit
 from rag.embedding import DEFAULT_EMBEDDER, Embedder
-from rag.retrieval import HybridRetriever, Retriever, combined, make_retriever
+from rag.retrieval import Combined, HybridRetriever, Retriever, combined, make_retriever
 
 
 class SharedCorpus:
@@ -146,6 +146,26 @@ class KnowledgeBase:
     def mentions(self, word: str, mode: str) -> bool:
         """Whether the shared corpus or an upload of this chat holds the word (see `Retriever.mentions`)."""
         return self._retriever(mode).mentions(word)
+
+    def sound_alikes(self, word: str, mode: str) -> list[str]:
+        """The Latin terms of the corpus or an upload that a word of another script sounds like."""
+        return self._retriever(mode).sound_alikes(word)
+
+    def upload_chunks(self) -> list[Chunk]:
+        """This chat's uploads' chunks, at the current chunk size."""
+        with self._lock:
+            for doc_id in self.uploads:
+                if doc_id not in self._upload_chunks:  # after a rechunk
+                    self._upload_chunks[doc_id] = chunk_documents(
+                        [self.uploads[doc_id]], self.chunk_size, self.chunk_overlap
+                    )
+            return [chunk for doc_id in self.uploads for chunk in self._upload_chunks[doc_id]]
+
+    def passages(self, mode: str) -> list[Chunk]:
+        """Every chunk searched in `mode`: the shared corpus's, then this chat's uploads'."""
+        retriever = self._retriever(mode)
+        parts = retriever.parts if isinstance(retriever, Combined) else [retriever]
+        return [chunk for part in parts for chunk in getattr(part, "chunks", ())]
 
     def unembedded(self, mode: str) -> int:
         """How many shared passages the next search in `mode` embeds first (0: none, or not hybrid)."""

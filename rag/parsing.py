@@ -11,7 +11,8 @@ blank lines between paragraphs: Markdown stays as it is, HTML and DOCX headings
 become `#` headings, PDF pages are separated by blank lines, and each CSV row
 becomes one readable `header: value; ...` line.
 
-Every failure is an `UploadError` whose `reason` can be shown to the user as is;
+Every failure is an `UploadError` whose `reason` can be shown to the user as is (an
+`i18n.Message`: English as a str, said in the chat's language with `i18n.localise`);
 no library exception escapes `parse_file`. Parsing is blocking: call it in a
 worker thread, never on the event loop.
 """
@@ -36,6 +37,7 @@ from bs4.element import NavigableString, PreformattedString
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
+from i18n import N_, Message
 from rag.documents import Document
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class UploadError(Exception):
     file_name: str
-    reason: str  # plain words for the user: what is wrong and, where useful, what to do
+    # Plain words for the user: what is wrong and, where useful, what to do (an i18n.Message).
+    reason: str
 
     def __post_init__(self) -> None:
         # The dataclass __init__ skips Exception's: fill `args` so repr/logging show the details.
         Exception.__init__(self, self.file_name, self.reason)
 
     def __str__(self) -> str:
-        return f"{self.file_name}: {self.reason}"
+        # A Message (English as a str), so that the reason stays translatable where it is shown.
+        # Translators: a file's name, then why it could not be read.
+        return Message(N_("{file}: {reason}"), file=self.file_name, reason=self.reason)
 
 
 # The explicit list for Chainlit's `accept` setting (mime type -> short label).
@@ -73,46 +78,45 @@ _MARKDOWN_EXTENSIONS = {".md", ".markdown", ".mdown", ".mkd"}
 _CSV_EXTENSIONS = {".csv", ".tsv"}
 _HTML_EXTENSIONS = {".html", ".htm", ".xhtml"}
 
-_NO_TEXT_ADVICE = "export it again with selectable text (or run OCR on it) and upload that"
 
 # Signatures of common binary formats, so they get a precise name in the error.
 # ZIP is handled separately: DOCX is a ZIP.
 _BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG image"),
-    (b"\xff\xd8\xff", "JPEG image"),
-    (b"GIF87a", "GIF image"),
-    (b"GIF89a", "GIF image"),
-    (b"II*\x00", "TIFF image"),
-    (b"MM\x00*", "TIFF image"),
-    (b"\x00\x00\x01\x00", "icon"),
-    (b"\x7fELF", "program (ELF)"),
-    (b"\xca\xfe\xba\xbe", "program (Mach-O or Java class)"),
-    (b"\xcf\xfa\xed\xfe", "program (Mach-O)"),
-    (b"\x00asm", "WebAssembly module"),
-    (b"\x1f\x8b", "gzip archive"),
-    (b"\xfd7zXZ\x00", "xz archive"),
-    (b"(\xb5/\xfd", "zstd archive"),
-    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
-    (b"Rar!\x1a\x07", "RAR archive"),
-    (b"PK\x05\x06", "empty ZIP archive"),
-    (b"SQLite format 3\x00", "SQLite database"),
-    (b"ID3", "MP3 audio"),
-    (b"OggS", "Ogg audio/video"),
-    (b"fLaC", "FLAC audio"),
-    (b"\x1aE\xdf\xa3", "Matroska/WebM video"),
-    (b"wOFF", "web font"),
-    (b"wOF2", "web font"),
+    (b"\x89PNG\r\n\x1a\n", N_("PNG image")),
+    (b"\xff\xd8\xff", N_("JPEG image")),
+    (b"GIF87a", N_("GIF image")),
+    (b"GIF89a", N_("GIF image")),
+    (b"II*\x00", N_("TIFF image")),
+    (b"MM\x00*", N_("TIFF image")),
+    (b"\x00\x00\x01\x00", N_("icon")),
+    (b"\x7fELF", N_("program (ELF)")),
+    (b"\xca\xfe\xba\xbe", N_("program (Mach-O or Java class)")),
+    (b"\xcf\xfa\xed\xfe", N_("program (Mach-O)")),
+    (b"\x00asm", N_("WebAssembly module")),
+    (b"\x1f\x8b", N_("gzip archive")),
+    (b"\xfd7zXZ\x00", N_("xz archive")),
+    (b"(\xb5/\xfd", N_("zstd archive")),
+    (b"7z\xbc\xaf\x27\x1c", N_("7-Zip archive")),
+    (b"Rar!\x1a\x07", N_("RAR archive")),
+    (b"PK\x05\x06", N_("empty ZIP archive")),
+    (b"SQLite format 3\x00", N_("SQLite database")),
+    (b"ID3", N_("MP3 audio")),
+    (b"OggS", N_("Ogg audio/video")),
+    (b"fLaC", N_("FLAC audio")),
+    (b"\x1aE\xdf\xa3", N_("Matroska/WebM video")),
+    (b"wOFF", N_("web font")),
+    (b"wOF2", N_("web font")),
     # Legacy Office (.doc/.xls/.ppt) are OLE2 compound files.
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "legacy Office file (.doc/.xls/.ppt); save it as .docx or PDF"),
-    (b"{\\rtf", "RTF document; save it as .docx or PDF"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", N_("legacy Office file (.doc/.xls/.ppt); save it as .docx or PDF")),
+    (b"{\\rtf", N_("RTF document; save it as .docx or PDF")),
 )
 
 # What common non-DOCX ZIP-based formats are, told apart by a member they always contain.
 _ZIP_KINDS: tuple[tuple[str, str], ...] = (
-    ("xl/workbook.xml", "an Excel workbook; save the sheet as CSV and upload that"),
-    ("ppt/presentation.xml", "a PowerPoint presentation; export it as PDF and upload that"),
-    ("content.xml", "an OpenDocument file; save it as .docx or PDF and upload that"),
-    ("META-INF/container.xml", "an EPUB e-book, which is not supported"),
+    ("xl/workbook.xml", N_("an Excel workbook; save the sheet as CSV and upload that")),
+    ("ppt/presentation.xml", N_("a PowerPoint presentation; export it as PDF and upload that")),
+    ("content.xml", N_("an OpenDocument file; save it as .docx or PDF and upload that")),
+    ("META-INF/container.xml", N_("an EPUB e-book, which is not supported")),
 )
 
 # Decompressed size cap for DOCX: python-docx loads every part into memory, so a
@@ -134,7 +138,7 @@ def parse_file(path: Path, file_name: str, max_bytes: int) -> Document:
         raise
     except Exception as exc:  # a library failing in a way not foreseen below
         log.warning("Unexpected failure parsing upload %r", name, exc_info=True)
-        raise UploadError(name, "the file could not be read; it may be damaged") from exc
+        raise UploadError(name, Message(N_("the file could not be read; it may be damaged"))) from exc
 
 
 def safe_file_name(name: str) -> str:
@@ -162,20 +166,25 @@ def _parse(path: Path, name: str, max_bytes: int) -> Document:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise UploadError(name, "the uploaded file could not be found; upload it again") from exc
+        raise UploadError(name, Message(N_("the uploaded file could not be found; upload it again"))) from exc
     if size > max_bytes:
         shown_size, shown_limit = _megabytes(size, max_bytes)
-        raise UploadError(name, f"the file is {shown_size} MB; the limit is {shown_limit} MB")
+        raise UploadError(
+            name, Message(N_("the file is {size} MB; the limit is {limit} MB"), size=shown_size, limit=shown_limit)
+        )
     if size == 0:
-        raise UploadError(name, "the file is empty")
+        raise UploadError(name, Message(N_("the file is empty")))
     try:
         with path.open("rb") as file:
             data = file.read(max_bytes + 1)  # +1: notice a file that grew since stat()
     except OSError as exc:
-        raise UploadError(name, "the uploaded file could not be read; upload it again") from exc
+        raise UploadError(name, Message(N_("the uploaded file could not be read; upload it again"))) from exc
     if len(data) > max_bytes:
         shown_size, shown_limit = _megabytes(len(data), max_bytes)
-        raise UploadError(name, f"the file is over {shown_size} MB; the limit is {shown_limit} MB")
+        raise UploadError(
+            name,
+            Message(N_("the file is over {size} MB; the limit is {limit} MB"), size=shown_size, limit=shown_limit),
+        )
 
     # The id is derived from the bytes, so the same file uploaded twice is recognisable.
     doc_id = "upload-" + hashlib.sha256(data).hexdigest()[:16]
@@ -195,16 +204,18 @@ def _extract(data: bytes, name: str) -> tuple[str, str]:
         return _zip_document(data, name, fallback_title)
     # A name promising PDF/DOCX on content that is neither: say so rather than read it as text.
     if extension == ".pdf":
-        raise UploadError(name, "the PDF is damaged or not a PDF")
+        raise UploadError(name, Message(N_("the PDF is damaged or not a PDF")))
     if extension == ".docx":
-        raise UploadError(name, "the Word document is damaged or not a .docx file")
+        raise UploadError(name, Message(N_("the Word document is damaged or not a .docx file")))
     for signature, kind in _BINARY_SIGNATURES:
         if data.startswith(signature):
-            raise UploadError(name, f"not a text document: it looks like a binary file ({kind})")
+            raise UploadError(
+                name, Message(N_("not a text document: it looks like a binary file ({kind})"), kind=Message(kind))
+            )
 
     text = _decode_text(data, name)
     if not text.strip():
-        raise UploadError(name, "the file is empty (it contains only whitespace)")
+        raise UploadError(name, Message(N_("the file is empty (it contains only whitespace)")))
 
     if extension in _MARKDOWN_EXTENSIONS:
         return _markdown_title(text) or fallback_title, text.strip("\n")
@@ -231,11 +242,13 @@ def _decode_text(data: bytes, name: str) -> str:
             try:
                 text = data[len(bom) :].decode(encoding)
             except UnicodeDecodeError as exc:
-                raise UploadError(name, f"the text is not valid {encoding.upper()}; save it as UTF-8") from exc
+                raise UploadError(
+                    name, Message(N_("the text is not valid {encoding}; save it as UTF-8"), encoding=encoding.upper())
+                ) from exc
             return _clean_text(text, name)
 
     if b"\x00" in data:  # text without a BOM never contains NUL bytes; binary files almost always do
-        raise UploadError(name, "not a text document: it looks like a binary file")
+        raise UploadError(name, Message(N_("not a text document: it looks like a binary file")))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -255,8 +268,12 @@ def _guess_legacy_encoding(data: bytes, name: str) -> str:
     if not matches:
         raise UploadError(
             name,
-            "not a text document: it looks like a binary file, or text in an encoding "
-            "that could not be recognised (save it as UTF-8)",
+            Message(
+                N_(
+                    "not a text document: it looks like a binary file, or text in an encoding "
+                    "that could not be recognised (save it as UTF-8)"
+                )
+            ),
         )
     best_chaos = min(match.chaos for match in matches)
     western = [
@@ -273,7 +290,7 @@ def _clean_text(text: str, name: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
     cleaned, controls = _UNWANTED_CONTROLS.subn("", text)
     if text and controls / len(text) > _MAX_CONTROL_SHARE:
-        raise UploadError(name, "not a text document: it looks like a binary file")
+        raise UploadError(name, Message(N_("not a text document: it looks like a binary file")))
     return cleaned
 
 
@@ -302,9 +319,9 @@ def _csv_text(text: str, name: str) -> str:
     try:
         rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
     except csv.Error as exc:
-        raise UploadError(name, f"the CSV file could not be read ({exc})") from exc
+        raise UploadError(name, Message(N_("the CSV file could not be read ({error})"), error=str(exc))) from exc
     if not rows:
-        raise UploadError(name, "the file is empty (it contains only whitespace)")
+        raise UploadError(name, Message(N_("the file is empty (it contains only whitespace)")))
 
     headers = [_collapse(cell) for cell in rows[0]]
     if len(rows) == 1:
@@ -344,7 +361,15 @@ def _html(text: str, name: str, fallback_title: str) -> tuple[str, str]:
         tag.decompose()
     body = _html_blocks(soup.body or soup)
     if not body:
-        raise UploadError(name, f"the HTML page contains no text; {_NO_TEXT_ADVICE}")
+        raise UploadError(
+            name,
+            Message(
+                N_(
+                    "the HTML page contains no text; export it again with selectable text (or run OCR on it) "
+                    "and upload that"
+                )
+            ),
+        )
     return title or fallback_title, body
 
 
@@ -408,15 +433,15 @@ def _zip_document(data: bytes, name: str, fallback_title: str) -> tuple[str, str
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UploadError(name, "the file is a damaged ZIP archive (or a damaged .docx)") from exc
+        raise UploadError(name, Message(N_("the file is a damaged ZIP archive (or a damaged .docx)"))) from exc
     names = {member.filename for member in members}
     if "word/document.xml" not in names:
         for member, kind in _ZIP_KINDS:
             if member in names:
-                raise UploadError(name, f"unsupported file type: it is {kind}")
-        raise UploadError(name, "unsupported file type: it is a ZIP archive, not a document")
+                raise UploadError(name, Message(N_("unsupported file type: it is {kind}"), kind=Message(kind)))
+        raise UploadError(name, Message(N_("unsupported file type: it is a ZIP archive, not a document")))
     if sum(member.file_size for member in members) > _MAX_UNZIPPED_BYTES:
-        raise UploadError(name, "the Word document is too large once unpacked")
+        raise UploadError(name, Message(N_("the Word document is too large once unpacked")))
     return _docx(data, name, fallback_title)
 
 
@@ -424,7 +449,7 @@ def _docx(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises assorted KeyError/XML/ValueError on broken parts
-        raise UploadError(name, "the Word document is damaged and could not be opened") from exc
+        raise UploadError(name, Message(N_("the Word document is damaged and could not be opened"))) from exc
 
     blocks: list[str] = []
     # iter_inner_content keeps paragraphs and tables in document order.
@@ -439,7 +464,15 @@ def _docx(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
         blocks.append("#" * level + " " + _collapse(text) if level else text)
 
     if not blocks:
-        raise UploadError(name, f"the Word document contains no text; {_NO_TEXT_ADVICE}")
+        raise UploadError(
+            name,
+            Message(
+                N_(
+                    "the Word document contains no text; export it again with selectable text (or run OCR on "
+                    "it) and upload that"
+                )
+            ),
+        )
     try:
         title = _clean_title(document.core_properties.title or "")
     except Exception:  # noqa: BLE001 - broken metadata is not worth refusing the document for
@@ -480,7 +513,7 @@ def _pdf(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
     except Exception as exc:  # pypdf's errors for broken files are many and not all PdfReadError
-        raise UploadError(name, "the PDF is damaged or not a PDF") from exc
+        raise UploadError(name, Message(N_("the PDF is damaged or not a PDF"))) from exc
 
     if reader.is_encrypted:
         # Many "protected" PDFs only restrict printing/copying and open with an empty password.
@@ -488,16 +521,21 @@ def _pdf(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
             opened = reader.decrypt("") != pypdf.PasswordType.NOT_DECRYPTED
         except Exception as exc:  # an encryption scheme pypdf cannot handle
             raise UploadError(
-                name, "the PDF is encrypted in a way this app cannot open; remove the protection and upload it again"
+                name,
+                Message(
+                    N_("the PDF is encrypted in a way this app cannot open; remove the protection and upload it again")
+                ),
             ) from exc
         if not opened:
-            raise UploadError(name, "the PDF is password-protected; remove the password and upload it again")
+            raise UploadError(
+                name, Message(N_("the PDF is password-protected; remove the password and upload it again"))
+            )
 
     try:
         pages = reader.pages
         page_count = len(pages)
     except Exception as exc:
-        raise UploadError(name, "the PDF is damaged or not a PDF") from exc
+        raise UploadError(name, Message(N_("the PDF is damaged or not a PDF"))) from exc
 
     texts: list[str] = []
     failures = 0
@@ -514,8 +552,16 @@ def _pdf(data: bytes, name: str, fallback_title: str) -> tuple[str, str]:
 
     if not texts:
         if page_count and failures == page_count:
-            raise UploadError(name, "the PDF is damaged or not a PDF")
-        raise UploadError(name, f"the PDF has no selectable text (it may be scanned images); {_NO_TEXT_ADVICE}")
+            raise UploadError(name, Message(N_("the PDF is damaged or not a PDF")))
+        raise UploadError(
+            name,
+            Message(
+                N_(
+                    "the PDF has no selectable text (it may be scanned images); export it again with selectable "
+                    "text (or run OCR on it) and upload that"
+                )
+            ),
+        )
     return _pdf_title(reader) or fallback_title, "\n\n".join(texts)
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from i18n import message_of, translator
 from rag.chunking import chunk_document, chunk_documents
 from rag.documents import SEED_DOCUMENTS, Chunk, Document
 from rag.embedding import DEFAULT_EMBEDDER, Embedder, Vectors
@@ -121,14 +122,31 @@ class Change:
     def __bool__(self) -> bool:
         return bool(self.added or self.updated or self.removed or self.failed)
 
-    def summary(self) -> str:
-        """ "2 documents updated, 1 removed"; failures are said apart (see `PersistedCorpus.failed`)."""
+    def summary(self, language: str | None = None) -> str:
+        """ "2 documents updated, 1 removed", in `language` (English by default); failures are
+        said apart (see `PersistedCorpus.failed`)."""
+        translations = translator(language)
+        ngettext = translations.ngettext
+        added, updated, removed = len(self.added), len(self.updated), len(self.removed)
         parts: list[str] = []
-        for count, verb in ((len(self.added), "added"), (len(self.updated), "updated"), (len(self.removed), "removed")):
-            if count:
-                noun = "" if parts else " document" if count == 1 else " documents"  # the noun once, first
-                parts.append(f"{count}{noun} {verb}")
-        parts += [f"{path} could not be read" for path, _ in self.failed]
+        # The noun once, in the first part.
+        if added:
+            parts.append(ngettext("{count} document added", "{count} documents added", added).format(count=added))
+        if updated:
+            said = (
+                ngettext("{count} updated", "{count} updated", updated)
+                if parts
+                else ngettext("{count} document updated", "{count} documents updated", updated)
+            )
+            parts.append(said.format(count=updated))
+        if removed:
+            said = (
+                ngettext("{count} removed", "{count} removed", removed)
+                if parts
+                else ngettext("{count} document removed", "{count} documents removed", removed)
+            )
+            parts.append(said.format(count=removed))
+        parts += [translations.gettext("{path} could not be read").format(path=path) for path, _ in self.failed]
         return ", ".join(parts)
 
 
@@ -231,7 +249,8 @@ class PersistedCorpus:
                     files[path] = self._entry(path)
                     continue
                 except Exception as error:  # noqa: BLE001 - any broken file: report it, keep the rest
-                    failure = Failure(sha, str(error) or type(error).__name__)
+                    # An UploadError's words are an i18n.Message: said in the chat's language where shown.
+                    failure = Failure(sha, message_of(error) or type(error).__name__)
             failed[path] = failure
             if versions:
                 files[path] = versions[0]  # its previous version stays

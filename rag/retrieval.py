@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from rag.documents import Chunk, Hit
 from rag.embedding import DEFAULT_EMBEDDER, KEY_BYTES, Embedder, Vectors, embed_chunks, embedded_text, text_key
+from rag.sound_alikes import SoundAlikes
 from rag.text import tokenize
 
 # bm25s sets its own logger to DEBUG at import (bm25s 0.3.16, bm25s/__init__.py), so its
@@ -70,6 +71,11 @@ class Retriever(Protocol):
     def mentions(self, word: str) -> bool:
         """Whether some chunk holds the word, or a longer word it begins ("Mac" in "macOS");
         true for a word retrieval does not index ("The")."""
+        ...
+
+    def sound_alikes(self, word: str) -> list[str]:
+        """The indexed Latin terms that a word written in another script sounds like
+        ("పైథాన్": "python"; rag/sound_alikes.py)."""
         ...
 
 
@@ -110,6 +116,7 @@ class _Columns:
         self.values = values  # None: every value is 1
         self.size = size  # the number of chunks
         self._sorted_terms: list[str] | None = None  # sorted on first use by `holds_term_starting`
+        self._sound_alikes: SoundAlikes | None = None  # made on first use by `sound_alikes`
 
     @classmethod
     def of_sets(cls, term_sets: Iterable[set[str]]) -> _Columns:
@@ -183,6 +190,11 @@ class _Columns:
         at = bisect.bisect_left(self._sorted_terms, prefix)
         return at < len(self._sorted_terms) and self._sorted_terms[at].startswith(prefix)
 
+    def sound_alikes(self, word: str) -> list[str]:
+        if self._sound_alikes is None:
+            self._sound_alikes = SoundAlikes(self.vocabulary)
+        return self._sound_alikes(word)
+
     def frequency(self, term: str) -> int:
         """How many chunks hold the term."""
         column = self.vocabulary.get(term)
@@ -247,6 +259,13 @@ class TermRetriever:
 
     def mentions(self, word: str) -> bool:
         return _mentions([self], word)
+
+    def sound_alikes(self, word: str) -> list[str]:
+        return _sound_alikes([self], word)
+
+
+def _sound_alikes(parts: Sequence[TermRetriever], word: str) -> list[str]:
+    return list(dict.fromkeys(term for part in parts for term in part._columns.sound_alikes(word)))
 
 
 def _mentions(parts: Sequence[TermRetriever], word: str) -> bool:
@@ -499,6 +518,9 @@ class Combined:
 
     def mentions(self, word: str) -> bool:
         return _mentions(self.parts, word)
+
+    def sound_alikes(self, word: str) -> list[str]:
+        return _sound_alikes(self.parts, word)
 
 
 def combined(parts: Sequence[Retriever]) -> Retriever:

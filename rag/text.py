@@ -32,6 +32,17 @@ STOP_WORDS = frozenset(
     d ll m re s t ve""".split()
 )
 
+# Telugu's question words, pronouns, postpositions and copulas: like English's, they match
+# everywhere and name the kind of answer, not its topic ("ఏ పోర్ట్" is "which port"). Written
+# as the tokenizer gives them (a suffix after a zero-width non-joiner is a word of its own).
+OTHER_STOP_WORDS = frozenset(
+    """ఏ ఏది ఏవి ఏమి ఏమిటి ఎంత ఎన్ని ఎలా ఎక్కడ ఎప్పుడు ఎవరు ఎవరి ఎందుకు ఎటువంటి ఏయే
+    నేను నా నాకు మేము మా మీరు మీ మీకు నువ్వు అది ఇది అవి ఇవి ఈ ఆ దీని దాని వారు వాళ్ళు
+    లో లోని ను ని కు కి తో పై మీద నుండి నుంచి కోసం గురించి వరకు కంటే మరియు లేదా కూడా అని
+    ఉంది ఉందా ఉన్నాయి ఉన్నాయా ఉంటుంది ఉంటాయి ఉండాలి అవుతుంది అవుతాయి ఒక ఒకటి చేయాలి
+    చేయవచ్చు చేయవచ్చా చేస్తుంది చెప్పండి""".split()
+)
+
 # The original Porter algorithm: on clapnq it matched a little better than its
 # successor Porter2 ("english"): recall@1 0.930 against 0.927.
 _stemmer = snowballstemmer.stemmer("porter")
@@ -167,7 +178,7 @@ def tokenize(text: str) -> list[str]:
                 tokens.append(_stem(word))
         elif _CJK_START.match(word):
             tokens += _pairs(word)
-        else:
+        elif word not in OTHER_STOP_WORDS:
             tokens.append(word)
     return tokens
 

@@ -13,6 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from i18n import N_, Message
 from rag.documents import Document
 from rag.index import DuplicateUpload, KnowledgeBase
 from rag.parsing import UploadError, parse_file, safe_file_name
@@ -31,7 +32,10 @@ class UploadOutcome:
     title: str = ""
     chunks: int = 0
     seconds: float = 0.0
-    refusal: str | None = None  # why the file was not added; None when it was
+    # Why the file was not added (an i18n.Message: English as a str, `i18n.localise` it where
+    # shown); None when it was.
+    refusal: str | None = None
+    duplicate: bool = False  # refused because the same file is already in this knowledge base
 
     @property
     def added(self) -> bool:
@@ -55,7 +59,8 @@ async def add_upload_off_loop(
 
 def _refused(name: str, error: UploadError | DuplicateUpload) -> UploadOutcome:
     if isinstance(error, DuplicateUpload):
-        return UploadOutcome(name, refusal=f"the same file is already here as {error.existing.source}")
+        refusal = Message(N_("the same file is already here as {file}"), file=error.existing.source)
+        return UploadOutcome(name, refusal=refusal, duplicate=True)
     return UploadOutcome(name, refusal=error.reason)
 
 
@@ -86,8 +91,12 @@ class UploadReader:
             self._discard(pool)
             raise UploadError(
                 name,
-                "reading it stopped the file reader (the file may be damaged or too "
-                "complex); try another copy or a simpler format",
+                Message(
+                    N_(
+                        "reading it stopped the file reader (the file may be damaged or too "
+                        "complex); try another copy or a simpler format"
+                    )
+                ),
             ) from error
         if isinstance(outcome, str):
             raise UploadError(name, outcome)
@@ -129,8 +138,9 @@ class UploadReader:
 def _read(path: Path, name: str, max_bytes: int) -> Document | str:
     """In the reader process: the document, or why it was refused.
 
-    The refusal travels as text: an UploadError (a frozen dataclass) cannot be sent back
-    by concurrent.futures, which clears an exception's traceback before pickling it.
+    The refusal travels as text (an i18n.Message, pickled with its msgid and parameters): an
+    UploadError (a frozen dataclass) cannot be sent back by concurrent.futures, which clears an
+    exception's traceback before pickling it.
     """
     try:
         return parse_file(path, name, max_bytes)

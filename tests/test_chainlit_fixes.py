@@ -16,7 +16,8 @@ from chainlit.session import BaseSession, HTTPSession, WebsocketSession
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
-from models.settings import PROJECT_ROOT
+from models.settings import PROJECT_ROOT, Settings
+from rag.parsing import SUPPORTED_TYPES
 from web import chainlit_fixes
 from web.loop_health import IdleCollector
 
@@ -146,3 +147,29 @@ async def test_an_element_sent_is_written_to_its_sessions_folder_in_one_thread_t
     copied = session.files[report["id"]]
     assert copied["path"].read_bytes() == b"%PDF-1.4 a report"
     assert (copied["name"], copied["type"]) == ("report.pdf", "application/pdf")
+
+
+def test_a_browser_in_a_regional_language_gets_the_welcome_page_of_its_base_language(tmp_path):
+    (tmp_path / "chainlit.md").write_text("English")
+    (tmp_path / "chainlit_te.md").write_text("తెలుగు")
+    original = chainlit_fixes.chainlit_original(chainlit_server.get_markdown_str)
+    assert original(str(tmp_path), "te-IN") == "English"  # still so upstream: the fix is still needed
+
+    chainlit_fixes.serve_welcome_page_in_base_language()
+    chainlit_fixes.serve_welcome_page_in_base_language()  # a -w reload applies it again
+
+    markdown = chainlit_server.get_markdown_str
+    assert chainlit_fixes.chainlit_original(markdown) is original
+    assert markdown(str(tmp_path), "te-IN") == markdown(str(tmp_path), "te") == "తెలుగు"
+    assert markdown(str(tmp_path), "fr-FR") == "English"
+    (tmp_path / "chainlit_te-IN.md").write_text("తెలుగు (భారత్)")
+    assert markdown(str(tmp_path), "te-IN") == "తెలుగు (భారత్)"  # the exact language's page first
+
+
+def test_the_language_setting_is_chainlits_interface_language_too(monkeypatch):
+    monkeypatch.setattr(chainlit.config.config.ui, "language", None)  # restored after the test
+    chainlit_fixes.configure(Settings(), SUPPORTED_TYPES)
+    assert chainlit.config.config.ui.language is None  # the browser's
+
+    chainlit_fixes.configure(Settings(language="te_IN"), SUPPORTED_TYPES)
+    assert chainlit.config.config.ui.language == "te-IN"

@@ -22,6 +22,7 @@ import chainlit.server as chainlit_server
 from chainlit.data.storage_clients.base import BaseStorageClient
 
 from answering.pipeline import TurnConfig, embed_ahead
+from i18n import message_of
 from models.base import Backend
 from models.catalog import Catalog
 from models.factory import load_catalog, make_backends
@@ -57,7 +58,7 @@ class Assistant:
     collector: IdleCollector = field(default_factory=IdleCollector)
     # User name -> password hash when login is on; None when there is one local user.
     users: dict[str, str] | None = None
-    # Why chats are not saved, when the chat store could not be opened.
+    # Why chats are not saved, when the chat store could not be opened (an i18n.Message: `localise` it).
     chat_store_problem: str | None = None
     # Re-indexes the handbook when a file under CORPUS_DIR changes (WATCH_CORPUS), from start to stop.
     watcher: CorpusWatcher | None = None
@@ -132,7 +133,7 @@ def build_assistant(settings: Settings, backends: Mapping[str, Backend] | None =
             stored_secret = prepare_store(settings.chat_store_url, settings.data_dir / "auth-secret")
         except ChatStoreError as error:
             # Start anyway, without history: a broken store must not keep the assistant down.
-            chat_store_problem = str(error)
+            chat_store_problem = message_of(error)  # an i18n.Message: said in each chat's language
             print(f"⚠️ {chat_store_problem}", file=sys.stderr)
     _keep_login_secret(settings, stored_secret)
     return Assistant(

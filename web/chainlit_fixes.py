@@ -73,6 +73,10 @@ def configure(settings: Settings, upload_types: Iterable[str]) -> None:
     # Chainlit 2.11+ opens the side panel with every side element of the chat whenever an
     # answer with elements arrives (chainlit#2979); the script closes a panel nobody asked for.
     chainlit_config.ui.custom_js = SIDE_PANEL_SCRIPT
+    # LANGUAGE (i18n): Chainlit's own interface and welcome page in the language the chats are
+    # in, whatever the browser's.
+    if language := settings.language:
+        chainlit_config.ui.language = language.replace("_", "-")
 
 
 # The page Chainlit serves loads a font from Google and a LaTeX stylesheet from a CDN (LaTeX
@@ -89,6 +93,23 @@ def serve_page_without_external_assets() -> None:
         return _EXTERNAL_ASSETS.sub("", page(root_path))
 
     chainlit_server.get_html_template = page_without_external_assets
+
+
+def serve_welcome_page_in_base_language() -> None:
+    """Chainlit serves `chainlit_<language>.md` as the welcome page for the browser's exact
+    language tag only: a browser set to Telugu asks for "te-IN" and gets the English
+    chainlit.md beside chainlit_te.md (its interface's translations do fall back from "te-IN"
+    to te.json; no upstream issue). Fall back to the base language's page the same way."""
+    markdown = chainlit_original(chainlit_server.get_markdown_str)
+
+    @_replaces(markdown)
+    def markdown_in_base_language(root: str, language: str) -> str | None:
+        base = language.split("-")[0]
+        if base != language and not (Path(root) / f"chainlit_{language}.md").is_file():
+            language = base
+        return cast(str | None, markdown(root, language))
+
+    chainlit_server.get_markdown_str = markdown_in_base_language
 
 
 def delete_session_files_off_loop() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from answering.timings import LABELS, PhaseTimings
+from i18n import translator
 
 # Greys for the app's own phases, blues for the small model, oranges for the large one.
 COLOURS = {
@@ -25,14 +26,16 @@ COLOURS = {
 }
 
 
-def latency_chart(turns: Sequence[PhaseTimings]) -> dict:
-    """A plotly.js figure: `{"data": [one bar trace per phase], "layout": {...}}`."""
-    numbers = [f"Turn {n}" for n in range(1, len(turns) + 1)]
+def latency_chart(turns: Sequence[PhaseTimings], language: str | None = None) -> dict:
+    """A plotly.js figure: `{"data": [one bar trace per phase], "layout": {...}}`, its words in `language`."""
+    _ = translator(language).gettext
+    numbers = [_("Turn {number}").format(number=n) for n in range(1, len(turns) + 1)]
     return {
         "data": [
             {
                 "type": "bar",
-                "name": LABELS[phase],
+                # The phases' names come from answering.timings; translated when in the catalog.
+                "name": _(LABELS[phase]),
                 "x": numbers,
                 "y": [getattr(t, phase) for t in turns],
                 "marker": {"color": colour},
@@ -42,8 +45,8 @@ def latency_chart(turns: Sequence[PhaseTimings]) -> dict:
         "layout": {
             "barmode": "stack",
             "autosize": True,
-            "title": {"text": "Latency per turn"},
-            "yaxis": {"title": {"text": "seconds"}},
+            "title": {"text": _("Latency per turn")},
+            "yaxis": {"title": {"text": _("seconds")}},
             "legend": {"orientation": "h"},
             "margin": {"l": 40, "r": 10, "t": 30, "b": 10},
         },

@@ -38,6 +38,7 @@ from chainlit.types import ThreadDict
 from sqlalchemy import TextClause, event, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from i18n import localise, translator
 from models.base import ChatMessage
 from models.settings import Settings
 from rag.index import KnowledgeBase
@@ -449,8 +450,11 @@ async def restore_uploads(
     storage: BaseStorageClient,
     reader: UploadReader,
     max_bytes: int = 1 << 62,
+    language: str | None = None,
 ) -> RestoredUploads:
-    """Put a stored chat's uploaded files back into its knowledge base, read by `reader` as new uploads are."""
+    """Put a stored chat's uploaded files back into its knowledge base, read by `reader` as new uploads are;
+    what could not be restored is said in `language`."""
+    _ = translator(language).gettext
     user_steps = {step["id"] for step in thread.get("steps") or [] if step.get("type") == "user_message"}
     restored = RestoredUploads([], [])
     for element in thread.get("elements") or []:
@@ -460,13 +464,13 @@ async def restore_uploads(
         name = element.get("name") or "upload"
         async with stored_copy(storage, key) as stored:
             if stored is None:
-                restored.refused.append(f"{name}: its stored copy is missing")
+                restored.refused.append(_("{file}: its stored copy is missing").format(file=name))
                 continue
             outcome = await add_upload_off_loop(knowledge, stored, name, max_bytes, reader)
         if outcome.added:
             restored.added.append(outcome.file_name)
-        elif "already here" not in (outcome.refusal or ""):
-            restored.refused.append(f"{outcome.file_name}: {outcome.refusal}")
+        elif not outcome.duplicate:
+            restored.refused.append(f"{outcome.file_name}: {localise(outcome.refusal, language)}")
     return restored
 
 

@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from i18n import N_, Message
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any fixed number: the lock that start-up migrations take on PostgreSQL.
 MIGRATION_LOCK = 727_271
@@ -71,9 +73,15 @@ async def _prepare(url: str, candidate_secret: str) -> str:
             return await _login_secret(connection, candidate_secret)
     except (OSError, SQLAlchemyError) as error:
         raise ChatStoreError(
-            f"The chat store {shown_url(url)} cannot be used ({error.__class__.__name__}: {error}). Chats will not "
-            "be saved this time. Check DATABASE_URL (or, without it, that DATA_DIR is a writable folder and "
-            "chats.sqlite3 a SQLite database: move it aside to start afresh), or set PERSIST_CHATS=false."
+            Message(
+                N_(
+                    "The chat store {store} cannot be used ({error}). Chats will not be saved this time. Check "
+                    "DATABASE_URL (or, without it, that DATA_DIR is a writable folder and chats.sqlite3 a SQLite "
+                    "database: move it aside to start afresh), or set PERSIST_CHATS=false."
+                ),
+                store=shown_url(url),
+                error=f"{error.__class__.__name__}: {error}",
+            )
         ) from error
     finally:
         await engine.dispose()

@@ -1,0 +1,41 @@
+"""English words written in Telugu script, found again among an index's words by their sound."""
+
+from __future__ import annotations
+
+from rag.sound_alikes import SoundAlikes, sound_key, transliterated
+from rag.text import tokenize
+
+INDEX = SoundAlikes(tokenize("Python version, the upload command, the latency panel, the browser session, often"))
+
+
+def test_a_telugu_word_is_read_in_latin_letters() -> None:
+    assert transliterated("పైథాన్") == "paithan"
+
+
+def test_english_spelling_and_a_transliteration_meet_in_one_key() -> None:
+    assert sound_key("python") == sound_key("paithan") == "ptn"
+    assert sound_key("version") == sound_key("versan")
+    assert sound_key("session") == sound_key("sesan")
+
+
+def test_a_loanword_finds_the_english_word_it_is_written_from() -> None:
+    assert INDEX("పైథాన్") == ["python"]
+    assert INDEX("బ్రౌజర్") == ["browser"]
+    assert INDEX("కమాండ్") == ["command"]
+
+
+def test_a_telugu_ending_after_the_loanword_still_finds_it() -> None:
+    assert INDEX("ప్యానెల్‌లో".replace("\u200c", "")) == ["panel"]
+
+
+def test_of_two_words_with_one_key_the_closer_in_sound_wins() -> None:
+    assert "often" not in INDEX("పైథాన్")
+
+
+def test_a_telugu_word_of_telugu_origin_finds_nothing() -> None:
+    assert INDEX("గరిష్ట") == []  # "maximum"
+
+
+def test_a_word_of_a_script_it_cannot_read_finds_nothing() -> None:
+    assert transliterated("模型") is None
+    assert INDEX("模型") == []
