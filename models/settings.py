@@ -285,15 +285,12 @@ class Settings(BaseSettings):
         json_schema_extra={"group": "Retrieval"},
     )
     embedded_context_budget: int = Field(
-        # In the model's own tokens: 310 of Gemma 3's are about the 1,200 characters of English that
-        # 400 estimated tokens were when the handbook set's figures were chosen.
-        default=310,
+        default=400,
         ge=50,
         le=8000,
         validation_alias=AliasChoices("EMBEDDED_CONTEXT_BUDGET"),
-        description="Tokens of passages an embedded model reads, counted by its own tokenizer: the sentences, list "
-        "items and table rows that best match the question, with their neighbours (a 135M model answers better "
-        "from less).",
+        description="Tokens of passages an embedded model reads: the sentences, list items and table rows that "
+        "best match the question, with their neighbours (a 135M model answers better from less).",
         json_schema_extra={"group": "Retrieval"},
     )
     server_context_budget: int = Field(
@@ -301,16 +298,14 @@ class Settings(BaseSettings):
         ge=50,
         le=64000,
         validation_alias=AliasChoices("SERVER_CONTEXT_BUDGET"),
-        description="Tokens of passages a server model reads (estimated generously: 3 ASCII characters a token, "
-        "a token for every other character).",
+        description="Tokens of passages a server model reads.",
         json_schema_extra={"group": "Retrieval"},
     )
     model_context_budgets: dict[str, int] = Field(
         # SmolLM2-135M reads a prompt at about 2/3 of Gemma 3 270M's speed (107 against 153
         # tokens/s on one thread): with 2/3 of the budget its first token comes sooner, and
         # Gemma, which answers most questions, still reads the full budget.
-        # In SmolLM2's own tokens: 230 are about 840 characters of English, as 280 estimated ones were.
-        default_factory=lambda: {"smollm2-135m": 230},
+        default_factory=lambda: {"smollm2-135m": 280},
         validation_alias=AliasChoices("MODEL_CONTEXT_BUDGETS"),
         description="JSON map from a model id to the tokens of passages that model reads, instead of "
         "`EMBEDDED_CONTEXT_BUDGET` or `SERVER_CONTEXT_BUDGET`. A model reads all that a model with a smaller "
