@@ -41,6 +41,7 @@ from answering.copying import MIN_QUESTION_LIKELIHOOD, Choice, candidates, choos
 from answering.cross_script import SENTENCE_MEANING_WEIGHT as CROSS_SCRIPT_MEANING_WEIGHT
 from answering.cross_script import Passages, fused_hits, in_passage_words, is_cross_script
 from answering.grounding import (
+    CITATION,
     AnswerGuard,
     Cut,
     Evidence,
@@ -962,12 +963,18 @@ def _not_an_answer(text: str, turn: _Turn, model: ModelSpec, choice: Choice | No
     return None
 
 
+_A_LETTER = re.compile(r"[^\W\d_]")
+
+
 def _usable(answer: Answer | None, turn: _Turn) -> GuardedText | None:
     """The answer's supported text, if it answers the question."""
     if answer is None or answer.error or answer.checked is None or not answer.checked.kept:
         return None
     if turn.request.guard is GuardMode.OFF:  # shown as the model wrote it
         return answer.checked
+    if answer.copied and not _A_LETTER.search(CITATION.sub(" ", answer.checked.kept)):
+        # A chosen sentence the check cut down to its list number ("1.") says nothing: quoted instead.
+        return None
     return answer.checked if _not_an_answer(answer.checked.kept, turn, answer.model, answer.choice) is None else None
 
 

@@ -20,7 +20,7 @@ from models.embedded import EmbeddedBackend
 from rag.documents import Chunk, Document, Hit
 from rag.embedding import DEFAULT_EMBEDDER, Closeness, Vectors
 from rag.index import KnowledgeBase, SharedCorpus
-from tests.fakes import ScriptedBackend
+from tests.fakes import CopyingBackend, ScriptedBackend
 
 SERVER = ModelSpec("fake:server", "fake", "server", 4096)
 LARGE = ModelSpec("fake:large", "fake", "large", 4096)
@@ -184,3 +184,33 @@ def test_a_question_asked_before_the_sentences_are_embedded_does_not_wait_for_th
     hits = fused_hits(in_passage_words(SESSION_QUESTION, HANDBOOK, "bm25"), HANDBOOK, "bm25", 3, meaning)
     assert embedder.passages_embedded == 0
     assert hits[0].chunk.document.id == "sessions"  # by its words alone: browser, session, memory
+
+
+@pytest.mark.asyncio
+async def test_a_chosen_sentence_cut_down_to_its_list_number_is_quoted_whole_instead() -> None:
+    # Telugu inflects what the question and the passage share ("తెరవాలి", "తెరవండి": open), so
+    # the support check finds the sentence off topic and cuts it after its list number.
+    page = KnowledgeBase(
+        SharedCorpus(
+            [
+                Document(
+                    "te",
+                    "మొదలుపెట్టడం",
+                    "te.md",
+                    "# మొదలుపెట్టడం\n\n## మొదటి ప్రశ్న అడగడం\n\n1. బ్రౌజర్‌లో http://localhost:8000 తెరవండి.\n"
+                    "2. మొదటి సందేశం knowledge base లో ఎన్ని పత్రాలు ఉన్నాయో చెబుతుంది.\n",
+                )
+            ]
+        ),
+        chunk_size=1500,
+        chunk_overlap=0,
+    )
+    CLOSENESS.embed_ahead(embedded_units(page.passages("bm25")))
+    backend = CopyingBackend({"server": [], "large": []}, favourites={"server": "8000", "large": "8000"})
+    # "Which address should I open in the browser after starting the app for the first time?"
+    question = "మొదటిసారి యాప్ ప్రారంభించాక బ్రౌజర్‌లో ఏ చిరునామా తెరవాలి?"
+    request = TurnRequest(question, page, SERVER, LARGE, router_mode=Mode.OFF, answer_style="copy")
+    events = [event async for event in run_turn(request, {"fake": backend}, CONFIG)]
+    assert any(isinstance(event, SentenceCut) for event in events)
+    final = done(events).final
+    assert final.source == "quotes" and "http://localhost:8000" in final.text
