@@ -624,8 +624,10 @@ def _prepare(
     question, meaning = request.question, config.meaning
     if cross and meaning is not None and isinstance(request.knowledge, Passages):
         mode = request.retrieval_mode
-        question = in_passage_words(question, request.knowledge, mode)
-        query = in_passage_words(query, request.knowledge, mode)
+        written = in_passage_words(question, request.knowledge, mode)
+        # The search query is the question itself unless a follow-up adds the previous one.
+        query = written if query == question else in_passage_words(query, request.knowledge, mode)
+        question = written
         meaning = replace(meaning, weight=CROSS_SCRIPT_MEANING_WEIGHT, everywhere=True)
     hits, unknown = _search(request, query, scoped, meaning if cross else None)
     search_s = time.perf_counter() - searched

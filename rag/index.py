@@ -154,12 +154,7 @@ class KnowledgeBase:
     def upload_chunks(self) -> list[Chunk]:
         """This chat's uploads' chunks, at the current chunk size."""
         with self._lock:
-            for doc_id in self.uploads:
-                if doc_id not in self._upload_chunks:  # after a rechunk
-                    self._upload_chunks[doc_id] = chunk_documents(
-                        [self.uploads[doc_id]], self.chunk_size, self.chunk_overlap
-                    )
-            return [chunk for doc_id in self.uploads for chunk in self._upload_chunks[doc_id]]
+            return [chunk for doc_id in self.uploads for chunk in self._chunks_of(doc_id)]
 
     def passages(self, mode: str) -> list[Chunk]:
         """Every chunk searched in `mode`: the shared corpus's, then this chat's uploads'."""
@@ -187,9 +182,11 @@ class KnowledgeBase:
     def _upload_retriever(self, doc_id: str, mode: str, embedder: Embedder) -> Retriever:
         """One upload's own index, built on its first search in a mode (under the lock)."""
         if (doc_id, mode) not in self._upload_retrievers:
-            if doc_id not in self._upload_chunks:  # after a rechunk
-                self._upload_chunks[doc_id] = chunk_documents(
-                    [self.uploads[doc_id]], self.chunk_size, self.chunk_overlap
-                )
-            self._upload_retrievers[doc_id, mode] = make_retriever(mode, self._upload_chunks[doc_id], embedder)
+            self._upload_retrievers[doc_id, mode] = make_retriever(mode, self._chunks_of(doc_id), embedder)
         return self._upload_retrievers[doc_id, mode]
+
+    def _chunks_of(self, doc_id: str) -> list[Chunk]:
+        """One upload's chunks at the current setting, cut again after a rechunk (under the lock)."""
+        if doc_id not in self._upload_chunks:
+            self._upload_chunks[doc_id] = chunk_documents([self.uploads[doc_id]], self.chunk_size, self.chunk_overlap)
+        return self._upload_chunks[doc_id]
