@@ -481,6 +481,7 @@ def check_sentence(sentence: str, evidence: Evidence, *, code: bool = False) -> 
 # A sentence ends at . ! ? followed by a space, at a CJK full stop, or at a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?<=[。！？])|\n")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_LIST_NUMBER = re.compile(r"\s*\d+[.)] +")
 
 
 @dataclass(frozen=True)
@@ -506,11 +507,16 @@ class SentenceSplitter:
     def feed(self, text: str) -> list[Sentence]:
         self._pending += text
         done: list[Sentence] = []
-        while match := _SENTENCE_END.search(self._pending):
+        start = 0
+        while match := _SENTENCE_END.search(self._pending, start):
             if match.end() == len(self._pending) and not match.group().endswith("\n"):
                 break  # "2." might be "2.5": wait for the next piece
+            if _LIST_NUMBER.fullmatch(self._pending[: match.end()]):
+                start = match.end()  # "1. " opens a list item: its sentence goes on
+                continue
             piece, self._pending = self._pending[: match.end()], self._pending[match.end() :]
             done.append(self._unit(piece))
+            start = 0
         return done
 
     def finish(self) -> list[Sentence]:
@@ -530,7 +536,9 @@ class SentenceSplitter:
 
 # --- loops --------------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W_]+")
+# Letters and digits, with the vowel signs and viramas of the Indic scripts (not \w: "రెండు"
+# is one word, not three) and the zero-width (non-)joiners inside their words ("పోర్ట్‌లో").
+_WORD = re.compile(r"(?:[^\W_]|[\u0900-\u0dff\u200c\u200d])+")
 
 
 def words(text: str) -> list[str]:
@@ -676,9 +684,13 @@ def support_share(answer: str, passages: Sequence[str]) -> float:
 
 # Questions that ask for a quantity or a port, which only a number answers.
 _ASKS_FOR_NUMBER = re.compile(
-    r"\b(?:how (?:many|much|long|often|big|large|small|short|fast|far|old|high|low|soon)|(?:what|which) port)\b",
+    r"\b(?:how (?:many|much|long|often|big|large|small|short|fast|far|old|high|low|soon)|(?:what|which) port)\b"
+    # Telugu: how many, how much (ఎంతసేపు, how long, and the other words it begins), which port.
+    r"|(?<![\u0c00-\u0c7f])(?:ఎన్ని|ఎంత|ఏ\s+పోర్ట్)",
     re.IGNORECASE,
 )
+# Telugu number words, one to ten, a hundred and a thousand, as `states_a_number` reads them.
+_TELUGU_NUMBER_WORDS = frozenset("ఒకటి రెండు మూడు నాలుగు ఐదు ఆరు ఏడు ఎనిమిది తొమ్మిది పది వంద వెయ్యి".split())
 
 
 def asks_for_number(question: str) -> bool:
@@ -688,8 +700,11 @@ def asks_for_number(question: str) -> bool:
 
 def states_a_number(text: str) -> bool:
     """Whether the text states a number, in digits or as a word ("twice"); [n] markers do not count."""
-    text = CITATION.sub(" ", text)
-    return bool(_NUMBER.search(text)) or any(word in NUMBER_WORDS for word in words(text))
+    # A list item's number ("6. The chat shows…") states nothing.
+    text = "\n".join(_LIST_MARKER.sub("", line) for line in CITATION.sub(" ", text).splitlines())
+    return bool(_NUMBER.search(text)) or any(
+        word in NUMBER_WORDS or word in _TELUGU_NUMBER_WORDS for word in words(text)
+    )
 
 
 def lacks_asked_number(answer: str, question: str) -> bool:

@@ -38,8 +38,17 @@ from answering.context import (
     whole_chunks,
 )
 from answering.copying import MIN_QUESTION_LIKELIHOOD, Choice, candidates, choose, quoted
+from answering.cross_script import SCORE_FACTOR as CROSS_SCRIPT_SCORE_FACTOR
 from answering.cross_script import SENTENCE_MEANING_WEIGHT as CROSS_SCRIPT_MEANING_WEIGHT
-from answering.cross_script import Passages, fused_hits, in_passage_words, is_cross_script
+from answering.cross_script import (
+    Passages,
+    as_searched,
+    fused_hits,
+    glossary_terms,
+    is_cross_script,
+    mostly_foreign,
+    unknown_names,
+)
 from answering.grounding import (
     CITATION,
     AnswerGuard,
@@ -178,6 +187,11 @@ class TurnConfig:
             load_routing(),
         )
 
+    def min_score(self, cross: bool) -> float:
+        """The best retrieval score below which the documents do not cover a question: a
+        cross-script question's fused score (answering/cross_script.py) has its own scale."""
+        return self.min_retrieval_score * (CROSS_SCRIPT_SCORE_FACTOR if cross else 1.0)
+
     def thresholds_for(self, slm: ModelSpec, llm: ModelSpec) -> Thresholds:
         """The pair's measured thresholds, else the settings' (`ROUTER_MIN_*`)."""
         measured = self.pairs.get(pair_key(slm.key, llm.key))
@@ -213,13 +227,15 @@ _SAVE_EVERY = 64
 def embed_ahead(settings: Settings, chunks: Sequence[Chunk], stop: threading.Event | None = None) -> int:
     """Embed the sentences of `chunks` that ranking by meaning compares with questions before
     any question asks, so that a first question about them does not wait for it (about 60 ms a
-    sentence on one core: a minute for the handbook). They are kept in MODEL_CACHE_DIR, so a
+    sentence on one core: a minute for the handbook), and the passages' Latin words, which the
+    words of a question in another script are glossed with (answering/cross_script.py; about
+    8 ms a word, 12 s for the handbook). They are kept in MODEL_CACHE_DIR, so a
     restart embeds only sentences it has not seen. Returns how many were embedded; blocking;
     `stop` ends it between batches."""
     if not settings.sentence_meaning_weight:
         return 0
     store = settings.model_cache_dir / SENTENCE_VECTORS
-    texts = embedded_units(chunks)
+    texts = [*embedded_units(chunks), *glossary_terms(chunks)]
     _SHARED_CLOSENESS.load(store)
     made = 0
     for start in range(0, len(texts), _SAVE_EVERY):
@@ -238,7 +254,7 @@ def embed_upload_ahead(config: TurnConfig, chunks: Sequence[Chunk]) -> int:
     one chat's own), a batch at a time; blocking. How many were embedded."""
     if config.meaning is None or not isinstance(config.meaning.closeness, Closeness):
         return 0
-    return config.meaning.closeness.embed_ahead(embedded_units(chunks))
+    return config.meaning.closeness.embed_ahead([*embedded_units(chunks), *glossary_terms(chunks)])
 
 
 # Out of scope but above this share of MIN_RETRIEVAL_SCORE, the closest sentences are
@@ -410,10 +426,17 @@ class _Turn:
     # where they sound alike, and every sentence ranked by meaning (answering/cross_script.py).
     question: str = ""
     meaning: Meaning | None = None
+    # A question mostly in another script than the passages' (answering/cross_script.py).
+    cross: bool = False
 
     def __post_init__(self) -> None:
         self.question = self.question or self.request.question
         self.meaning = self.meaning or self.config.meaning
+
+    @property
+    def min_score(self) -> float:
+        """Below this best retrieval score the documents do not cover the question."""
+        return self.config.min_score(self.cross)
 
     def translating(self, model: ModelSpec) -> bool:
         """Whether the model answers in the question's language (server models only: the embedded
@@ -452,6 +475,7 @@ async def run_turn(
         and isinstance(request.knowledge, Passages)
         and is_cross_script(request.question)
     )
+    turn.cross = cross
     if not cross:
         # The question's vector, for choosing context by meaning, made together with the questions
         # other chats ask meanwhile (at once when it is kept already). A cross-script question is
@@ -622,17 +646,21 @@ def _prepare(
     question is searched by words and meaning together (answering/cross_script.py). Blocking."""
     searched = time.perf_counter()
     question, meaning = request.question, config.meaning
+    also: tuple[str, ...] = ()  # other forms of the query searched by words (`fused_hits`)
     if cross and meaning is not None and isinstance(request.knowledge, Passages):
         mode = request.retrieval_mode
-        written = in_passage_words(question, request.knowledge, mode)
+        written, every = as_searched(question, request.knowledge, mode, meaning)
         # The search query is the question itself unless a follow-up adds the previous one.
-        query = written if query == question else in_passage_words(query, request.knowledge, mode)
-        question = written
+        if query != question:
+            query, every = as_searched(query, request.knowledge, mode, meaning)
+        else:
+            query = written
+        question, also = written, (every,)
         meaning = replace(meaning, weight=CROSS_SCRIPT_MEANING_WEIGHT, everywhere=True)
-    hits, unknown = _search(request, query, scoped, meaning if cross else None)
+    hits, unknown = _search(request, query, scoped, meaning if cross else None, also)
     search_s = time.perf_counter() - searched
     best = hits[0].score if hits else 0.0
-    weak = (best < config.min_retrieval_score or bool(unknown)) and not request.given_context
+    weak = (best < config.min_score(cross) or bool(unknown)) and not request.given_context
     # With nothing found, a general-knowledge answer (when asked for) beats a prompt without passages.
     nothing = not hits and request.general_knowledge
     if weak or nothing:
@@ -688,19 +716,22 @@ def _unreadable(request: TurnRequest, backends: Mapping[str, Backend]) -> Reason
 
 
 def _search(
-    request: TurnRequest, query: str, scoped: bool, meaning: Meaning | None = None
+    request: TurnRequest, query: str, scoped: bool, meaning: Meaning | None = None, also: Sequence[str] = ()
 ) -> tuple[list[Hit], list[str]]:
-    """The hits for the query (by words and, with `meaning`, by meaning too), and (`scoped`)
-    the names in the question that no passage mentions. Blocking."""
+    """The hits for the query (by words, or those of a form in `also`, and, with `meaning`, by
+    meaning too), and (`scoped`) the names in the question that no passage mentions. Blocking."""
     knowledge = request.knowledge
     if meaning is not None and isinstance(knowledge, Passages):
-        hits = fused_hits(query, knowledge, request.retrieval_mode, request.top_k, meaning)
+        hits = fused_hits(query, knowledge, request.retrieval_mode, request.top_k, meaning, also)
     else:
         hits = knowledge.search(query, request.retrieval_mode, request.top_k)
     if not scoped:
         return hits, []
     mode = request.retrieval_mode
-    return hits, [name for name in names(request.question) if not request.knowledge.mentions(name, mode)]
+    unknown = [name for name in names(request.question) if not knowledge.mentions(name, mode)]
+    if meaning is not None and isinstance(knowledge, Passages):
+        unknown += unknown_names(request.question, knowledge, mode)
+    return hits, unknown
 
 
 async def _out_of_scope(
@@ -712,9 +743,9 @@ async def _out_of_scope(
     if not request.general_knowledge:
         # A near miss may still hold the answer in other words: its closest sentences are
         # quoted, as what the documents say, not as an answer.
-        near = best >= NEAR_MISS_SHARE * turn.config.min_retrieval_score
+        near = best >= NEAR_MISS_SHARE * turn.min_score
         quotes = (
-            await asyncio.to_thread(quote_passages, turn.question, whole_chunks(hits), turn.meaning)
+            await asyncio.to_thread(quote_passages, turn.question, whole_chunks(hits), turn.meaning, turn.cross)
             if near
             else Quotes(())
         )
@@ -739,7 +770,7 @@ async def _out_of_scope(
                     "The documents do not cover this question (the best passage matched with score {score}, "
                     "below {threshold})."
                 )
-            ).format(score=_below(best), threshold=f"{turn.config.min_retrieval_score:.2f}")
+            ).format(score=_below(best), threshold=f"{turn.min_score:.2f}")
         if quotes:
             text += " " + _("The closest they come:") + f"\n\n{quotes.text}"
         yield Notice("out_of_scope", text)
@@ -997,7 +1028,7 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
         if answer is not None and checked is not None:
             text = checked.kept
             if opens_with_abstention(text):
-                if quotes := quote_passages(question, turn.excerpts, meaning):
+                if quotes := quote_passages(question, turn.excerpts, meaning, turn.cross):
                     text += closest_passages(turn.request.language) + quotes.text
                 return FinalAnswer(text, source, cuts)  # type: ignore[arg-type]
             if turn.translating(answer.model):
@@ -1006,7 +1037,7 @@ def _final(turn: _Turn, slm: Answer | None, llm: Answer | None, decision: Decisi
                 return FinalAnswer(text, source, cuts, evidence, translated=True)  # type: ignore[arg-type]
             evidence = "" if answer.copied else quote_evidence(text, turn.excerpts)
             return FinalAnswer(text, source, cuts, evidence, copied=answer.copied)  # type: ignore[arg-type]
-    quotes = quote_passages(question, turn.excerpts, meaning)
+    quotes = quote_passages(question, turn.excerpts, meaning, turn.cross)
     return FinalAnswer(quotes.text, "quotes", cuts, more=quotes.more) if quotes else FinalAnswer("", "none", cuts)
 
 
@@ -1055,12 +1086,21 @@ class Quotes:
         return bool(self.shown)
 
 
-def quote_passages(question: str, excerpts: Sequence[Excerpt], meaning: Meaning | None = None) -> Quotes:
+def quote_passages(
+    question: str,
+    excerpts: Sequence[Excerpt],
+    meaning: Meaning | None = None,
+    cross: bool = False,
+) -> Quotes:
     """The passage sentence most likely to answer the question, and a second one when it
     matches nearly as well, quoted with their [n] and the question's words in bold; ranked as
-    copy answers' candidates are (`answering.copying.candidates`). Blocking when `meaning` embeds."""
+    copy answers' candidates are (`answering.copying.candidates`). A `cross`-script question
+    whose first sentence is in the Latin script gets the second always: ranked by meaning across
+    languages, the first is less sure (on the Telugu handbook set 43 questions of 58 show the
+    fact instead of 41). Blocking when `meaning` embeds."""
     found = candidates(excerpts, question, meaning, count=2 + MORE_QUOTES)
     if not found:
         return Quotes(())
-    shown = found[:1] + [c for c in found[1:2] if c.ranking >= SECOND_QUOTE_SHARE * found[0].ranking]
+    share = 0.0 if cross and not mostly_foreign(found[0].text) else SECOND_QUOTE_SHARE
+    shown = found[:1] + [c for c in found[1:2] if c.ranking >= share * found[0].ranking]
     return Quotes(tuple(quoted(c, question) for c in shown), tuple(quoted(c) for c in found[len(shown) :]))

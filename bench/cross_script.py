@@ -3,11 +3,15 @@
 For every question of the Telugu development sets, the turn's preparation (search, scope checks,
 context, the small model's evidence: `answering.pipeline._prepare`, one worker-thread trip) is
 timed twice, on the same machine in the same run: as a cross-script question (words written as
-the passages' words where they sound alike, passages ranked by words and meaning, tokens counted
+the passages' words where they sound alike and glossed where they mean one, passages ranked by
+words and meaning, borrowed words the passages never mention looked for, tokens counted
 by each model's own tokenizer) and, as the baseline, the way an English question is prepared.
-Each question is embedded once for each form before it is timed, as `answering.question_vectors`
-does ahead of a turn. English questions of the handbook set are timed on their path too, before
-and after the check that sends a question one way or the other.
+Both are timed from the question to its prepared context, its embedding included: the English
+way embeds the question first (`answering.pipeline.run_turn` awaits it before preparing, as
+`answering.question_vectors` makes it), the cross-script way once its words are written as the
+passages' words, after embedding the words it glosses (`answering.cross_script.glossed`). English
+questions of the handbook set are timed on their path too, before and after the check that
+sends a question one way or the other.
 
     .venv/bin/python -m bench.cross_script [--out bench/results/cross-script.json]
 """
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from answering.cross_script import in_passage_words, is_cross_script
+from answering.cross_script import is_cross_script
 from answering.pipeline import TurnConfig, TurnRequest, _prepare, embed_ahead
 from models.catalog import build_catalog
 from models.factory import make_backends
@@ -60,24 +64,22 @@ def run() -> dict[str, object]:
     def prepare(question: str, cross: bool) -> float:
         request = TurnRequest(question, knowledge, catalog.slm, catalog.llm, top_k=settings.top_k)
         first = config.budget(catalog.slm)
-        return _ms(lambda: _prepare(request, question, config, True, first, cross, backends))
 
-    def embedded(question: str) -> None:  # the question's vector made ahead, as in the app
-        if closeness is not None:
-            closeness(question, [])
+        def prepared() -> None:
+            if not cross and closeness is not None:
+                closeness(question, [])  # the question's vector, as `run_turn` awaits it first
+            _prepare(request, question, config, True, first, cross, backends)
+
+        return _ms(prepared)
 
     prepare("warm-up: ఏ పైథాన్ వెర్షన్ అవసరం?", True)  # loads the tokenizers and sound-alike keys
     telugu = [question for name in SETS for question in _questions(name)]
     cross, plain = [], []
     for question in telugu:
-        embedded(question)
-        embedded(in_passage_words(question, knowledge, settings.retrieval_mode))
         plain.append(prepare(question, False))
         cross.append(prepare(question, True))
     english = _questions("handbook")
     check = [_ms(functools.partial(is_cross_script, question)) for question in english]
-    for question in english:
-        embedded(question)
     as_english = [prepare(question, False) for question in english]
     return {
         "questions": {"telugu": len(telugu), "english": len(english)},

@@ -201,6 +201,16 @@ class Closeness:
             kept = [self._texts.get(text_key(text)) for text in texts]
         return [None if vector is None else float(np.dot(vector, asked)) for vector in kept]
 
+    def kept(self, texts: Sequence[str]) -> list[Vectors | None]:
+        """The kept vector of each text, None for a text not embedded yet; embeds nothing."""
+        with self._lock:
+            return [self._texts.get(text_key(text)) for text in texts]
+
+    def questions(self, questions: Sequence[str]) -> list[Vectors]:
+        """The questions' vectors, embedded in one call for those not kept (`embed_questions`). Blocking."""
+        self.embed_questions(questions)
+        return [self._question(question) for question in questions]
+
     def embed_ahead(self, texts: Sequence[str]) -> int:
         """Embed the texts not kept yet, so that questions about them need not wait for it;
         how many were embedded. A batch at a time, so a question waits for one batch at most."""

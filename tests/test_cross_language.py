@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from answering.context import Meaning, embedded_units, select_context
-from answering.cross_script import fused_hits, in_passage_words, is_cross_script
+from answering.cross_script import fused_hits, glossary_terms, glossed, in_passage_words, is_cross_script
 from answering.pipeline import Retrieved, SentenceCut, TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.prompt import IN_THE_QUESTIONS_LANGUAGE, build_messages
 from answering.reply import TRANSLATION_NOTE, reply_for
@@ -55,7 +55,7 @@ HANDBOOK = KnowledgeBase(
 # The real embedding model (multilingual-e5-small), as the app ranks by meaning, with the
 # passages' sentences embedded ahead as the app does at start-up.
 CLOSENESS = Closeness()
-CLOSENESS.embed_ahead(embedded_units(HANDBOOK.passages("bm25")))
+CLOSENESS.embed_ahead([*embedded_units(HANDBOOK.passages("bm25")), *glossary_terms(HANDBOOK.passages("bm25"))])
 CONFIG = TurnConfig(
     Thresholds(min_answer_tokens=0, min_low_token_prob=0.0, min_retrieval_score=0.0),
     min_retrieval_score=0.2,
@@ -84,6 +84,11 @@ def test_a_telugu_word_written_from_english_is_searched_as_the_english_word() ->
     assert in_passage_words(PYTHON_QUESTION, HANDBOOK, "bm25") == "ఏ python version అవసరం?"
 
 
+def test_a_telugu_word_of_telugu_origin_is_searched_as_the_english_word_it_means() -> None:
+    # "How long did each phase take?": దశ (phase) sounds like no English word.
+    assert "phase" in glossed("ప్రతి దశకు ఎంత సమయం పట్టింది?", HANDBOOK, "bm25", Meaning(CLOSENESS))
+
+
 def test_only_a_question_mostly_in_another_script_takes_the_cross_script_path() -> None:
     assert is_cross_script(PYTHON_QUESTION)
     assert not is_cross_script("Which Python version is needed for SmolLM2?")
@@ -105,6 +110,24 @@ async def test_a_telugu_question_nothing_covers_is_told_so() -> None:
     events = await turn(backend, "ఆవకాయ పచ్చడి ఎలా పెట్టాలి?")  # "How is mango pickle made?"
     assert done(events).final.source == "out_of_scope"
     assert "start server" not in backend.log
+
+
+@pytest.mark.asyncio
+async def test_a_telugu_question_naming_something_no_passage_mentions_is_told_so() -> None:
+    backend = ScriptedBackend({"server": ["Yes [1]."]})
+    events = await turn(backend, "వాట్సాప్‌లో ఈ అసిస్టెంట్‌ను అడగవచ్చా?")  # "Can I ask this assistant on WhatsApp?"
+    final = done(events).final
+    assert final.source == "out_of_scope"
+    assert "never mention వాట్సాప్" in final.text
+    assert "start server" not in backend.log
+
+
+@pytest.mark.asyncio
+async def test_a_latin_name_in_a_telugu_question_that_no_passage_mentions_is_told_so() -> None:
+    backend = ScriptedBackend({"server": ["Yes [1]."]})
+    events = await turn(backend, "Slack ఛానల్ నుంచి ఈ అసిస్టెంట్‌ను అడగవచ్చా?")  # "Can I ask it from a Slack channel?"
+    final = done(events).final
+    assert final.source == "out_of_scope" and "never mention Slack" in final.text
 
 
 @pytest.mark.asyncio
@@ -187,9 +210,9 @@ def test_a_question_asked_before_the_sentences_are_embedded_does_not_wait_for_th
 
 
 @pytest.mark.asyncio
-async def test_a_chosen_sentence_cut_down_to_its_list_number_is_quoted_whole_instead() -> None:
-    # Telugu inflects what the question and the passage share ("తెరవాలి", "తెరవండి": open), so
-    # the support check finds the sentence off topic and cuts it after its list number.
+async def test_a_chosen_list_item_is_checked_whole_not_cut_after_its_number() -> None:
+    # Checked as two sentences, "1." and the rest, the rest was cut as off topic: Telugu
+    # inflects what the question and the passage share ("తెరవాలి", "తెరవండి": open).
     page = KnowledgeBase(
         SharedCorpus(
             [
@@ -197,7 +220,7 @@ async def test_a_chosen_sentence_cut_down_to_its_list_number_is_quoted_whole_ins
                     "te",
                     "మొదలుపెట్టడం",
                     "te.md",
-                    "# మొదలుపెట్టడం\n\n## మొదటి ప్రశ్న అడగడం\n\n1. బ్రౌజర్‌లో http://localhost:8000 తెరవండి.\n"
+                    "# మొదలుపెట్టడం\n\n## యాప్ ప్రారంభించాక మొదటి ప్రశ్న అడగడం\n\n1. బ్రౌజర్‌లో http://localhost:8000 తెరవండి.\n"
                     "2. మొదటి సందేశం knowledge base లో ఎన్ని పత్రాలు ఉన్నాయో చెబుతుంది.\n",
                 )
             ]
@@ -211,6 +234,6 @@ async def test_a_chosen_sentence_cut_down_to_its_list_number_is_quoted_whole_ins
     question = "మొదటిసారి యాప్ ప్రారంభించాక బ్రౌజర్‌లో ఏ చిరునామా తెరవాలి?"
     request = TurnRequest(question, page, SERVER, LARGE, router_mode=Mode.OFF, answer_style="copy")
     events = [event async for event in run_turn(request, {"fake": backend}, CONFIG)]
-    assert any(isinstance(event, SentenceCut) for event in events)
+    assert not any(isinstance(event, SentenceCut) for event in events)
     final = done(events).final
-    assert final.source == "quotes" and "http://localhost:8000" in final.text
+    assert final.source == "slm" and final.text.startswith("1. బ్రౌజర్‌లో http://localhost:8000")

@@ -190,6 +190,23 @@ def test_exact_terms_skip_list_markers_and_citations():
     assert exact_terms("1. Set `TOP_K` to 3 [2].") == ["`TOP_K`", "3"]
 
 
+def test_a_telugu_question_asking_how_many_wants_a_number_and_a_list_number_is_none():
+    question = "ఒక సందేశానికి ఎన్ని ఫైళ్లు జత చేయవచ్చు?"  # "How many files can one message have?"
+    assert lacks_asked_number("6. చిన్న మోడల్ జవాబు అనుమానంగా ఉంటే పెద్ద మోడల్ జవాబిస్తుంది. [1]", question)
+    assert not lacks_asked_number("అప్రమేయంగా 10 ఫైళ్లు. [1]", question)
+    assert not lacks_asked_number("రెండు ఫైళ్లు. [1]", question)  # "two files"
+    assert not lacks_asked_number("6. చిన్న మోడల్", "టెర్మినల్‌లో యాప్‌ను ఎలా ఆపాలి?")  # "How do I stop the app?"
+
+
+def test_a_list_item_is_one_sentence_with_its_number():
+    answer = "Two steps:\n1. Open http://localhost:8000 in a browser.\n2. Ask."
+    assert [s.text for s in split_sentences(answer)] == [
+        "Two steps:\n",
+        "1. Open http://localhost:8000 in a browser.\n",
+        "2. Ask.",
+    ]
+
+
 def test_splitting_keeps_every_character_and_marks_code_lines():
     answer = "Set it [1]. Then run:\n```bash\nfoundry service status\n```\nDone."
     sentences = split_sentences(answer)

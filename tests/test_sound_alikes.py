@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from rag.sound_alikes import SoundAlikes, sound_key, transliterated
+from rag.sound_alikes import LooseSounds, SoundAlikes, sound_key, transliterated
 from rag.text import tokenize
 
 INDEX = SoundAlikes(tokenize("Python version, the upload command, the latency panel, the browser session, often"))
+HANDBOOK_WORDS = "chat upload password exit code mode size whitespace waits temperature quantised".split()
+LOOSE = LooseSounds([*HANDBOOK_WORDS, *tokenize(" ".join(HANDBOOK_WORDS))])
 
 
 def test_a_telugu_word_is_read_in_latin_letters() -> None:
@@ -39,3 +41,19 @@ def test_a_telugu_word_of_telugu_origin_finds_nothing() -> None:
 def test_a_word_of_a_script_it_cannot_read_finds_nothing() -> None:
     assert transliterated("模型") is None
     assert INDEX("模型") == []
+
+
+def test_english_spellings_telugu_writes_as_they_sound_meet_in_one_key() -> None:
+    assert sound_key("temperatur") == sound_key(transliterated("టెంపరేచర్") or "")  # the stem of "temperature"
+    assert sound_key("quantis") == sound_key(transliterated("క్వాంటైజ్") or "")
+
+
+def test_a_borrowed_word_the_passages_hold_in_another_spelling_sounds_like_one_of_them() -> None:
+    assert LOOSE("పాస్వర్డ్")  # password
+    assert LOOSE("ఎగ్జిట్")  # exit: g and k are one sound here
+    assert LOOSE("సైజ్")  # size
+
+
+def test_a_borrowed_word_no_passage_holds_sounds_like_none_of_them() -> None:
+    assert not LOOSE("వాట్సాప్")  # WhatsApp: not "waits", not "whitespace"
+    assert not LOOSE("మైక్రోఫోన్")  # microphone
