@@ -50,7 +50,6 @@ from answering.cross_script import (
     unknown_names,
 )
 from answering.grounding import (
-    CITATION,
     AnswerGuard,
     Cut,
     Evidence,
@@ -996,18 +995,12 @@ def _not_an_answer(text: str, turn: _Turn, model: ModelSpec, choice: Choice | No
     return None
 
 
-_A_LETTER = re.compile(r"[^\W\d_]")
-
-
 def _usable(answer: Answer | None, turn: _Turn) -> GuardedText | None:
     """The answer's supported text, if it answers the question."""
     if answer is None or answer.error or answer.checked is None or not answer.checked.kept:
         return None
     if turn.request.guard is GuardMode.OFF:  # shown as the model wrote it
         return answer.checked
-    if answer.copied and not _A_LETTER.search(CITATION.sub(" ", answer.checked.kept)):
-        # A chosen sentence the check cut down to its list number ("1.") says nothing: quoted instead.
-        return None
     return answer.checked if _not_an_answer(answer.checked.kept, turn, answer.model, answer.choice) is None else None
 
 

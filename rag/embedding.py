@@ -197,9 +197,7 @@ class Closeness:
         """As calling it, for the texts whose vectors are kept already; None for the others,
         which are not embedded (the question is). Blocking."""
         asked = self._question(question)
-        with self._lock:
-            kept = [self._texts.get(text_key(text)) for text in texts]
-        return [None if vector is None else float(np.dot(vector, asked)) for vector in kept]
+        return [None if vector is None else float(np.dot(vector, asked)) for vector in self.kept(texts)]
 
     def kept(self, texts: Sequence[str]) -> list[Vectors | None]:
         """The kept vector of each text, None for a text not embedded yet; embeds nothing."""

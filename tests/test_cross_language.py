@@ -113,21 +113,22 @@ async def test_a_telugu_question_nothing_covers_is_told_so() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_telugu_question_naming_something_no_passage_mentions_is_told_so() -> None:
+@pytest.mark.parametrize(
+    ("question", "name"),
+    [
+        ("వాట్సాప్‌లో ఈ అసిస్టెంట్‌ను అడగవచ్చా?", "వాట్సాప్"),  # "Can I ask this assistant on WhatsApp?"
+        ("Slack ఛానల్ నుంచి ఈ అసిస్టెంట్‌ను అడగవచ్చా?", "Slack"),  # "Can I ask it from a Slack channel?"
+    ],
+)
+async def test_a_telugu_question_naming_or_borrowing_what_no_passage_mentions_is_told_so(
+    question: str, name: str
+) -> None:
     backend = ScriptedBackend({"server": ["Yes [1]."]})
-    events = await turn(backend, "వాట్సాప్‌లో ఈ అసిస్టెంట్‌ను అడగవచ్చా?")  # "Can I ask this assistant on WhatsApp?"
+    events = await turn(backend, question)
     final = done(events).final
     assert final.source == "out_of_scope"
-    assert "never mention వాట్సాప్" in final.text
+    assert f"never mention {name}" in final.text
     assert "start server" not in backend.log
-
-
-@pytest.mark.asyncio
-async def test_a_latin_name_in_a_telugu_question_that_no_passage_mentions_is_told_so() -> None:
-    backend = ScriptedBackend({"server": ["Yes [1]."]})
-    events = await turn(backend, "Slack ఛానల్ నుంచి ఈ అసిస్టెంట్‌ను అడగవచ్చా?")  # "Can I ask it from a Slack channel?"
-    final = done(events).final
-    assert final.source == "out_of_scope" and "never mention Slack" in final.text
 
 
 @pytest.mark.asyncio
