@@ -23,17 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from answering.context import Excerpt, Meaning, is_statement, ranked_units, readable, units
-from answering.grounding import CITATION, asks_for_number, states_a_number
+from answering.cross_script import mostly_foreign
+from answering.grounding import CITATION, asks_for_name, asks_for_number, gives_a_name, states_a_number
 from models.base import ChatMessage, LikelihoodScorer
 from rag.text import tokenize
 
 # How many of the ranking's best units the model reads and chooses among. On the handbook
 # set the fact is in the best three for 92% of the questions whose passages hold it.
 CANDIDATES = 3
-# What a lower-ranked passage costs a unit, per rank; and a unit without a number when the
-# question asks how many, how long or which port.
+# What a lower-ranked passage costs a unit, per rank; a unit without a number when the
+# question asks how many, how long or which port; and one without a name when it asks which
+# setting, command or file.
 RANK_PENALTY = 0.04
 NO_NUMBER_PENALTY = 0.3
+NO_NAME_PENALTY = 0.3
 # Weight of the model's mean log-probability of the question (about -1 to -6) against the
 # ranking's score (0 to 1).
 LIKELIHOOD_WEIGHT = 0.12
@@ -48,6 +51,15 @@ SECOND_SENTENCE_MARGIN = 0.2
 # and are quoted instead, which still shows the fact. It holds for Telugu too: on
 # evaluation/telugu-pages, Gemma 3's copies that hold the fact score -4.14 or above.
 MIN_QUESTION_LIKELIHOOD = -4.25
+# A question is less likely under a sentence in another script than under one in its own that
+# answers it as well. Under Telugu questions, Gemma 3's mean log-probability is 1.6 and 1.2
+# lower under the English sentences holding the fact than under the Telugu ones holding it
+# (evaluation/telugu-handbook, telugu-pages: medians), and 1.2 and 0.7 lower under those that
+# do not; this is the median of the four. Unlevelled, Telugu overview sentences outscored the
+# English one giving the fact, and English ones fell under MIN_QUESTION_LIKELIHOOD: 10 of 58
+# Telugu handbook questions got a model's choice, 30 levelled. A cross-script question's
+# candidates in the Latin script get this much back, in the choice and at that threshold.
+OTHER_SCRIPT_LIKELIHOOD = 1.2
 # The instruction under which the model reads a candidate.
 QUESTION_PROMPT = "Write a question that the passage answers."
 
@@ -62,10 +74,18 @@ class Candidate:
     number: int  # its excerpt's [n]
     ranking: float  # the ranking's score, with the penalties
     likelihood: float | None = None  # the model's mean log-probability of the question under it
+    other_script: bool = False  # in another script than the question's: levelled by OTHER_SCRIPT_LIKELIHOOD
+
+    @property
+    def levelled(self) -> float | None:
+        """The likelihood as weighed: with OTHER_SCRIPT_LIKELIHOOD for a sentence in another script."""
+        if self.likelihood is None:
+            return None
+        return self.likelihood + (OTHER_SCRIPT_LIKELIHOOD if self.other_script else 0.0)
 
     @property
     def score(self) -> float:
-        return self.ranking + LIKELIHOOD_WEIGHT * (self.likelihood or 0.0)
+        return self.ranking + LIKELIHOOD_WEIGHT * (self.levelled or 0.0)
 
     @property
     def cited(self) -> str:
@@ -101,13 +121,18 @@ class Choice:
 
 
 def candidates(
-    excerpts: Sequence[Excerpt], question: str, meaning: Meaning | None = None, count: int = CANDIDATES
+    excerpts: Sequence[Excerpt],
+    question: str,
+    meaning: Meaning | None = None,
+    count: int = CANDIDATES,
+    cross: bool = False,
 ) -> list[Candidate]:
     """The `count` units of the excerpts that best answer the question by the ranking, best
-    first; each unit once. Blocking when `meaning` embeds."""
+    first; each unit once. A `cross`-script question's units in the Latin script are marked
+    `other_script`. Blocking when `meaning` embeds."""
     split = [units(excerpt.text.replace(_GAP, "\n")) for excerpt in excerpts]
     ranked = ranked_units(split, question, [excerpt.label for excerpt in excerpts], meaning)
-    asks_number = asks_for_number(question)
+    asks_number, asks_name = asks_for_number(question), asks_for_name(question)
     found: dict[str, Candidate] = {}
     for score, h, i in ranked:
         if score <= 0:
@@ -123,7 +148,10 @@ def candidates(
         penalty = RANK_PENALTY * (excerpts[h].hit.rank - 1)
         if asks_number and not states_a_number(text):
             penalty += NO_NUMBER_PENALTY
-        candidate = Candidate(text, excerpts[h].number, score - penalty)
+        if asks_name and not gives_a_name(text):
+            penalty += NO_NAME_PENALTY
+        other_script = cross and not mostly_foreign(text)
+        candidate = Candidate(text, excerpts[h].number, score - penalty, other_script=other_script)
         if text not in found:
             found[text] = candidate
     return sorted(found.values(), key=lambda c: -c.ranking)[:count]

@@ -707,6 +707,33 @@ def states_a_number(text: str) -> bool:
     )
 
 
+# "Which setting…?", "What command…?": only a name answers it. After "which" or Telugu "ఏ",
+# with up to two words between ("which Ollama setting"); a cross-script question is ranked
+# with its words in the passages' English ("ఏ సెట్టింగ్" as "ఏ setting").
+_NAMED_THINGS = (
+    r"(?:settings?|variables?|options?|flags?|commands?|files?|folders?|director(?:y|ies)|parameters?|endpoints?"
+    r"|సెట్టింగ్|వేరియబుల్|ఆదేశ|కమాండ్|ఫైల్|ఫ్లాగ్|ఫోల్డర్)"
+)
+_ASKS_FOR_NAME = re.compile(
+    rf"\b(?:which|what)\s+(?:[\w-]+\s+){{0,2}}?{_NAMED_THINGS}"
+    rf"|(?<![\u0c00-\u0c7f])ఏ\s+{_NAMED_THINGS}",
+    re.IGNORECASE,
+)
+# A name as the handbook writes one: in backticks, in capitals with underscores, or quoted (a
+# label of the interface, "Show drafts in the reply").
+_A_NAME = re.compile(r"`[^`]+`|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b")
+
+
+def asks_for_name(question: str) -> bool:
+    """Whether the question asks which setting, command, file…: only a name answers it."""
+    return bool(_ASKS_FOR_NAME.search(question))
+
+
+def gives_a_name(text: str) -> bool:
+    """Whether the text names a setting, command or file (`_A_NAME`)."""
+    return bool(_A_NAME.search(text))
+
+
 def lacks_asked_number(answer: str, question: str) -> bool:
     """Whether the question asks how many, how long or which port, and the answer states no
     number ("up to `CHUNK_OVERLAP` characters" for "How many characters…?")."""

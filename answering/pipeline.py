@@ -836,7 +836,7 @@ async def _copied_answer(
     # The model reads only the candidates, so they come from the most the turn retrieved.
     reading = turn.readings[max(turn.readings)]
     evidence = await turn.evidence(reading)
-    found = await asyncio.to_thread(candidates, reading.excerpts, turn.question, turn.meaning)
+    found = await asyncio.to_thread(candidates, reading.excerpts, turn.question, turn.meaning, cross=turn.cross)
     try:
         # The question as the user asked it: the model reads the user's language (`_unreadable`).
         choice = await choose(scorer, model.model, turn.request.question, found)
@@ -972,7 +972,7 @@ def _not_an_answer(text: str, turn: _Turn, model: ModelSpec, choice: Choice | No
         # A translated answer's words cannot be compared with the passages': its check is all there is.
         return None
     question = turn.question
-    likelihood = choice.chosen.likelihood if choice and choice.candidates else None
+    likelihood = choice.chosen.levelled if choice and choice.candidates else None
     if likelihood is not None and likelihood < MIN_QUESTION_LIKELIHOOD:
         return Reason(
             "copy_likelihood",

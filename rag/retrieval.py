@@ -41,7 +41,7 @@ import numpy.typing as npt
 from rag.documents import Chunk, Hit
 from rag.embedding import DEFAULT_EMBEDDER, KEY_BYTES, Embedder, Vectors, embed_chunks, embedded_text, text_key
 from rag.sound_alikes import SoundAlikes
-from rag.text import tokenize
+from rag.text import english_words, tokenize
 
 # bm25s sets its own logger to DEBUG at import (bm25s 0.3.16, bm25s/__init__.py), so its
 # "Building index from tokens" reached the app's log on every index built; no upstream
@@ -74,8 +74,8 @@ class Retriever(Protocol):
         ...
 
     def sound_alikes(self, word: str) -> list[str]:
-        """The indexed Latin terms that a word written in another script sounds like
-        ("పైథాన్": "python"; rag/sound_alikes.py)."""
+        """The passages' English words that a word written in another script sounds like, as
+        they write them ("సెట్టింగ్": "setting"; rag/sound_alikes.py)."""
         ...
 
 
@@ -116,7 +116,6 @@ class _Columns:
         self.values = values  # None: every value is 1
         self.size = size  # the number of chunks
         self._sorted_terms: list[str] | None = None  # sorted on first use by `holds_term_starting`
-        self._sound_alikes: SoundAlikes | None = None  # made on first use by `sound_alikes`
 
     @classmethod
     def of_sets(cls, term_sets: Iterable[set[str]]) -> _Columns:
@@ -190,11 +189,6 @@ class _Columns:
         at = bisect.bisect_left(self._sorted_terms, prefix)
         return at < len(self._sorted_terms) and self._sorted_terms[at].startswith(prefix)
 
-    def sound_alikes(self, word: str) -> list[str]:
-        if self._sound_alikes is None:
-            self._sound_alikes = SoundAlikes(self.vocabulary)
-        return self._sound_alikes(word)
-
     def frequency(self, term: str) -> int:
         """How many chunks hold the term."""
         column = self.vocabulary.get(term)
@@ -225,6 +219,7 @@ class TermRetriever:
     def __init__(self, chunks: Sequence[Chunk], columns: _Columns) -> None:
         self.chunks = list(chunks)
         self._columns = columns
+        self._sound_alikes: SoundAlikes | None = None  # made on first use by `sound_alikes`
 
     def to_arrays(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, float]]:
         """The term matrix as plain numeric arrays (`terms`, `starts`, `rows` and, for BM25,
@@ -263,9 +258,15 @@ class TermRetriever:
     def sound_alikes(self, word: str) -> list[str]:
         return _sound_alikes([self], word)
 
+    def _english_sound_alikes(self, word: str) -> list[str]:
+        if self._sound_alikes is None:
+            # The words as the chunks write them (the matrix holds only their stems).
+            self._sound_alikes = SoundAlikes(set().union(*(english_words(indexed_text(c)) for c in self.chunks)))
+        return self._sound_alikes(word)
+
 
 def _sound_alikes(parts: Sequence[TermRetriever], word: str) -> list[str]:
-    return list(dict.fromkeys(term for part in parts for term in part._columns.sound_alikes(word)))
+    return list(dict.fromkeys(found for part in parts for found in part._english_sound_alikes(word)))
 
 
 def _mentions(parts: Sequence[TermRetriever], word: str) -> bool:

@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from indic_transliteration import sanscript
 
-from rag.text import fold
+from rag.text import fold, tokenize
 
 # Consonant sounds a key must have to be matched at all: two match too many unrelated words.
 MIN_KEY = 3
@@ -99,16 +99,27 @@ def transliterated(word: str) -> str | None:
 
 
 class SoundAlikes:
-    """The Latin terms of an index by their sound key, for words of other scripts to find."""
+    """The English words of an index by their sound key, for words of other scripts to find.
 
-    def __init__(self, terms: Iterable[str]) -> None:
-        keyed = {(sound_key(term), term) for term in terms if term.isascii() and term.isalpha()}
-        self._keyed = sorted((key, term) for key, term in keyed if len(key) >= MIN_KEY)
+    Compared as written, not as the index's stems: "setting" sounds like సెట్టింగ్, its stem
+    "set" does not, and "retriev" is no word anyone writes, in any script. A plural is keyed
+    as its singular too: "పారామీటర్లు" is "parameter" + "lu", where the passages write "parameters".
+    Each word found is returned as written; `tokenize` stems it as the index did.
+    """
+
+    def __init__(self, words: Iterable[str]) -> None:
+        keyed = {
+            (sound_key(form), word)
+            for word in words
+            if word.isascii() and word.isalpha()
+            for form in {word, _singular(word)}
+        }
+        self._keyed = sorted((key, word) for key, word in keyed if len(key) >= MIN_KEY)
 
     def __call__(self, word: str) -> list[str]:
-        """The terms `word` (in another script) sounds like: those with its key, else those
+        """The words `word` (in another script) sounds like: those with its key, else those
         whose key begins it and leaves at most `MAX_ENDING` sounds of ending (the longest key
-        wins), and among them the closest in letters (`MIN_LIKENESS`)."""
+        wins), and among them the closest in letters (`MIN_LIKENESS`), one a stem."""
         latin = transliterated(word)
         if latin is None:
             return []
@@ -125,11 +136,23 @@ class SoundAlikes:
         return []
 
 
-def _closest(latin: str, terms: list[str]) -> list[str]:
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _closest(latin: str, words: list[str]) -> list[str]:
+    """The words closest in sound, best first, one for each stem ("setting", not "settings" too)."""
     sounded = spoken(latin)
-    likeness = {term: difflib.SequenceMatcher(None, sounded, spoken(term)).ratio() for term in terms}
+    likeness = {word: difflib.SequenceMatcher(None, sounded, spoken(word)).ratio() for word in words}
     best = max(likeness.values())
-    return [term for term, like in likeness.items() if like >= MIN_LIKENESS and like >= best - LIKENESS_MARGIN]
+    close = sorted(
+        (word for word, like in likeness.items() if like >= MIN_LIKENESS and like >= best - LIKENESS_MARGIN),
+        key=lambda word: (-likeness[word], word),
+    )
+    by_stem: dict[tuple[str, ...], str] = {}
+    for word in close:
+        by_stem.setdefault(tuple(tokenize(word)), word)
+    return list(by_stem.values())
 
 
 # Voiced and voiceless stops as one sound, for `LooseSounds`: Telugu writes "exit" ఎగ్జిట్

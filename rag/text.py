@@ -183,6 +183,15 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+_ENGLISH_WORD = re.compile(r"[a-z]{3,}")
+
+
+def english_words(text: str) -> frozenset[str]:
+    """The text's words of three or more unaccented Latin letters, lower case and unstemmed,
+    that are not stop words: "Settings" gives "settings", where `tokenize` gives "set"."""
+    return frozenset(word for word in _ENGLISH_WORD.findall(text.lower()) if word not in STOP_WORDS)
+
+
 def normalise_answer(text: str) -> str:
     """For matching answer text inside passages: folded words joined by single spaces.
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from answering.attempts import AttemptStart
 from answering.context import whole_chunks
-from answering.copying import Candidate, Choice, candidates, emphasised
+from answering.copying import OTHER_SCRIPT_LIKELIHOOD, Candidate, Choice, candidates, emphasised
 from answering.pipeline import TurnConfig, TurnDone, TurnRequest, run_turn
 from answering.router import Mode, Thresholds
 from models.base import GenerationParams, TokenEvent
@@ -130,6 +130,41 @@ async def test_a_backend_that_cannot_score_writes_its_answer_in_the_copy_style()
     final = done([event async for event in run_turn(request, {"fake": backend}, COPYING)]).final
 
     assert final.source == "slm" and not final.copied
+
+
+def test_a_sentence_without_the_name_asked_for_is_not_the_first_candidate():
+    text = "The service prints its endpoint.\n\nThe app reads its endpoint from `MODEL_SERVER_URL`."
+    hit = Hit(Chunk(Document("s", "Servers", "s.md", text), 0, text), 0.9, 1)
+
+    # Both sentences match "endpoint" alike; only a name answers "which setting".
+    found = candidates(whole_chunks([hit]), "Which setting holds the endpoint?")
+
+    assert found[0].text == "The app reads its endpoint from `MODEL_SERVER_URL`."
+
+
+def test_a_cross_script_questions_sentences_in_the_latin_script_are_marked_as_another_script():
+    english = "Foundry Local usually listens on port 5273."
+    telugu = "ఫౌండ్రీ లోకల్ సాధారణంగా 5273 పోర్ట్‌లో వింటుంది."
+    hits = [
+        Hit(Chunk(Document(name, name, f"{name}.md", text), 0, text), 0.9, rank)
+        for rank, (name, text) in enumerate([("en", english), ("te", telugu)], start=1)
+    ]
+    question = "ఫౌండ్రీ లోకల్ ఏ port లో వింటుంది?"
+
+    across = {c.text: c.other_script for c in candidates(whole_chunks(hits), question, cross=True)}
+    alike = {c.text: c.other_script for c in candidates(whole_chunks(hits), question)}
+
+    assert across == {english: True, telugu: False}
+    assert alike == {english: False, telugu: False}
+
+
+def test_a_sentence_in_another_script_is_weighed_with_its_likelihood_levelled():
+    # A question is less likely under a sentence in another script, however well it answers.
+    own = Candidate("ఫౌండ్రీ లోకల్ ఒక సర్వీస్.", 1, 0.8, -3.2)
+    other = Candidate("Foundry Local usually listens on port 5273.", 2, 0.8, -4.3, other_script=True)
+
+    assert other.levelled == -4.3 + OTHER_SCRIPT_LIKELIHOOD
+    assert Choice(tuple(sorted((own, other), key=lambda c: -c.score))).chosen is other
 
 
 def test_a_table_row_is_a_candidate_under_its_column_names_and_its_header_never_is():

@@ -84,6 +84,24 @@ def test_a_telugu_word_written_from_english_is_searched_as_the_english_word() ->
     assert in_passage_words(PYTHON_QUESTION, HANDBOOK, "bm25") == "ఏ python version అవసరం?"
 
 
+def test_a_telugu_word_whose_stem_a_passage_holds_keeps_it() -> None:
+    # "ప్రాసెస్‌ల" (of processes) is "ప్రాసెస్" + "ల": a Telugu page holds the first, and it stays
+    # searched as written rather than as its English sound-alike alone.
+    pages = KnowledgeBase(
+        SharedCorpus(
+            [
+                Document("te", "అప్‌లోడ్లు", "te/uploads.md", "ఫైళ్లను వేరే reader ప్రాసెస్ చదువుతుంది."),
+                Document("en", "Uploads", "uploads.md", "A file that crashes its reader process is refused."),
+            ]
+        ),
+        chunk_size=1500,
+        chunk_overlap=0,
+    )
+
+    assert in_passage_words("reader ప్రాసెస్‌ల సంఖ్య?", pages, "bm25") == "reader ప్రాసెస్‌ల సంఖ్య?"
+    assert in_passage_words("reader ప్రాసెస్‌ల సంఖ్య?", pages, "bm25", every=True) == "reader process సంఖ్య?"
+
+
 def test_a_telugu_word_of_telugu_origin_is_searched_as_the_english_word_it_means() -> None:
     # "How long did each phase take?": దశ (phase) sounds like no English word.
     assert "phase" in glossed("ప్రతి దశకు ఎంత సమయం పట్టింది?", HANDBOOK, "bm25", Meaning(CLOSENESS))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rag.sound_alikes import LooseSounds, SoundAlikes, sound_key, transliterated
-from rag.text import tokenize
+from rag.text import english_words, tokenize
 
-INDEX = SoundAlikes(tokenize("Python version, the upload command, the latency panel, the browser session, often"))
+INDEX = SoundAlikes(english_words("Python version, the upload command, the latency panel, the browser session, often"))
 HANDBOOK_WORDS = "chat upload password exit code mode size whitespace waits temperature quantised".split()
 LOOSE = LooseSounds([*HANDBOOK_WORDS, *tokenize(" ".join(HANDBOOK_WORDS))])
 
@@ -28,6 +28,22 @@ def test_a_loanword_finds_the_english_word_it_is_written_from() -> None:
 
 def test_a_telugu_ending_after_the_loanword_still_finds_it() -> None:
     assert INDEX("ప్యానెల్‌లో".replace("\u200c", "")) == ["panel"]
+
+
+def test_a_loanword_finds_the_word_the_passages_write_not_its_stem() -> None:
+    # The stem of "setting" is "set", which sounds like nothing; "estimate" shares a key with it.
+    settings = SoundAlikes(english_words("Change the setting, then estimate again."))
+
+    assert settings("సెట్టింగ్") == ["setting"]
+
+
+def test_a_telugu_plural_finds_an_english_plural() -> None:
+    # "parameter" + the Telugu plural ending "lu", where the passage writes "parameters".
+    assert SoundAlikes(english_words("The models have 135M parameters."))("పారామీటర్లు") == ["parameters"]
+
+
+def test_of_two_forms_of_one_word_only_the_closer_is_found() -> None:
+    assert SoundAlikes(["setting", "settings"])("సెట్టింగ్") == ["setting"]
 
 
 def test_of_two_words_with_one_key_the_closer_in_sound_wins() -> None:
