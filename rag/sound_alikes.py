@@ -90,11 +90,12 @@ def sound_key(latin: str) -> str:
 
 @lru_cache(maxsize=20_000)
 def transliterated(word: str) -> str | None:
-    """The word in Latin letters (IAST, accents folded), or None when its script is not one
-    that `indic_transliteration` reads."""
+    """The word in Latin letters (IAST, accents folded, its c written "ch"), or None when its
+    script is not one that `indic_transliteration` reads."""
     for letters, scheme in _SCRIPTS:
         if letters.search(word):
-            return fold(sanscript.transliterate(word, scheme, sanscript.IAST))
+            # IAST's c is always the sound of "chat", never the s of "place": సెర్చ్ is "search".
+            return fold(sanscript.transliterate(word, scheme, sanscript.IAST)).replace("c", "ch")
     return None
 
 

@@ -42,6 +42,13 @@ def test_a_telugu_plural_finds_an_english_plural() -> None:
     assert SoundAlikes(english_words("The models have 135M parameters."))("పారామీటర్లు") == ["parameters"]
 
 
+def test_a_telugu_c_is_the_ch_of_chat_not_the_s_of_place() -> None:
+    words = SoundAlikes(english_words("Search the passages, then put them in place."))
+
+    assert words("సెర్చ్") == ["search"]
+    assert words("పోల్చే") == []  # "compare", of Telugu origin: not "place"
+
+
 def test_of_two_forms_of_one_word_only_the_closer_is_found() -> None:
     assert SoundAlikes(["setting", "settings"])("సెట్టింగ్") == ["setting"]
 
