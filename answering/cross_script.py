@@ -39,7 +39,7 @@ from answering.context import MIN_WORDS, Meaning, embedded_units, units
 from rag.documents import Chunk, Hit
 from rag.embedding import Closeness
 from rag.sound_alikes import LooseSounds
-from rag.text import tokenize
+from rag.text import english_words, tokenize
 
 # A question is cross-script when at least this share of its content words are not Latin.
 MIN_FOREIGN_SHARE = 0.5
@@ -121,12 +121,8 @@ def in_passage_words(query: str, knowledge: Passages, mode: str, every: bool = F
 # 90% of the Telugu questions about the English handbook instead of 74%.
 GLOSS_MARGIN = 0.035
 GLOSS_RANK = 20
-_LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
-
-
-@functools.lru_cache(maxsize=20_000)
-def _latin_words_of(text: str) -> frozenset[str]:
-    return frozenset(word for word in map(str.lower, _LATIN_WORD.findall(text)) if tokenize(word))
+# The same passages come back question after question.
+_latin_words_of = functools.lru_cache(maxsize=20_000)(english_words)
 
 
 # The glossary holds at most this many words, those the most passages hold: a Telugu word of

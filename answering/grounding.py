@@ -719,8 +719,8 @@ _ASKS_FOR_NAME = re.compile(
     rf"|(?<![\u0c00-\u0c7f])ఏ\s+{_NAMED_THINGS}",
     re.IGNORECASE,
 )
-# A name as the handbook writes one: in backticks, in capitals with underscores, or quoted (a
-# label of the interface, "Show drafts in the reply").
+# A name as the handbook writes one: in backticks, or in capitals with underscores. Quoted
+# text is not one: an interface label ("Escalated to") answers no "which setting".
 _A_NAME = re.compile(r"`[^`]+`|\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b")
 
 

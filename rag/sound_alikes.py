@@ -120,7 +120,7 @@ class SoundAlikes:
     def __call__(self, word: str) -> list[str]:
         """The words `word` (in another script) sounds like: those with its key, else those
         whose key begins it and leaves at most `MAX_ENDING` sounds of ending (the longest key
-        wins), and among them the closest in letters (`MIN_LIKENESS`), one a stem."""
+        wins), and among them the closest in letters (`MIN_LIKENESS`), one per stem."""
         latin = transliterated(word)
         if latin is None:
             return []
